@@ -1,0 +1,36 @@
+# The two commands a fresh machine needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+DEMO ?= runs/demo
+
+.PHONY: setup demo test lint format clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e ".[train,device,dev]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+# End to end on the embedded sample data: data -> train -> evaluate -> export int8 -> device loop -> SHAP.
+demo: setup
+	$(BIN)/edgecls data sample casting --out $(DEMO)/data
+	$(BIN)/edgecls train --data $(DEMO)/data --model seed-cnn --img-size 96 --epochs 8 --out $(DEMO)/run
+	$(BIN)/edgecls evaluate $(DEMO)/run/model.keras --data $(DEMO)/data/test --out $(DEMO)/eval
+	$(BIN)/edgecls predict $(DEMO)/run/model.keras $(DEMO)/data/test/def/def_0000.jpg $(DEMO)/data/test/ok/ok_0000.jpg
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/pytest
+
+format: setup
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+clean:
+	rm -rf $(VENV) runs reports

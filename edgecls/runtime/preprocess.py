@@ -1,0 +1,111 @@
+"""The preprocessing contract, in one place for training, evaluation, calibration and the device.
+
+Models take RGB uint8 pixels at a fixed height x width; normalisation lives inside the model.
+Every path that feeds a model goes through `resize` (and `read_image` for files), so the pixels
+the device sees are the pixels the model was trained and calibrated on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edgecls.errors import EdgeclsError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+RESIZE_INTERPOLATION = cv2.INTER_AREA
+
+# OpenCV prints its own warnings for every corrupt file; we report them ourselves, once.
+cv2.setLogLevel(2)  # errors only
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """What the model expects; recorded in config.json and the bundle manifest."""
+
+    height: int
+    width: int
+    channels: int = 3
+    color: str = "RGB"
+    layout: str = "NHWC"
+    dtype: str = "uint8"
+    value_range: tuple[int, int] = (0, 255)
+    resize: str = "cv2.INTER_AREA, stretch to height x width"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> InputSpec:
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        if "value_range" in known:
+            known["value_range"] = tuple(known["value_range"])
+        return cls(**known)
+
+
+def is_image_file(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def to_rgb8(image: np.ndarray) -> np.ndarray:
+    """Any decoded OpenCV image (grey, BGR, BGRA, 16-bit, float) as 3-channel RGB uint8."""
+    if image.dtype == np.uint16:
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        image = np.clip(image, 0, 255).astype(np.uint8)
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def decode_image(data: bytes) -> np.ndarray | None:
+    """Decode encoded bytes to RGB uint8, or None when OpenCV cannot read them."""
+    if not data:
+        return None
+    buf = np.frombuffer(data, dtype=np.uint8)
+    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    if image is None or image.size == 0:
+        return None
+    return to_rgb8(image)
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as RGB uint8 (H, W, 3); a clear error when it cannot be read."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise EdgeclsError(f"{path}: cannot read file ({exc.strerror})") from None
+    image = decode_image(data)
+    if image is None:
+        raise EdgeclsError(f"{path}: not a readable image (empty, corrupt or unknown format)")
+    return image
+
+
+def resize(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize RGB uint8 to (height, width): the one resize every path uses."""
+    height, width = size
+    if rgb.shape[:2] == (height, width):
+        return np.ascontiguousarray(rgb)
+    return cv2.resize(rgb, (width, height), interpolation=RESIZE_INTERPOLATION)
+
+
+def load_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
+    """Read and resize a file: what training, evaluation and calibration feed the model."""
+    return resize(read_image(path), size)
+
+
+def frame_to_input(frame_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A camera/video frame (BGR, as OpenCV delivers it) as the model's RGB input."""
+    return resize(to_rgb8(frame_bgr), size)
+
+
+def load_batch(paths: list[Path], size: tuple[int, int]) -> np.ndarray:
+    if not paths:
+        return np.zeros((0, *size, 3), dtype=np.uint8)
+    return np.stack([load_image(p, size) for p in paths])
