@@ -24,7 +24,7 @@ from edgecls.errors import EdgeclsError
 class SampleSpec:
     """How many images of what size; defaults keep generation to seconds."""
 
-    n_train: int = 240
+    n_train: int = 400
     n_test: int = 60
     size: int = 192
     seed: int = 0
@@ -99,7 +99,7 @@ def _impeller(rng: np.random.Generator, size: int):
     cx, cy = size / 2 + rng.normal(0, size * 0.015, 2)
     radius = size * rng.uniform(0.40, 0.46)
     r = np.hypot(xx - cx, yy - cy)
-    theta = np.arctan2(yy - cy, xx - cx)
+    np.arctan2(yy - cy, xx - cx)
 
     img = np.full((size, size), rng.uniform(25, 60), np.float32)
     img += 8 * _smooth_noise(rng, size, 5)
@@ -133,7 +133,9 @@ def _impeller(rng: np.random.Generator, size: int):
     # benign surface stains on both classes: a model must look for defects, not any blemish
     for _ in range(int(rng.integers(0, 3))):
         sx, sy = _point_on_disk(rng, cx, cy, radius * 0.85)
-        blob = np.exp(-((xx - sx) ** 2 + (yy - sy) ** 2) / (2 * (size * rng.uniform(0.03, 0.07)) ** 2))
+        blob = np.exp(
+            -((xx - sx) ** 2 + (yy - sy) ** 2) / (2 * (size * rng.uniform(0.03, 0.07)) ** 2)
+        )
         img -= rng.uniform(6, 14) * blob
     return img, (cx, cy, radius, light)
 
@@ -150,40 +152,45 @@ def _defect(rng, img, mask, geom, size, kind):
     ox, oy = -math.cos(light), -math.sin(light)
     if kind == "blowhole":
         x, y = _point_on_disk(rng, cx, cy, radius * 0.86, radius * 0.26)
-        a, b = rng.uniform(2.5, 8) * s, rng.uniform(2.5, 8) * s
+        a, b = rng.uniform(5, 13) * s, rng.uniform(5, 13) * s
         pts = _ellipse_points(x, y, a, b)
-        _poly(img, pts + [ox * 1.2, oy * 1.2], float(img[int(y), int(x)] + 25))
-        _poly(img, pts, float(rng.uniform(20, 55)))
+        _poly(img, [*pts, ox * 1.2, oy * 1.2], float(img[int(y), int(x)] + 25))
+        _poly(img, pts, float(rng.uniform(10, 40)))
         _poly(mask, _ellipse_points(x, y, a + 1.5, b + 1.5), 255)
     elif kind == "pinholes":
         x0, y0 = _point_on_disk(rng, cx, cy, radius * 0.84, radius * 0.26)
-        for _ in range(int(rng.integers(3, 8))):
-            x, y = x0 + rng.normal(0, 5 * s), y0 + rng.normal(0, 5 * s)
-            rad = rng.uniform(1.0, 2.2) * s
+        for _ in range(int(rng.integers(4, 10))):
+            x, y = x0 + rng.normal(0, 6 * s), y0 + rng.normal(0, 6 * s)
+            rad = rng.uniform(1.5, 3.0) * s
             _poly(img, _ellipse_points(x, y, rad, rad, 12), float(rng.uniform(25, 60)))
             _poly(mask, _ellipse_points(x, y, rad + 2, rad + 2, 12), 255)
     elif kind == "crack":
         x, y = _point_on_disk(rng, cx, cy, radius * 0.8, radius * 0.28)
         ang, pts = rng.uniform(0, 2 * np.pi), [(x, y)]
-        for _ in range(int(rng.integers(6, 16))):
+        for _ in range(int(rng.integers(8, 20))):
             ang += rng.normal(0, 0.5)
-            x, y = x + 3.5 * s * math.cos(ang), y + 3.5 * s * math.sin(ang)
+            x, y = x + 4 * s * math.cos(ang), y + 4 * s * math.sin(ang)
             pts.append((x, y))
         pts = np.array(pts)
-        width = max(1, round(rng.uniform(1, 2.4) * s))
+        width = max(1, round(rng.uniform(1.5, 3.2) * s))
         _line(img, pts, float(rng.uniform(20, 50)), width)
         _line(mask, pts, 255, width + 3)
     elif kind in ("burr", "chip"):
         a = rng.uniform(0, 2 * np.pi)
-        depth, half = rng.uniform(4, 12) * s, rng.uniform(0.05, 0.13)
+        depth, half = rng.uniform(6, 16) * s, rng.uniform(0.06, 0.15)
         if kind == "burr":
             inner, outer, shade = radius - 1, radius + depth, float(rng.uniform(150, 200))
         else:
             inner, outer, shade = radius - depth, radius + 2, float(rng.uniform(20, 50))
         angs = np.linspace(a - half, a + half, 8)
         jag = rng.uniform(0.6, 1.0, angs.size)
-        tip = np.stack([cx + (inner + (outer - inner) * jag) * np.cos(angs),
-                        cy + (inner + (outer - inner) * jag) * np.sin(angs)], 1)
+        tip = np.stack(
+            [
+                cx + (inner + (outer - inner) * jag) * np.cos(angs),
+                cy + (inner + (outer - inner) * jag) * np.sin(angs),
+            ],
+            1,
+        )
         base = np.stack([cx + inner * np.cos(angs[::-1]), cy + inner * np.sin(angs[::-1])], 1)
         pts = np.concatenate([tip, base])
         _poly(img, pts, shade)
@@ -200,7 +207,7 @@ def casting_image(rng: np.random.Generator, size: int, label: str):
     mask = None
     if label == "def":
         mask = np.zeros((size, size), np.uint8)
-        for kind in rng.choice(DEFECT_KINDS, size=int(rng.integers(1, 3)), replace=False):
+        for kind in rng.choice(DEFECT_KINDS, size=int(rng.integers(2, 4)), replace=False):
             _defect(rng, img, mask, geom, size, kind)
     return _finish(img, rng, noise=rng.uniform(2, 6), blur=rng.uniform(0.3, 0.9)), mask
 
@@ -209,9 +216,13 @@ def casting_image(rng: np.random.Generator, size: int, label: str):
 # insects
 
 
-_BACKGROUNDS = [((60, 120, 70), (30, 70, 40)), ((70, 110, 140), (40, 70, 100)),
-                ((150, 170, 180), (100, 120, 140)), ((90, 100, 110), (60, 70, 80)),
-                ((80, 150, 120), (50, 100, 80))]  # BGR: foliage, soil, sand, bark, moss
+_BACKGROUNDS = [
+    ((60, 120, 70), (30, 70, 40)),
+    ((70, 110, 140), (40, 70, 100)),
+    ((150, 170, 180), (100, 120, 140)),
+    ((90, 100, 110), (60, 70, 80)),
+    ((80, 150, 120), (50, 100, 80)),
+]  # BGR: foliage, soil, sand, bark, moss
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -221,14 +232,25 @@ def _background(rng: np.random.Generator, size: int) -> np.ndarray:
     img += 18 * _smooth_noise(rng, size, int(rng.integers(12, 30)), 3)
     for _ in range(int(rng.integers(4, 20))):  # grass blades, twigs, leaf edges
         p0 = rng.uniform(0, size, 2)
-        d = rng.uniform(0.1, 0.6) * size * np.array([math.cos(a := rng.uniform(0, 6.3)), math.sin(a)])
+        d = (
+            rng.uniform(0.1, 0.6)
+            * size
+            * np.array([math.cos(a := rng.uniform(0, 6.3)), math.sin(a)])
+        )
         shade = (light + rng.uniform(-60, 40)).tolist()
-        _line(img, np.stack([p0, p0 + d / 2 + rng.normal(0, 4, 2), p0 + d]), shade,
-              int(rng.integers(1, 4)))
+        _line(
+            img,
+            np.stack([p0, p0 + d / 2 + rng.normal(0, 4, 2), p0 + d]),
+            shade,
+            int(rng.integers(1, 4)),
+        )
     for _ in range(int(rng.integers(0, 4))):
         x, y = rng.uniform(0, size, 2)
-        _poly(img, _ellipse_points(x, y, rng.uniform(8, 25), rng.uniform(4, 10)),
-              (light * rng.uniform(0.6, 1.2)).tolist())
+        _poly(
+            img,
+            _ellipse_points(x, y, rng.uniform(8, 25), rng.uniform(4, 10)),
+            (light * rng.uniform(0.6, 1.2)).tolist(),
+        )
     return img
 
 
@@ -238,12 +260,12 @@ def _legs(img, tf, length, color, width, rng, spiny=False, xs=(0.15, 0.0, -0.15)
         lean = (1 - i) * 0.6
         for s in (-1, 1):
             knee = np.array([x + lean * 0.3 * length, s * (0.08 + 0.45 * length)])
-            foot = knee + [lean * 0.6 * length + rng.normal(0, 0.03), s * 0.35 * length]
+            foot = [*knee, lean * 0.6 * length + rng.normal(0, 0.03), s * 0.35 * length]
             _line(img, tf(np.array([[x, s * 0.06], knee, foot])), color, width)
             if spiny:
                 for t in (0.35, 0.7):
                     q = knee + t * (foot - knee)
-                    _line(img, tf(np.array([q, q + [0.04, s * 0.02]])), color, 1)
+                    _line(img, tf(np.array([q, [*q, 0.04, s * 0.02]])), color, 1)
 
 
 def _insect(rng: np.random.Generator, size: int, label: str) -> np.ndarray:
@@ -254,8 +276,10 @@ def _insect(rng: np.random.Generator, size: int, label: str) -> np.ndarray:
     tf = lambda p: _transform(np.asarray(p, np.float64), angle, length, center)  # noqa: E731
     lw = max(1, round(size / 110))
     if label == "beetles":
-        base = np.array(rng.choice([(20, 20, 25), (30, 60, 30), (20, 40, 90), (60, 30, 20),
-                                    (25, 45, 70)]), np.float32) * rng.uniform(0.7, 1.4)
+        base = np.array(
+            rng.choice([(20, 20, 25), (30, 60, 30), (20, 40, 90), (60, 30, 20), (25, 45, 70)]),
+            np.float32,
+        ) * rng.uniform(0.7, 1.4)
         _legs(img, tf, 0.32, (base * 0.7).tolist(), lw, rng)
         for s in (-1, 1):
             _line(img, tf([[0.46, s * 0.03], [0.56, s * 0.08], [0.6, s * 0.09]]), base.tolist(), lw)
@@ -269,14 +293,20 @@ def _insect(rng: np.random.Generator, size: int, label: str) -> np.ndarray:
                 px, py = rng.uniform(-0.3, 0.15), rng.uniform(-0.16, 0.16)
                 _poly(img, tf(_ellipse_points(px, py, 0.035, 0.035, 10)), (30, 30, 200))
     elif label == "cockroach":
-        base = np.array(rng.choice([(30, 60, 110), (20, 40, 80), (40, 80, 140), (25, 35, 60)]),
-                        np.float32) * rng.uniform(0.75, 1.3)
+        base = np.array(
+            rng.choice([(30, 60, 110), (20, 40, 80), (40, 80, 140), (25, 35, 60)]), np.float32
+        ) * rng.uniform(0.75, 1.3)
         _legs(img, tf, 0.5, (base * 0.75).tolist(), lw, rng, spiny=True)
         for s in (-1, 1):
             curl = rng.uniform(0.3, 0.9)
             t = np.linspace(0, 1, 10)[:, None]
-            ant = np.concatenate([0.48 + t * rng.uniform(0.6, 0.95),
-                                  s * (0.04 + t * 0.3 * curl + (t**2) * 0.3 * curl)], 1)
+            ant = np.concatenate(
+                [
+                    0.48 + t * rng.uniform(0.6, 0.95),
+                    s * (0.04 + t * 0.3 * curl + (t**2) * 0.3 * curl),
+                ],
+                1,
+            )
             _line(img, tf(ant), (base * 0.8).tolist(), lw)
         for s in (-1, 1):
             _line(img, tf([[-0.48, s * 0.04], [-0.6, s * 0.1]]), (base * 0.8).tolist(), lw)
@@ -286,8 +316,12 @@ def _insect(rng: np.random.Generator, size: int, label: str) -> np.ndarray:
         _poly(img, tf(_ellipse_points(0.36, 0, 0.07, 0.1)), (base * 0.8).tolist())
         _poly(img, tf(_ellipse_points(0.47, 0, 0.04, 0.05)), (base * 0.6).tolist())
     else:  # dragonflies: long thin abdomen, big eyes, four veined translucent wings
-        base = np.array(rng.choice([(180, 120, 40), (40, 40, 190), (60, 150, 60), (40, 80, 120),
-                                    (150, 150, 60)]), np.float32) * rng.uniform(0.75, 1.2)
+        base = np.array(
+            rng.choice(
+                [(180, 120, 40), (40, 40, 190), (60, 150, 60), (40, 80, 120), (150, 150, 60)]
+            ),
+            np.float32,
+        ) * rng.uniform(0.75, 1.2)
         wings = img.copy()
         for x0, a in ((0.2, 1.35), (0.12, 1.75)):
             for s in (-1, 1):
@@ -307,13 +341,19 @@ def _insect(rng: np.random.Generator, size: int, label: str) -> np.ndarray:
             _line(img, tf([[x, -0.035], [x, 0.035]]), (base * 0.5).tolist(), 1)
         _poly(img, tf(_ellipse_points(0.17, 0, 0.09, 0.065)), (base * 0.8).tolist())
         for s in (-1, 1):
-            _poly(img, tf(_ellipse_points(0.28, s * 0.045, 0.05, 0.05)), (base * 1.2).clip(0, 255).tolist())
+            _poly(
+                img,
+                tf(_ellipse_points(0.28, s * 0.045, 0.05, 0.05)),
+                (base * 1.2).clip(0, 255).tolist(),
+            )
         _legs(img, tf, 0.15, (30, 30, 30), 1, rng, xs=(0.2, 0.12))
     # occluding grass over some insects, then camera effects
     for _ in range(int(rng.integers(0, 3))):
         p0 = rng.uniform(0, size, 2)
         p1 = p0 + rng.normal(0, size * 0.3, 2)
-        _line(img, np.stack([p0, p1]), (50, float(rng.uniform(90, 150)), 60), int(rng.integers(1, 3)))
+        _line(
+            img, np.stack([p0, p1]), (50, float(rng.uniform(90, 150)), 60), int(rng.integers(1, 3))
+        )
     img *= rng.uniform(0.7, 1.25)
     return img
 
@@ -343,8 +383,9 @@ def write_sample(name: str, out: Path, spec: SampleSpec = SampleSpec()) -> dict[
             for i in range(n):
                 image, mask = sample.generate(rng, spec.size, label)
                 stem = f"{label}_{i:04d}"
-                cv2.imwrite(str(folder / f"{stem}{sample.suffix}"), image,
-                            [cv2.IMWRITE_JPEG_QUALITY, 92])
+                cv2.imwrite(
+                    str(folder / f"{stem}{sample.suffix}"), image, [cv2.IMWRITE_JPEG_QUALITY, 92]
+                )
                 if mask is not None:
                     mask_dir = out / "masks" / split / label
                     mask_dir.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 RESIZE_INTERPOLATION = cv2.INTER_AREA
 
 # OpenCV prints its own warnings for every corrupt file; we report them ourselves, once.
-cv2.setLogLevel(2)  # errors only
+cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,8 @@ def decode_image(data: bytes) -> np.ndarray | None:
     if not data:
         return None
     buf = np.frombuffer(data, dtype=np.uint8)
-    image = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
+    # IMREAD_COLOR applies EXIF orientation and turns grey, alpha, CMYK and 16-bit into 8-bit BGR.
+    image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     if image is None or image.size == 0:
         return None
     return to_rgb8(image)

@@ -1,0 +1,241 @@
+"""The `edgecls` command: parse, call one library function, print. No TensorFlow at import."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from edgecls.errors import EdgeclsError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Image classifiers from a folder of photos to a camera on an edge board.",
+)
+data_app = typer.Typer(no_args_is_help=True, help="Sample data and calibration sets.")
+app.add_typer(data_app, name="data")
+
+console = Console()
+err = Console(stderr=True, soft_wrap=True)
+
+
+def fail(message: str, code: int = 2):
+    err.print(Text.assemble(("error: ", "bold red"), message))
+    raise typer.Exit(code)
+
+
+def command(target=app, name: str | None = None):
+    """Register a command whose user errors become one line on stderr and a non-zero exit."""
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except EdgeclsError as exc:
+                fail(str(exc))
+            except KeyboardInterrupt:
+                err.print("interrupted")
+                raise typer.Exit(130) from None
+
+        return target.command(name)(wrapper)
+
+    return deco
+
+
+def _size(value: int) -> tuple[int, int]:
+    if value < 16:
+        raise EdgeclsError(f"--img-size {value}: must be at least 16 pixels")
+    return (value, value)
+
+
+# ---------------------------------------------------------------------------------------------
+# data
+
+
+@command(data_app, "sample")
+def data_sample(
+    name: str = typer.Argument(..., help="casting or insects"),
+    out: Path = typer.Option(..., "--out", help="folder to write the dataset to"),
+    n_train: int = typer.Option(400, help="training images per class"),
+    n_test: int = typer.Option(60, help="test images per class"),
+    size: int = typer.Option(192, help="image side in pixels"),
+    seed: int = typer.Option(0),
+):
+    """Write a deterministic synthetic dataset (DIR/{train,test}/<class>/*)."""
+    from edgecls.samples import SampleSpec, write_sample
+
+    counts = write_sample(name, out, SampleSpec(n_train, n_test, size, seed))
+    console.print(
+        f"wrote {sum(counts.values())} images to {out}: "
+        + ", ".join(f"{k} {v}" for k, v in counts.items()),
+        highlight=False,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# train / evaluate / predict
+
+
+DEFAULT_SAMPLE = Path("runs/data/casting-sample")
+
+
+@command()
+def train(
+    data: Path | None = typer.Option(
+        None, help="DIR/<class>/* or DIR/{train,val,test}/<class>/*; default: the casting sample"
+    ),
+    model: str = typer.Option("seed-cnn", help="seed-cnn, mobilenet-v2, mobilenet-v3-small"),
+    img_size: int = typer.Option(96, help="square input side in pixels"),
+    epochs: int = typer.Option(10),
+    batch_size: int = typer.Option(32),
+    lr: float = typer.Option(1e-3, help="learning rate"),
+    seed: int = typer.Option(42),
+    out: Path | None = typer.Option(None, help="run folder; default runs/<data>-<model>"),
+    augment: bool = typer.Option(True, help="flip, rotation, zoom, contrast"),
+    alpha: float = typer.Option(1.0, help="MobileNet width multiplier"),
+    weights: str = typer.Option("imagenet", help="backbone weights: imagenet, none or a file"),
+    fine_tune: int = typer.Option(0, help="unfreeze the top N backbone layers"),
+    patience: int = typer.Option(5, help="early-stopping patience in epochs (val_loss)"),
+    val_fraction: float = typer.Option(0.15),
+    test_fraction: float = typer.Option(0.15),
+):
+    """Train a classifier and write model.keras, labels, metrics and reports to a run folder."""
+    from edgecls.data import SplitConfig
+    from edgecls.models import ModelConfig
+    from edgecls.train import TrainConfig, unique_run_dir
+    from edgecls.train import train as run_training
+
+    if data is None:
+        data = DEFAULT_SAMPLE
+        if not (data / "train").is_dir():
+            from edgecls.samples import write_sample
+
+            console.print(f"no --data: writing the casting sample to {data}")
+            write_sample("casting", data)
+    name = f"{data.resolve().name}-{model}"
+    config = TrainConfig(
+        data=data,
+        out=out or unique_run_dir(Path("runs") / name),
+        model=ModelConfig(model, _size(img_size), alpha, weights, fine_tune),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        seed=seed,
+        augment=augment,
+        patience=patience,
+        split=SplitConfig(val_fraction, test_fraction, seed),
+    )
+    result = run_training(config, console)
+    _metrics_table(result.metrics, f"{result.out} (test split)")
+    console.print(f"model: {result.out / 'model.keras'}")
+
+
+def _metrics_table(m: dict, title: str) -> None:
+    table = Table(title=title)
+    for col in ("class", "precision", "recall", "f1", "n"):
+        table.add_column(col, justify="right" if col != "class" else "left")
+    for name, c in m["per_class"].items():
+        table.add_row(
+            name, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"])
+        )
+    table.add_row("[bold]accuracy[/]", "", "", f"[bold]{m['accuracy']:.3f}[/]", str(m["n"]))
+    console.print(table)
+
+
+def _labels_for(model: Path, labels: Path | None) -> list[str]:
+    from edgecls.runtime.backends import load_labels
+
+    if labels is None:
+        labels = model.parent / "labels.txt"
+        if not labels.is_file():
+            raise EdgeclsError(f"no labels.txt beside {model}: pass --labels FILE")
+    return load_labels(labels)
+
+
+def _check_outputs(predictor, labels: list[str], model: Path) -> None:
+    import numpy as np
+
+    probe = predictor.predict(np.zeros((1, *predictor.input_size, 3), np.uint8))
+    if probe.shape[-1] != len(labels):
+        raise EdgeclsError(f"{model} has {probe.shape[-1]} outputs but {len(labels)} labels")
+
+
+@command()
+def evaluate(
+    model: Path = typer.Argument(..., help=".keras, .tflite or .onnx"),
+    data: Path = typer.Option(..., help="DIR/<class>/* (or a split layout: its test/ is used)"),
+    out: Path | None = typer.Option(None, help="report folder; default <model folder>/eval"),
+    labels: Path | None = typer.Option(None, help="labels.txt; default beside the model"),
+):
+    """Metrics, classification report and confusion matrix of any model on a labelled folder."""
+    from edgecls.data import load_eval_split
+    from edgecls.evaluate import evaluate as run_eval
+    from edgecls.evaluate import write_reports
+    from edgecls.runtime.backends import load_predictor
+
+    classes = _labels_for(model, labels)
+    predictor = load_predictor(model)
+    _check_outputs(predictor, classes, model)
+    split, skipped = load_eval_split(data, classes)
+    for path, why in skipped:
+        err.print(f"skipped {path}: {why}", markup=False)
+    out = out or model.parent / "eval"
+    m = write_reports(
+        run_eval(predictor, split, classes), out, {"model": str(model), "data": str(data)}
+    )
+    _metrics_table(m, f"{model} on {data}")
+    console.print(f"reports: {out}")
+
+
+@command()
+def predict(
+    model: Path = typer.Argument(..., help=".keras, .tflite or .onnx"),
+    images: list[Path] = typer.Argument(..., help="image files"),
+    top_k: int = typer.Option(1, help="show the K most likely labels"),
+    as_json: bool = typer.Option(False, "--json", help="one JSON object per image"),
+    labels: Path | None = typer.Option(None, help="labels.txt; default beside the model"),
+):
+    """Label and confidence for each image."""
+    from edgecls.runtime.backends import load_predictor
+    from edgecls.runtime.preprocess import load_image
+
+    classes = _labels_for(model, labels)
+    predictor = load_predictor(model)
+    _check_outputs(predictor, classes, model)
+    failed = 0
+    for path in images:
+        try:
+            image = load_image(path, predictor.input_size)
+        except EdgeclsError as exc:
+            err.print(f"skipped {exc}", markup=False)
+            failed += 1
+            continue
+        probs = predictor.predict(image[None])[0]
+        order = probs.argsort()[::-1][: max(1, top_k)]
+        top = [{"label": classes[i], "confidence": round(float(probs[i]), 6)} for i in order]
+        if as_json:
+            print(json.dumps({"image": str(path), **top[0], "top_k": top}))
+        else:
+            console.print(
+                f"{path}: " + ", ".join(f"{t['label']} {t['confidence']:.3f}" for t in top),
+                highlight=False,
+            )
+    if failed:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Folder datasets: the two layouts users have, one validation pass, stratified splits.
+
+`DIR/<class>/*` is split into train/val/test here; `DIR/{train,test}/<class>/*` (optional `val/`)
+keeps the user's split. Every file is decoded once, by the same reader the model will be fed
+with, before anything trains: what cannot be read is skipped and listed, never a crash mid-epoch.
+Evaluation order is fixed (class, then path), so predictions and labels cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgecls.errors import EdgeclsError
+from edgecls.runtime.preprocess import decode_image, is_image_file, load_image
+
+SPLIT_NAMES = ("train", "val", "test")
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    """Split fractions for `DIR/<class>/*` (and for `val` when a split layout has none)."""
+
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    seed: int = 42
+
+    def __post_init__(self):
+        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1):
+            raise EdgeclsError("--val-fraction and --test-fraction must be in [0, 1)")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise EdgeclsError("--val-fraction + --test-fraction must leave images for training")
+
+
+@dataclass
+class Split:
+    paths: list[Path] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def counts(self, classes: list[str]) -> dict[str, int]:
+        c = Counter(self.labels)
+        return {name: c.get(i, 0) for i, name in enumerate(classes)}
+
+
+@dataclass
+class FolderDataset:
+    root: Path
+    layout: str  # "class-folders" or "split-folders"
+    classes: list[str]
+    splits: dict[str, Split]
+    skipped: list[tuple[Path, str]]
+
+    def write_skipped(self, path: Path) -> None:
+        lines = [f"{p}\t{why}" for p, why in self.skipped]
+        path.write_text("\n".join(lines) + ("\n" if lines else ""))
+
+
+def _visible(path: Path) -> bool:
+    return not any(part.startswith((".", "__")) for part in path.parts)
+
+
+def _class_dirs(folder: Path) -> list[Path]:
+    return sorted(d for d in folder.iterdir() if d.is_dir() and _visible(Path(d.name)))
+
+
+def _files(class_dir: Path) -> list[Path]:
+    return sorted(
+        p for p in class_dir.rglob("*") if p.is_file() and _visible(p.relative_to(class_dir))
+    )
+
+
+def _check(path: Path) -> tuple[Path, str | None]:
+    """(path, why it is unusable or None): decoded by the very reader training will use."""
+    if not is_image_file(path):
+        return path, f"not an image type ({path.suffix or 'no suffix'})"
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return path, f"cannot read ({exc.strerror})"
+    if not data:
+        return path, "empty file"
+    if decode_image(data) is None:
+        return path, "corrupt, truncated or not an image"
+    return path, None
+
+
+def _scan(class_dirs: dict[str, Path], progress=None) -> tuple[dict[str, list[Path]], list]:
+    """Validate every file under each class folder; a class with nothing usable is an error."""
+    files = {name: _files(d) for name, d in class_dirs.items()}
+    every = [p for paths in files.values() for p in paths]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = {}
+        for path, why in pool.map(_check, every):
+            results[path] = why
+            if progress is not None:
+                progress()
+    usable: dict[str, list[Path]] = {}
+    skipped = []
+    for name, paths in files.items():
+        usable[name] = [p for p in paths if results[p] is None]
+        skipped += [(p, results[p]) for p in paths if results[p] is not None]
+        if not usable[name]:
+            raise EdgeclsError(
+                f"class folder {class_dirs[name]} has no usable image "
+                f"({len(paths)} files, none readable): add images or remove the folder"
+            )
+    return usable, skipped
+
+
+def _stratified(
+    usable: dict[str, list[Path]], classes: list[str], fractions: dict[str, float], seed: int
+) -> dict[str, Split]:
+    splits = {name: Split() for name in ("train", *fractions)}
+    for label, name in enumerate(classes):
+        paths = usable[name]
+        order = np.random.default_rng([seed, label]).permutation(len(paths))
+        start = 0
+        for split, frac in fractions.items():
+            n = round(len(paths) * frac) if len(paths) >= 3 else 0
+            for i in order[start : start + n]:
+                splits[split].paths.append(paths[i])
+                splits[split].labels.append(label)
+            start += n
+        for i in order[start:]:
+            splits["train"].paths.append(paths[i])
+            splits["train"].labels.append(label)
+    for split in splits.values():  # fixed order: class, then path
+        pairs = sorted(zip(split.labels, split.paths, strict=True))
+        split.labels = [y for y, _ in pairs]
+        split.paths = [p for _, p in pairs]
+    return splits
+
+
+def _split_from(usable: dict[str, list[Path]], classes: list[str]) -> Split:
+    split = Split()
+    for label, name in enumerate(classes):
+        for p in usable.get(name, []):
+            split.paths.append(p)
+            split.labels.append(label)
+    return split
+
+
+def _find_split_dir(root: Path, name: str) -> Path | None:
+    for d in root.iterdir():
+        if d.is_dir() and d.name.lower() in (
+            {name, "valid", "validation"} if name == "val" else {name}
+        ):
+            return d
+    return None
+
+
+def load_folder_dataset(
+    root: Path, config: SplitConfig = SplitConfig(), progress=None
+) -> FolderDataset:
+    """Discover, validate and split a labelled image folder in either layout."""
+    root = Path(root)
+    if not root.is_dir():
+        raise EdgeclsError(f"--data {root}: not a folder")
+    train_dir = _find_split_dir(root, "train")
+    if train_dir is None:
+        class_dirs = {d.name: d for d in _class_dirs(root)}
+        _require_classes(root, class_dirs)
+        usable, skipped = _scan(class_dirs, progress)
+        classes = sorted(class_dirs)
+        fractions = {"val": config.val_fraction, "test": config.test_fraction}
+        splits = _stratified(usable, classes, fractions, config.seed)
+        return FolderDataset(root, "class-folders", classes, splits, skipped)
+
+    class_dirs = {d.name: d for d in _class_dirs(train_dir)}
+    _require_classes(train_dir, class_dirs)
+    classes = sorted(class_dirs)
+    usable, skipped = _scan(class_dirs, progress)
+    splits: dict[str, Split] = {}
+    for name in ("val", "test"):
+        split_dir = _find_split_dir(root, name)
+        if split_dir is None:
+            continue
+        dirs = {d.name: d for d in _class_dirs(split_dir)}
+        extra = sorted(set(dirs) - set(classes))
+        if extra:
+            raise EdgeclsError(
+                f"{split_dir} has class folders not in {train_dir}: {', '.join(extra)}; "
+                "every class needs training images"
+            )
+        u, s = _scan(dirs, progress)
+        skipped += s
+        splits[name] = _split_from(u, classes)
+    carve = {} if "val" in splits else {"val": config.val_fraction}
+    if "test" not in splits:
+        carve["test"] = config.test_fraction
+    splits.update(_stratified(usable, classes, carve, config.seed))
+    return FolderDataset(root, "split-folders", classes, splits, skipped)
+
+
+def _require_classes(folder: Path, class_dirs: dict[str, Path]) -> None:
+    if len(class_dirs) < 2:
+        found = ", ".join(class_dirs) or "none"
+        raise EdgeclsError(
+            f"{folder} needs at least two class folders (found: {found}); "
+            "lay images out as DIR/<class>/* or DIR/{train,test}/<class>/*"
+        )
+
+
+def load_eval_split(root: Path, classes: list[str]) -> tuple[Split, list[tuple[Path, str]]]:
+    """Labelled images for evaluation against a model's classes, in fixed order, never shuffled.
+
+    A split-layout folder contributes its `test/` split; a class-folder layout, all of it.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise EdgeclsError(f"--data {root}: not a folder")
+    test_dir = _find_split_dir(root, "test")
+    folder = test_dir if test_dir is not None and _find_split_dir(root, "train") else root
+    dirs = {d.name: d for d in _class_dirs(folder)}
+    if not dirs:
+        raise EdgeclsError(f"{folder} has no class folders: lay images out as {folder}/<class>/*")
+    unknown = sorted(set(dirs) - set(classes))
+    if unknown:
+        raise EdgeclsError(
+            f"{folder} has class folders the model does not know: {', '.join(unknown)} "
+            f"(model labels: {', '.join(classes)})"
+        )
+    usable, skipped = _scan(dirs)
+    return _split_from(usable, classes), skipped
+
+
+def tf_dataset(
+    split: Split,
+    size: tuple[int, int],
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    augment=None,
+):
+    """A tf.data pipeline over a split: decode through `load_image`, cache, shuffle, batch."""
+    import tensorflow as tf
+
+    paths = [str(p) for p in split.paths]
+    labels = np.asarray(split.labels, np.int32)
+
+    def _load(path: bytes) -> np.ndarray:
+        return load_image(path.decode(), size)
+
+    def _map(path, label):
+        image = tf.numpy_function(_load, [path], tf.uint8, stateful=False)
+        image.set_shape((*size, 3))
+        return tf.cast(image, tf.float32), label
+
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
+    ds = ds.map(_map, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
+    if shuffle:
+        ds = ds.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size)
+    if augment is not None:
+        ds = ds.map(
+            lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE
+        )
+    return ds.prefetch(tf.data.AUTOTUNE)

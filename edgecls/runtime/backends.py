@@ -1,0 +1,294 @@
+"""One `Predictor` interface for every artifact format, looked up by name or file suffix.
+
+`predict(batch_uint8) -> probabilities`: the batch is RGB uint8 (N, H, W, 3) at the model's size,
+exactly what `preprocess.resize` makes. Each predictor turns it into its artifact's dtype (float32,
+or integers with the artifact's scale and zero point) and dequantizes what comes out, so metrics,
+parity, benchmark and the camera loop never special-case a format.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from edgecls.errors import EdgeclsError
+from edgecls.runtime.delegates import choose_delegate
+
+
+class Predictor(Protocol):
+    path: Path
+    input_size: tuple[int, int]
+    description: str  # what actually runs: runtime, delegate or providers, threads
+    warnings: list[str]
+
+    def predict(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    """How to run an artifact on this machine."""
+
+    threads: int | None = None  # None: all cores
+    delegate: str = "auto"  # LiteRT: auto|none|xnnpack|gpu|nnapi|edgetpu|PATH.so
+    providers: tuple[str, ...] | None = None  # ONNX Runtime: None = best available
+    strict: bool = False  # a delegate/provider that cannot load is an error, not a fallback
+    trt_cache: Path | None = None  # TensorRT engine cache folder
+    fp16: bool = False  # TensorRT fp16 kernels
+
+    @property
+    def num_threads(self) -> int:
+        return self.threads or os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class Backend:
+    name: str
+    suffixes: tuple[str, ...]
+    loader: Callable[..., Predictor] | str  # "module:attr" for backends that live outside runtime/
+
+
+BACKENDS: dict[str, Backend] = {}
+
+
+def register_backend(name: str, suffixes: tuple[str, ...]):
+    def deco(cls):
+        BACKENDS[name] = Backend(name, suffixes, cls)
+        return cls
+
+    return deco
+
+
+# The float Keras model needs TensorFlow, which never comes to the board: it is looked up lazily.
+BACKENDS["keras"] = Backend("keras", (".keras",), "edgecls.keras_predictor:KerasPredictor")
+
+
+def backend_for(path: Path) -> Backend:
+    for backend in BACKENDS.values():
+        if path.suffix.lower() in backend.suffixes:
+            return backend
+    known = ", ".join(s for b in BACKENDS.values() for s in b.suffixes)
+    raise EdgeclsError(f"{path}: unknown model format {path.suffix!r} (known: {known})")
+
+
+def load_predictor(path: str | Path, options: RuntimeOptions = RuntimeOptions()) -> Predictor:
+    path = Path(path)
+    if not path.is_file():
+        raise EdgeclsError(f"{path}: model file not found")
+    loader = backend_for(path).loader
+    if isinstance(loader, str):
+        module, attr = loader.split(":")
+        try:
+            loader = getattr(importlib.import_module(module), attr)
+        except ImportError as exc:
+            raise EdgeclsError(
+                f"{path}: running {path.suffix} models needs the training extra "
+                f"(pip install 'edgecls[train]'): {exc}"
+            ) from None
+    return loader(path, options)
+
+
+def quantize(batch: np.ndarray, dtype: np.dtype, scale: float, zero_point: int) -> np.ndarray:
+    """uint8 pixels to the artifact's input dtype; scale 1 / zero point 0 uint8 passes through."""
+    dtype = np.dtype(dtype)
+    if dtype.kind == "f":
+        return batch.astype(dtype)
+    if scale == 0:
+        return batch.astype(dtype)
+    if dtype == np.uint8 and scale == 1.0 and zero_point == 0:
+        return np.ascontiguousarray(batch, dtype=np.uint8)
+    info = np.iinfo(dtype)
+    q = np.round(batch.astype(np.float32) / scale + zero_point)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    if values.dtype.kind == "f" or scale == 0:
+        return values.astype(np.float32)
+    return (values.astype(np.float32) - zero_point) * scale
+
+
+# ---------------------------------------------------------------------------------------------
+# LiteRT
+
+
+def litert_runtime():
+    """(Interpreter, load_delegate, OpResolverType or None, source): LiteRT first, tf.lite last."""
+    try:
+        from ai_edge_litert import interpreter as mod
+
+        return mod.Interpreter, mod.load_delegate, mod.OpResolverType, "ai_edge_litert"
+    except ImportError:
+        pass
+    if int(np.__version__.split(".")[0]) < 2:  # tflite-runtime 2.14 fails to load with numpy 2
+        try:
+            from tflite_runtime import interpreter as mod
+
+            return (
+                mod.Interpreter,
+                mod.load_delegate,
+                getattr(mod, "OpResolverType", None),
+                "tflite_runtime",
+            )
+        except ImportError:
+            pass
+    try:  # deprecated, and only on machines that have TensorFlow anyway
+        lite = importlib.import_module("tensorflow").lite
+        return (
+            lite.Interpreter,
+            lite.experimental.load_delegate,
+            lite.experimental.OpResolverType,
+            "tf.lite",
+        )
+    except ImportError:
+        raise EdgeclsError(
+            "no TFLite runtime found: pip install ai-edge-litert (or 'edgecls[device]')"
+        ) from None
+
+
+@register_backend("litert", (".tflite",))
+class LiteRTPredictor:
+    def __init__(self, path: Path, options: RuntimeOptions = RuntimeOptions()):
+        interpreter_cls, load_delegate, resolver, source = litert_runtime()
+        choice = choose_delegate(options.delegate, load_delegate, path, strict=options.strict)
+        kwargs = {
+            "num_threads": options.num_threads,
+            "experimental_delegates": list(choice.delegates),
+        }
+        if not choice.use_default_xnnpack and resolver is not None:
+            kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        try:
+            self.interpreter = interpreter_cls(model_path=str(path), **kwargs)
+            self.interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise EdgeclsError(f"{path}: not a loadable TFLite model ({first})") from None
+        inp = self.interpreter.get_input_details()[0]
+        out = self.interpreter.get_output_details()[0]
+        self.path = path
+        self.input_size = (int(inp["shape"][1]), int(inp["shape"][2]))
+        self._in, self._out = inp, out
+        self.input_dtype = np.dtype(inp["dtype"])
+        self.input_quant = tuple(inp["quantization"])
+        self.warnings = [choice.warning] if choice.warning else []
+        self.description = (
+            f"LiteRT ({source}), delegate {choice.description}, {options.num_threads} threads"
+        )
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        scale, zero = self.input_quant
+        oscale, ozero = self._out["quantization"]
+        outputs = []
+        for image in batch:
+            self.interpreter.set_tensor(
+                self._in["index"], quantize(image[None], self.input_dtype, scale, zero)
+            )
+            self.interpreter.invoke()
+            outputs.append(
+                dequantize(self.interpreter.get_tensor(self._out["index"]), oscale, ozero)
+            )
+        return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+
+
+# ---------------------------------------------------------------------------------------------
+# ONNX Runtime
+
+PROVIDER_PREFERENCE = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+_ORT_TYPES = {
+    "tensor(float)": np.float32,
+    "tensor(uint8)": np.uint8,
+    "tensor(int8)": np.int8,
+    "tensor(float16)": np.float16,
+}
+
+
+def onnx_providers(options: RuntimeOptions) -> list:
+    """Providers in preference order, with TensorRT's engine cache and fp16 options."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    wanted = options.providers or PROVIDER_PREFERENCE
+    missing = [p for p in wanted if p not in available]
+    if options.providers and missing and options.strict:
+        raise EdgeclsError(
+            f"ONNX Runtime providers not available here: {', '.join(missing)} "
+            f"(available: {', '.join(available)})"
+        )
+    providers: list = []
+    for name in wanted:
+        if name not in available:
+            continue
+        if name == "TensorrtExecutionProvider":
+            cache = options.trt_cache or Path.home() / ".cache" / "edgecls" / "trt"
+            cache.mkdir(parents=True, exist_ok=True)
+            providers.append(
+                (
+                    name,
+                    {
+                        "trt_engine_cache_enable": True,
+                        "trt_engine_cache_path": str(cache),
+                        "trt_fp16_enable": options.fp16,
+                    },
+                )
+            )
+        else:
+            providers.append(name)
+    if "CPUExecutionProvider" not in [p if isinstance(p, str) else p[0] for p in providers]:
+        providers.append("CPUExecutionProvider")
+    return providers
+
+
+@register_backend("onnxruntime", (".onnx",))
+class OnnxRuntimePredictor:
+    def __init__(self, path: Path, options: RuntimeOptions = RuntimeOptions()):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise EdgeclsError("ONNX Runtime is not installed: pip install onnxruntime") from None
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = options.num_threads
+        so.log_severity_level = 3
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=onnx_providers(options))
+        except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/… types
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise EdgeclsError(f"{path}: not a loadable ONNX model ({first})") from None
+        inp = self.session.get_inputs()[0]
+        self.path = path
+        self.input_name = inp.name
+        self.input_dtype = np.dtype(_ORT_TYPES.get(inp.type, np.float32))
+        self.input_size = (int(inp.shape[1]), int(inp.shape[2]))
+        self.output_name = self.session.get_outputs()[0].name
+        active = self.session.get_providers()
+        self.warnings = []
+        if options.providers and options.providers[0] not in active:
+            self.warnings.append(f"{options.providers[0]} not available; running on {active[0]}")
+        self.description = (
+            f"ONNX Runtime {ort.__version__}, providers {', '.join(active)}, "
+            f"{options.num_threads} threads"
+        )
+
+    def predict(self, batch: np.ndarray, chunk: int = 64) -> np.ndarray:
+        outputs = [
+            self.session.run(
+                [self.output_name], {self.input_name: batch[i : i + chunk].astype(self.input_dtype)}
+            )[0]
+            for i in range(0, len(batch), chunk)
+        ]
+        return (
+            np.concatenate(outputs).astype(np.float32) if outputs else np.zeros((0, 0), np.float32)
+        )
+
+
+def load_labels(path: Path) -> list[str]:
+    if not path.is_file():
+        raise EdgeclsError(f"{path}: labels file not found (one class name per line)")
+    labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if len(labels) < 2:
+        raise EdgeclsError(f"{path}: needs at least two labels, one per line")
+    return labels

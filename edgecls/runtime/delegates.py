@@ -1,0 +1,84 @@
+"""LiteRT delegates by name: one table, one loader; a failure is one warning and CPU fallback."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgecls.errors import EdgeclsError
+
+
+@dataclass(frozen=True)
+class DelegateSpec:
+    libraries: tuple[str, ...]  # shared objects tried in order; empty: built into the runtime
+    why: str  # shown when none loads
+    options: tuple[tuple[str, str], ...] = ()
+
+
+DELEGATES: dict[str, DelegateSpec] = {
+    "xnnpack": DelegateSpec((), "XNNPACK is built into LiteRT and applied by default"),
+    "gpu": DelegateSpec(
+        ("libtensorflowlite_gpu_delegate.so", "libtensorflowlite_gpu_gl.so"),
+        "the GPU delegate ships only in Android/iOS builds or a self-built .so on Linux",
+    ),
+    "nnapi": DelegateSpec(
+        ("libnnapi_delegate.so",), "NNAPI exists only on Android (deprecated since Android 15)"
+    ),
+    "edgetpu": DelegateSpec(
+        ("libedgetpu.so.1", "libedgetpu.1.dylib", "edgetpu.dll"),
+        "install libedgetpu1-std and use a model compiled with edgetpu_compiler",
+    ),
+}
+DELEGATE_CHOICES = ("auto", "none", *DELEGATES)
+
+
+@dataclass(frozen=True)
+class DelegateChoice:
+    """What will actually run: the loaded delegate objects and a human description."""
+
+    delegates: tuple
+    description: str
+    use_default_xnnpack: bool
+    warning: str | None = None
+
+
+def choose_delegate(
+    name: str, load_delegate, model_path: Path, *, strict: bool = False
+) -> DelegateChoice:
+    """Resolve --delegate into loaded delegates; never crash on a board that lacks one."""
+    if name == "none":
+        return DelegateChoice((), "none (reference CPU kernels)", use_default_xnnpack=False)
+    if name in ("auto", "xnnpack"):
+        if name == "auto" and "edgetpu" in model_path.name:
+            return choose_delegate("edgetpu", load_delegate, model_path, strict=strict)
+        return DelegateChoice((), "XNNPACK (CPU)", use_default_xnnpack=True)
+    if name in DELEGATES:
+        spec, libraries = DELEGATES[name], DELEGATES[name].libraries
+    elif name.endswith((".so", ".dylib", ".dll")) or os.sep in name:
+        spec, libraries = (
+            DelegateSpec((name,), "check the path and that it matches this runtime"),
+            (name,),
+        )
+    else:
+        raise EdgeclsError(
+            f"--delegate {name!r} is not known: use one of {', '.join(DELEGATE_CHOICES)} "
+            "or a path to a delegate .so"
+        )
+    errors = []
+    for lib in libraries:
+        try:
+            delegate = load_delegate(lib, dict(spec.options))
+        except (ValueError, OSError, RuntimeError) as exc:
+            errors.append(f"{lib}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            continue
+        return DelegateChoice((delegate,), f"{name} ({lib})", use_default_xnnpack=True)
+    message = f"delegate {name!r} could not be loaded ({'; '.join(errors)}); {spec.why}"
+    if strict:
+        raise EdgeclsError(message + " (--strict)")
+    return DelegateChoice(
+        (),
+        "XNNPACK (CPU fallback)",
+        use_default_xnnpack=True,
+        warning=message + "; falling back to CPU",
+    )

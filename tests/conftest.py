@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny datasets and models made by the tests themselves, once per session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from edgecls.samples import SampleSpec, write_sample
+
+IMG = 64  # small images keep CI well inside its limit
+
+
+@pytest.fixture(scope="session")
+def casting_data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("casting")
+    write_sample("casting", out, SampleSpec(n_train=150, n_test=30, size=96, seed=1))
+    return out
+
+
+@pytest.fixture(scope="session")
+def insects_data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("insects")
+    write_sample("insects", out, SampleSpec(n_train=100, n_test=20, size=96, seed=1))
+    return out
+
+
+@pytest.fixture(scope="session")
+def insects_run(insects_data, tmp_path_factory) -> Path:
+    """A seed-cnn trained on the insect sample: the model later tests export and run."""
+    from edgecls.models import ModelConfig
+    from edgecls.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("run") / "insects"
+    train(
+        TrainConfig(
+            data=insects_data,
+            out=out,
+            model=ModelConfig("seed-cnn", (IMG, IMG)),
+            epochs=12,
+            seed=3,
+            augment=False,
+        )
+    )
+    return out
