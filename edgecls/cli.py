@@ -81,6 +81,27 @@ def data_sample(
     )
 
 
+@command(data_app, "calibration")
+def data_calibration(
+    from_: Path = typer.Option(
+        ..., "--from", help="labelled images (class folders or a split layout)"
+    ),
+    out: Path = typer.Option(Path("calibration_data"), help="where to copy the sample"),
+    n: int = typer.Option(200, "--size", help="number of images"),
+    seed: int = typer.Option(0),
+):
+    """Pick a representative, class-balanced calibration set for int8 export."""
+    from edgecls.export.calibration import MIN_RECOMMENDED, write_calibration_set
+
+    written = write_calibration_set(from_, out, n, seed)
+    classes = sorted({p.parent.name for p in written})
+    console.print(
+        f"copied {len(written)} images from {len(classes)} classes to {out}", highlight=False
+    )
+    if len(written) < MIN_RECOMMENDED:
+        err.print(f"warning: only {len(written)} images; int8 calibration wants {MIN_RECOMMENDED}+")
+
+
 # ---------------------------------------------------------------------------------------------
 # train / evaluate / predict
 
@@ -231,6 +252,126 @@ def predict(
             )
     if failed:
         raise typer.Exit(1)
+
+
+# ---------------------------------------------------------------------------------------------
+# export / parity
+
+
+def _parity_table(manifest: dict, title: str) -> None:
+    table = Table(title=title)
+    for col in (
+        "artifact",
+        "precision",
+        "size",
+        "accuracy",
+        "drop",
+        "agreement",
+        "max |Δp|",
+        "gate",
+    ):
+        table.add_column(
+            col, justify="left" if col in ("artifact", "precision", "gate") else "right"
+        )
+    for a in manifest["artifacts"]:
+        r = a["parity"]
+        gate = "[green]pass[/]" if r["passed"] else "[bold red]FAIL[/] " + "; ".join(r["failures"])
+        table.add_row(
+            a["file"],
+            a["precision"],
+            f"{a['bytes'] / 1024:,.0f} KiB",
+            f"{r['accuracy']:.4f}",
+            f"{r['accuracy_drop']:+.2f}",
+            f"{r['agreement']:.4f}",
+            f"{r['max_abs_prob_diff']:.1e}",
+            gate,
+        )
+    console.print(table)
+
+
+@command()
+def export(
+    source: Path = typer.Argument(..., help="run folder (or a .keras file with labels.txt)"),
+    out: Path | None = typer.Option(None, help="bundle folder; default export/<run name>"),
+    int8: bool = typer.Option(False, "--int8", help="full-integer TFLite + static int8 ONNX (QDQ)"),
+    fp16: bool = typer.Option(False, "--fp16", help="float16 TFLite and ONNX"),
+    dynamic: bool = typer.Option(False, "--dynamic", help="dynamic-range TFLite"),
+    format: str = typer.Option("tflite,onnx", "--format", help="comma-separated: tflite,onnx"),
+    io: str = typer.Option("uint8", help="int8 TFLite input/output type: uint8, int8 or float32"),
+    calibration: Path | None = typer.Option(
+        None, help="calibration images; default calibration_data/, else the run's training split"
+    ),
+    calibration_size: int = typer.Option(200, help="class-balanced calibration sample size"),
+    eval_data: Path | None = typer.Option(
+        None, help="labelled images for parity; default the run's test split"
+    ),
+    labels: Path | None = typer.Option(None, help="labels.txt for a bare .keras file"),
+    max_drop: float = typer.Option(
+        1.0, help="gate: most accuracy points a quantized artifact may lose"
+    ),
+    min_agreement: float = typer.Option(
+        0.97, help="gate: least top-1 agreement with the float model"
+    ),
+    seed: int = typer.Option(0),
+):
+    """Export TFLite and ONNX artifacts with a parity gate against the float model."""
+    from edgecls.export import ExportConfig, export_bundle
+    from edgecls.runtime.parity import ParityThresholds
+
+    precisions = (
+        ("float32",)
+        + (("float16",) if fp16 else ())
+        + (("dynamic",) if dynamic else ())
+        + (("int8",) if int8 else ())
+    )
+    config = ExportConfig(
+        source=source,
+        out=out,
+        formats=tuple(f.strip() for f in format.split(",") if f.strip()),
+        precisions=precisions,
+        io=io,
+        calibration=calibration,
+        calibration_size=calibration_size,
+        eval_data=eval_data,
+        labels=labels,
+        seed=seed,
+        thresholds=ParityThresholds(max_drop=max_drop, min_agreement=min_agreement),
+    )
+    result = export_bundle(config, console)
+    _parity_table(
+        result.manifest, f"{result.out} (parity on {result.manifest['parity']['n']} images)"
+    )
+    console.print(f"bundle: {result.out}  (manifest.json, parity.md, labels.txt)")
+    if not result.passed:
+        failed = [a["file"] for a in result.manifest["artifacts"] if not a["parity"]["passed"]]
+        fail(
+            f"parity gate failed for {', '.join(failed)}; see {result.out / 'parity.md'}",
+            code=1,
+        )
+
+
+@command()
+def parity(
+    bundle: Path = typer.Argument(..., help="bundle folder (export/NAME)"),
+    data: Path = typer.Option(..., help="labelled images: DIR/<class>/* or a split layout"),
+    max_drop: float | None = typer.Option(None, help="default: the bundle's threshold"),
+    min_agreement: float | None = typer.Option(None, help="default: the bundle's threshold"),
+    as_json: bool = typer.Option(False, "--json", help="print the figures as JSON"),
+):
+    """Re-run the parity checks of a bundle on other data, on this machine's runtimes."""
+    from edgecls.runtime.parity import check_bundle
+
+    report = check_bundle(bundle, data, max_drop=max_drop, min_agreement=min_agreement)
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        _parity_table(
+            report,
+            f"{bundle} on {data} ({report['parity']['n']} images, "
+            f"{report['parity']['checked_on'][0]})",
+        )
+    if not all(a["parity"]["passed"] for a in report["artifacts"]):
+        fail("parity gate failed on this data", code=1)
 
 
 def main() -> None:

@@ -154,7 +154,7 @@ def _defect(rng, img, mask, geom, size, kind):
         x, y = _point_on_disk(rng, cx, cy, radius * 0.86, radius * 0.26)
         a, b = rng.uniform(5, 13) * s, rng.uniform(5, 13) * s
         pts = _ellipse_points(x, y, a, b)
-        _poly(img, [*pts, ox * 1.2, oy * 1.2], float(img[int(y), int(x)] + 25))
+        _poly(img, pts + np.array([ox * 1.2, oy * 1.2]), float(img[int(y), int(x)] + 25))
         _poly(img, pts, float(rng.uniform(10, 40)))
         _poly(mask, _ellipse_points(x, y, a + 1.5, b + 1.5), 255)
     elif kind == "pinholes":
@@ -260,12 +260,12 @@ def _legs(img, tf, length, color, width, rng, spiny=False, xs=(0.15, 0.0, -0.15)
         lean = (1 - i) * 0.6
         for s in (-1, 1):
             knee = np.array([x + lean * 0.3 * length, s * (0.08 + 0.45 * length)])
-            foot = [*knee, lean * 0.6 * length + rng.normal(0, 0.03), s * 0.35 * length]
+            foot = knee + np.array([lean * 0.6 * length + rng.normal(0, 0.03), s * 0.35 * length])
             _line(img, tf(np.array([[x, s * 0.06], knee, foot])), color, width)
             if spiny:
                 for t in (0.35, 0.7):
                     q = knee + t * (foot - knee)
-                    _line(img, tf(np.array([q, [*q, 0.04, s * 0.02]])), color, 1)
+                    _line(img, tf(np.array([q, q + np.array([0.04, s * 0.02])])), color, 1)
 
 
 def _insect(rng: np.random.Generator, size: int, label: str) -> np.ndarray:

@@ -24,7 +24,7 @@ def casting_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def insects_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("insects")
-    write_sample("insects", out, SampleSpec(n_train=100, n_test=20, size=96, seed=1))
+    write_sample("insects", out, SampleSpec(n_train=160, n_test=50, size=96, seed=1))
     return out
 
 

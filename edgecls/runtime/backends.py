@@ -113,6 +113,14 @@ def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return (values.astype(np.float32) - zero_point) * scale
 
 
+def _io(dtype, scale: float, zero_point: int) -> dict:
+    """How to feed/read a tensor: dtype, and scale/zero point for integer tensors."""
+    d = {"dtype": np.dtype(dtype).name}
+    if np.dtype(dtype).kind in "iu" and scale:
+        d.update(scale=float(scale), zero_point=int(zero_point))
+    return d
+
+
 # ---------------------------------------------------------------------------------------------
 # LiteRT
 
@@ -175,6 +183,10 @@ class LiteRTPredictor:
         self._in, self._out = inp, out
         self.input_dtype = np.dtype(inp["dtype"])
         self.input_quant = tuple(inp["quantization"])
+        self.io = {
+            "input": _io(inp["dtype"], *inp["quantization"]),
+            "output": _io(out["dtype"], *out["quantization"]),
+        }
         self.warnings = [choice.warning] if choice.warning else []
         self.description = (
             f"LiteRT ({source}), delegate {choice.description}, {options.num_threads} threads"
@@ -264,6 +276,8 @@ class OnnxRuntimePredictor:
         self.input_dtype = np.dtype(_ORT_TYPES.get(inp.type, np.float32))
         self.input_size = (int(inp.shape[1]), int(inp.shape[2]))
         self.output_name = self.session.get_outputs()[0].name
+        out_type = _ORT_TYPES.get(self.session.get_outputs()[0].type, np.float32)
+        self.io = {"input": _io(self.input_dtype, 0.0, 0), "output": _io(out_type, 0.0, 0)}
         active = self.session.get_providers()
         self.warnings = []
         if options.providers and options.providers[0] not in active:

@@ -1,0 +1,75 @@
+"""Calibration images: a representative, class-balanced sample, loaded through the training
+preprocessing so int8 ranges are measured on the pixels the model will really see."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from edgecls.errors import EdgeclsError
+from edgecls.runtime.preprocess import is_image_file, read_image, resize
+
+MIN_RECOMMENDED = 100
+
+
+def _groups(source: Path) -> dict[str, list[Path]]:
+    """Images grouped by class folder (a split layout contributes its train/); flat: one group."""
+    source = Path(source)
+    if not source.is_dir():
+        raise EdgeclsError(f"--calibration {source}: not a folder")
+    train = source / "train"
+    root = train if train.is_dir() else source
+    groups: dict[str, list[Path]] = {}
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if p.is_file() and is_image_file(p) and not any(s.startswith(".") for s in rel.parts):
+            groups.setdefault(rel.parts[0] if len(rel.parts) > 1 else "", []).append(p)
+    if not groups:
+        raise EdgeclsError(f"--calibration {source}: no images found (jpg, jpeg, png, bmp, webp)")
+    return groups
+
+
+def balanced_sample(source: Path, n: int, seed: int = 0) -> list[Path]:
+    """Up to n paths, round-robin over classes in a seeded order: every class is represented."""
+    groups = _groups(source)
+    rng = np.random.default_rng(seed)
+    queues = [
+        list(np.asarray(paths)[rng.permutation(len(paths))]) for _, paths in sorted(groups.items())
+    ]
+    picked: list[Path] = []
+    while len(picked) < n and any(queues):
+        for q in queues:
+            if q and len(picked) < n:
+                picked.append(Path(q.pop(0)))
+    return picked
+
+
+def load_calibration(paths: list[Path], size: tuple[int, int]) -> tuple[np.ndarray, list[Path]]:
+    """uint8 images through `resize`; unreadable files are skipped and returned."""
+    images, skipped = [], []
+    for p in paths:
+        try:
+            images.append(resize(read_image(p), size))
+        except EdgeclsError:
+            skipped.append(p)
+    if not images:
+        raise EdgeclsError(
+            "no readable calibration image among "
+            f"{len(paths)} files (e.g. {paths[0] if paths else '-'})"
+        )
+    return np.stack(images), skipped
+
+
+def write_calibration_set(source: Path, out: Path, n: int = 200, seed: int = 0) -> list[Path]:
+    """`edgecls data calibration`: copy a balanced sample to out/<class>/, keeping a README."""
+    picked = balanced_sample(source, n, seed)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for p in picked:
+        dest = out / p.parent.name / p.name
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(p, dest)
+        written.append(dest)
+    return written

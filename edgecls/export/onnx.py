@@ -1,0 +1,92 @@
+"""ONNX artifacts: tf2onnx with an explicit input signature, ONNX Runtime's float16 and static
+int8 (QDQ, per-channel weights) quantizers."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from onnxruntime.quantization import CalibrationDataReader
+
+from edgecls.export.context import ExportContext
+from edgecls.export.formats import register_format
+
+OPSET = 17
+INPUT_NAME = "input"
+
+
+def keras_to_onnx(model, input_size: tuple[int, int], out: Path) -> None:
+    """`from_function` with an explicit signature (`from_keras` fails on Keras 3 Sequential)."""
+    import onnx
+    import tensorflow as tf
+    import tf2onnx
+
+    spec = [tf.TensorSpec((None, *input_size, 3), tf.float32, name=INPUT_NAME)]
+    fn = tf.function(lambda x: model(x, training=False))
+    proto, _ = tf2onnx.convert.from_function(fn, input_signature=spec, opset=OPSET)
+    onnx.checker.check_model(proto)
+    onnx.save(proto, str(out))
+
+
+@register_format("onnx", "float32", "model_float32.onnx")
+def onnx_float32(ctx: ExportContext, out: Path) -> None:
+    shutil.copyfile(ctx.onnx_float, out)
+
+
+def _topological_sort(graph) -> None:
+    """Reorder nodes so every input is produced before use (the float16 converter's input casts
+    are appended at the end of the graph, which the checker rejects)."""
+    ready = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        runnable = [n for n in pending if all(i in ready for i in n.input)]
+        if not runnable:
+            raise ValueError("ONNX graph has a cycle or an input nobody produces")
+        for n in runnable:
+            ordered.append(n)
+            ready.update(n.output)
+        pending = [n for n in pending if n not in runnable]
+    del graph.node[:]
+    graph.node.extend(ordered)
+
+
+@register_format("onnx", "float16", "model_float16.onnx")
+def onnx_float16(ctx: ExportContext, out: Path) -> None:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    model = convert_float_to_float16(onnx.load(str(ctx.onnx_float)), keep_io_types=True)
+    _topological_sort(model.graph)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(out))
+
+
+class _CalibrationReader(CalibrationDataReader):
+    """The same images as the TFLite calibration, through the same preprocessing."""
+
+    def __init__(self, ctx: ExportContext):
+        self._batches = iter(ctx.calibration_batches())
+
+    def get_next(self):
+        batch = next(self._batches, None)
+        return None if batch is None else {INPUT_NAME: batch}
+
+
+@register_format("onnx", "int8", "model_int8.onnx", needs_calibration=True)
+def onnx_int8(ctx: ExportContext, out: Path) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = ctx.workdir / "float32.prepared.onnx"
+    quant_pre_process(str(ctx.onnx_float), str(prepared), skip_symbolic_shape=True)
+    quantize_static(
+        str(prepared),
+        str(out),
+        _CalibrationReader(ctx),
+        quant_format=QuantFormat.QDQ,
+        per_channel=True,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    onnx.checker.check_model(str(out))

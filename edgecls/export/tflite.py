@@ -1,0 +1,58 @@
+"""TFLite artifacts through the SavedModel export (the path that works with Keras 3)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgecls.export.context import ExportContext
+from edgecls.export.formats import register_format
+
+
+def _converter(ctx: ExportContext):
+    import tensorflow as tf
+
+    return tf.lite.TFLiteConverter.from_saved_model(str(ctx.saved_model))
+
+
+def _write(converter, out: Path) -> None:
+    out.write_bytes(converter.convert())
+
+
+@register_format("tflite", "float32", "model_float32.tflite")
+def tflite_float32(ctx: ExportContext, out: Path) -> None:
+    _write(_converter(ctx), out)
+
+
+@register_format("tflite", "float16", "model_float16.tflite")
+def tflite_float16(ctx: ExportContext, out: Path) -> None:
+    import tensorflow as tf
+
+    conv = _converter(ctx)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.target_spec.supported_types = [tf.float16]
+    _write(conv, out)
+
+
+@register_format("tflite", "dynamic", "model_dynamic.tflite")
+def tflite_dynamic(ctx: ExportContext, out: Path) -> None:
+    import tensorflow as tf
+
+    conv = _converter(ctx)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    _write(conv, out)
+
+
+@register_format("tflite", "int8", "model_int8.tflite", needs_calibration=True)
+def tflite_int8(ctx: ExportContext, out: Path) -> None:
+    """Full integer: int8 weights and activations; uint8 IO by default so camera pixels go
+    straight in (the Rescaling inside the model makes the input scale 1, zero point 0)."""
+    import tensorflow as tf
+
+    conv = _converter(ctx)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = lambda: ([x] for x in ctx.calibration_batches())
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    io = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[ctx.io]
+    conv.inference_input_type = io
+    conv.inference_output_type = io
+    _write(conv, out)
