@@ -20,6 +20,9 @@ demo: setup
 	$(BIN)/edgecls train --data $(DEMO)/data --model seed-cnn --img-size 96 --epochs 8 --out $(DEMO)/run
 	$(BIN)/edgecls evaluate $(DEMO)/run/model.keras --data $(DEMO)/data/test --out $(DEMO)/eval
 	$(BIN)/edgecls predict $(DEMO)/run/model.keras $(DEMO)/data/test/def/def_0000.jpg $(DEMO)/data/test/ok/ok_0000.jpg
+	$(BIN)/edgecls export $(DEMO)/run --int8 --out $(DEMO)/bundle
+	$(BIN)/edgecls run $(DEMO)/bundle --source $(DEMO)/data/test/def --headless --json --max-frames 10
+	$(BIN)/edgecls benchmark $(DEMO)/bundle --data $(DEMO)/data/test --runs 30
 
 lint: setup
 	$(BIN)/ruff check .

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,12 +67,18 @@ def choose_delegate(
             f"--delegate {name!r} is not known: use one of {', '.join(DELEGATE_CHOICES)} "
             "or a path to a delegate .so"
         )
+    native = {"darwin": ".dylib", "win32": ".dll"}.get(sys.platform, ".so")
+    libraries = tuple(lib for lib in libraries if native in lib) or libraries
     errors = []
     for lib in libraries:
         try:
+            # ctypes first: LiteRT's Delegate object is left half-built (and its __del__ raises)
+            # when the library itself is missing
+            ctypes.CDLL(lib)
             delegate = load_delegate(lib, dict(spec.options))
         except (ValueError, OSError, RuntimeError) as exc:
-            errors.append(f"{lib}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+            text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            errors.append(text if lib in text else f"{lib}: {text}")
             continue
         return DelegateChoice((delegate,), f"{name} ({lib})", use_default_xnnpack=True)
     message = f"delegate {name!r} could not be loaded ({'; '.join(errors)}); {spec.why}"

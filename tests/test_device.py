@@ -1,0 +1,364 @@
+"""The device side: TF-free runtime, frame sources, the loop, delegates, benchmark, doctor."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+from videos import write_video
+
+from edgecls.cli import app
+from edgecls.runtime.backends import RuntimeOptions, load_predictor
+from edgecls.runtime.bundle import load_bundle
+from edgecls.runtime.loop import RunConfig, run
+from edgecls.runtime.preprocess import frame_to_input, load_image
+from edgecls.runtime.sources import LiveSource
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ["beetles", "cockroach", "dragonflies"]
+
+
+@pytest.fixture(scope="module")
+def bundle(insects_run, tmp_path_factory):
+    out = tmp_path_factory.mktemp("device") / "insects"
+    result = CliRunner().invoke(app, ["export", str(insects_run), "--int8", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+@pytest.fixture(scope="module")
+def known_video(bundle, insects_data, tmp_path_factory):
+    """A video of test images the model classifies correctly, 3 frames each, with their labels."""
+    predictor = load_predictor(bundle / "model_float32.tflite")
+    chosen, labels = [], []
+    for label, name in enumerate(CLASSES):
+        for p in sorted((insects_data / "test" / name).glob("*.jpg")):
+            # the frame the device sees went through a video codec: choose on that, not the file
+            probs = predictor.predict(load_image(p, (64, 64))[None])[0]
+            if probs.argmax() == label and probs.max() > 0.8:
+                chosen.append(p)
+                labels.append(name)
+            if labels.count(name) == 3:
+                break
+    path = tmp_path_factory.mktemp("video") / "known.mp4"
+    write_video(path, chosen, repeat=3)
+    return path, [lab for lab in labels for _ in range(3)]
+
+
+def test_device_path_preprocessing_matches_training_path(insects_data):
+    import tensorflow as tf
+
+    from edgecls.data import Split, tf_dataset
+
+    paths = sorted((insects_data / "test" / "beetles").glob("*.jpg"))[:4]
+    ds = tf_dataset(Split(paths, [0] * 4), (64, 64), batch_size=4)
+    trained_on = next(iter(ds))[0].numpy()
+    for i, p in enumerate(paths):
+        camera_frame = cv2.imread(str(p))  # BGR, as OpenCV delivers frames
+        device = frame_to_input(camera_frame, (64, 64))
+        assert device.dtype == np.uint8
+        assert np.array_equal(device.astype(np.float32), trained_on[i])
+    assert tf.reduce_max(trained_on) <= 255.0
+
+
+def test_loop_labels_every_frame_of_a_known_video(bundle, known_video):
+    video, expected = known_video
+    lines = []
+
+    class Out:
+        def write(self, s):
+            lines.append(s)
+
+        def flush(self):
+            pass
+
+    logs = []
+    summary = run(
+        RunConfig(bundle, str(video), headless=True, json=True), out=Out(), log=logs.append
+    )
+    rows = [json.loads(s) for s in lines]
+    assert [r["frame"] for r in rows] == list(range(len(expected)))
+    agree = np.mean([r["label"] == e for r, e in zip(rows, expected, strict=True)])
+    assert agree >= 0.9, (rows, expected)
+    assert {"frame", "time", "label", "confidence", "latency_ms"} <= set(rows[0])
+    assert summary.classified == len(expected) and summary.corrupt == 0
+    assert logs[0].startswith("running ") and "chosen:" in logs[0]
+    assert logs[-1].startswith("summary:") and "p99" in logs[-1]
+
+
+@pytest.mark.slow
+def test_device_extra_alone_runs_the_loop_without_tensorflow(bundle, known_video, tmp_path):
+    """A clean venv with only `.[device]`: the loop runs, and -X importtime shows no TensorFlow."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "-q", f"{ROOT}[device]"], check=True, timeout=900
+    )
+    video, expected = known_video
+    proc = subprocess.run(
+        [
+            str(py),
+            "-X",
+            "importtime",
+            "-m",
+            "edgecls",
+            "run",
+            str(bundle),
+            "--source",
+            str(video),
+            "--headless",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert len(rows) == len(expected)
+    assert np.mean([r["label"] == e for r, e in zip(rows, expected, strict=True)]) >= 0.9
+    imported = [
+        line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "import time:" in line
+    ]
+    assert "ai_edge_litert" in " ".join(imported) or "onnxruntime" in " ".join(imported)
+    assert not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras", "tf2onnx")]
+    freeze = subprocess.run([str(py), "-m", "pip", "freeze"], capture_output=True, text=True).stdout
+    assert "tensorflow" not in freeze.lower()
+
+
+class FlakyCapture:
+    """A capture that delivers `n` frames then fails, like a camera unplugged mid-stream."""
+
+    def __init__(self, frames, n):
+        self.frames, self.n, self.i = frames, n, 0
+
+    def isOpened(self):
+        return True
+
+    def read(self):
+        if self.i >= self.n:
+            return False, None
+        frame = self.frames[self.i % len(self.frames)]
+        self.i += 1
+        time.sleep(0.002)
+        return True, frame
+
+    def release(self):
+        pass
+
+
+class Closed:
+    def isOpened(self):
+        return False
+
+    def release(self):
+        pass
+
+
+def test_live_source_that_drops_is_reopened_and_the_loop_goes_on(bundle, insects_data):
+    frames = [
+        cv2.imread(str(p))
+        for p in sorted((insects_data / "test" / "dragonflies").glob("*.jpg"))[:5]
+    ]
+    attempts = []
+
+    def opener():
+        attempts.append(time.time())
+        if len(attempts) == 2:
+            return Closed()  # the first reopen fails: back-off, try again
+        return FlakyCapture(frames, 15)
+
+    logs = []
+    source = LiveSource("camera 0", opener, frame_timeout=1.0, log=logs.append)
+    summary = run(
+        RunConfig(bundle, "camera 0", headless=True, max_frames=25), log=logs.append, source=source
+    )
+    text = "\n".join(logs)
+    assert "stopped delivering frames; reopening" in text and "reopened" in text
+    assert summary.reconnects == 1 and len(attempts) == 3
+    assert summary.classified == 25  # more than one capture's worth: the loop went on
+
+
+def test_sigint_flushes_outputs_and_prints_the_summary(bundle, insects_data, tmp_path):
+    images = sorted((insects_data / "test").rglob("*.jpg"))[:30]
+    video = tmp_path / "long.mp4"
+    write_video(video, images, repeat=200, size=(96, 96))  # 6000 frames: still running at SIGINT
+    save = tmp_path / "saved"
+    record = tmp_path / "out.mp4"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edgecls",
+            "run",
+            str(bundle),
+            "--source",
+            str(video),
+            "--headless",
+            "--json",
+            "--save-dir",
+            str(save),
+            "--save-labels",
+            "beetles,cockroach",
+            "--record",
+            str(record),
+            "--artifact",
+            "model_int8.tflite",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    first = proc.stdout.readline()
+    assert first.startswith("{"), proc.stderr.read()
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, errs = proc.communicate(timeout=60)
+    assert proc.returncode == 0, errs
+    lines = [first, *out.splitlines()]
+    assert 1 < len(lines) < 6000
+    assert "summary:" in errs and "FPS" in errs
+    cap = cv2.VideoCapture(str(record))
+    assert cap.isOpened() and cap.get(cv2.CAP_PROP_FRAME_COUNT) >= 1
+    saved = list(save.glob("*.jpg"))
+    assert saved and all(("beetles" in p.name) or ("cockroach" in p.name) for p in saved)
+
+
+def test_corrupt_frames_are_skipped_and_counted(bundle, insects_data, tmp_path):
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for p in sorted((insects_data / "test" / "beetles").glob("*.jpg"))[:4]:
+        shutil.copy(p, folder / p.name)
+    (folder / "beetles_0002.jpg").write_bytes(b"\xff\xd8 broken")
+    summary = run(RunConfig(bundle, str(folder), headless=True), log=lambda m: None)
+    assert summary.frames == 4 and summary.corrupt == 1 and summary.classified == 3
+
+
+def test_bad_source_tampered_artifact_unknown_delegate_are_one_line_errors(
+    bundle, known_video, tmp_path
+):
+    video, _ = known_video
+    tampered = tmp_path / "tampered"
+    shutil.copytree(bundle, tampered)
+    with open(tampered / "model_float32.tflite", "r+b") as f:
+        f.seek(200)
+        f.write(b"\x00\x01\x02")
+    runner = CliRunner()
+    cases = [
+        (["run", str(bundle), "--source", str(tmp_path / "missing.mp4"), "--headless"], "--source"),
+        (["run", str(bundle), "--source", "7", "--headless"], "cannot open"),
+        (
+            [
+                "run",
+                str(tampered),
+                "--source",
+                str(video),
+                "--headless",
+                "--artifact",
+                "model_float32.tflite",
+            ],
+            "sha256 differs",
+        ),
+        (["run", str(bundle), "--source", str(video), "--delegate", "tpu9000"], "tpu9000"),
+        (["run", str(tmp_path), "--source", str(video)], "not a bundle"),
+    ]
+    for args, expected in cases:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 2, (args, result.output)
+        assert expected in result.output and "Traceback" not in result.output, result.output
+        assert len([line for line in result.output.splitlines() if line.startswith("error:")]) == 1
+
+
+def test_failed_artifact_is_refused_unless_allowed(bundle, known_video, tmp_path):
+    video, _ = known_video
+    failed = tmp_path / "failed"
+    shutil.copytree(bundle, failed)
+    manifest = json.loads((failed / "manifest.json").read_text())
+    for a in manifest["artifacts"]:
+        if a["file"] == "model_int8.tflite":
+            a["parity"]["passed"] = False
+            a["parity"]["failures"] = ["accuracy drop 5.00 points > 1.0"]
+    (failed / "manifest.json").write_text(json.dumps(manifest))
+    args = [
+        "run",
+        str(failed),
+        "--source",
+        str(video),
+        "--headless",
+        "--artifact",
+        "model_int8.tflite",
+    ]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2 and "failed its parity gate" in result.output
+    result = CliRunner().invoke(app, [*args, "--allow-failed", "--max-frames", "2"])
+    assert result.exit_code == 0, result.output
+
+
+def test_missing_delegate_falls_back_with_one_warning_or_fails_under_strict(bundle, known_video):
+    video, _ = known_video
+    logs = []
+    opts = RuntimeOptions(delegate="edgetpu")
+    summary = run(
+        RunConfig(bundle, str(video), runtime=opts, headless=True, max_frames=3), log=logs.append
+    )
+    warnings = [m for m in logs if m.startswith("warning: delegate 'edgetpu' could not be loaded")]
+    assert len(warnings) == 1 and "falling back to CPU" in warnings[0]
+    assert summary.classified == 3 and "LiteRT" in logs[1]
+    result = CliRunner().invoke(
+        app,
+        [
+            "run",
+            str(bundle),
+            "--source",
+            str(video),
+            "--delegate",
+            "edgetpu",
+            "--strict",
+            "--headless",
+        ],
+    )
+    assert result.exit_code == 2 and "--strict" in result.output
+
+
+def test_auto_picks_the_fastest_passed_artifact_and_caches_it(bundle, monkeypatch, tmp_path):
+    import edgecls.runtime.select as select
+
+    monkeypatch.setattr(select, "CACHE", tmp_path / "auto.json")
+    b = load_bundle(bundle)
+    first = select.choose(b)
+    assert "fastest measured" in first.reason and "(cached)" not in first.reason
+    for a in b.artifacts:
+        assert a["file"] in first.reason
+    again = select.choose(b)
+    assert "(cached)" in again.reason and again.artifact["file"] == first.artifact["file"]
+    assert select.choose(b, backend="onnxruntime").artifact["format"] == "onnx"
+
+
+def test_benchmark_and_doctor(bundle, insects_data):
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["benchmark", str(bundle), "--data", str(insects_data), "--runs", "5", "--json"]
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert len(report["artifacts"]) == 4
+    for r in report["artifacts"]:
+        assert (
+            r["p50_ms"] <= r["p90_ms"] <= r["p99_ms"] and r["fps"] > 0 and 0 <= r["accuracy"] <= 1
+        )
+    result = runner.invoke(app, ["doctor", "--json"])
+    assert result.exit_code == 0
+    d = json.loads(result.stdout)
+    assert d["architecture"] and d["cores"] == os.cpu_count()
+    assert d["runtimes"]["ai-edge-litert"] and "CPUExecutionProvider" in d["onnxruntime_providers"]
