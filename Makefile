@@ -14,7 +14,8 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# End to end on the embedded sample data: data -> train -> evaluate -> export int8 -> device loop -> SHAP.
+# End to end on the embedded sample data: data -> train -> evaluate -> export int8 -> device loop
+# -> benchmark -> SHAP report.
 demo: setup
 	$(BIN)/edgecls data sample casting --out $(DEMO)/data
 	$(BIN)/edgecls train --data $(DEMO)/data --model seed-cnn --img-size 96 --epochs 8 --out $(DEMO)/run
@@ -23,6 +24,8 @@ demo: setup
 	$(BIN)/edgecls export $(DEMO)/run --int8 --out $(DEMO)/bundle
 	$(BIN)/edgecls run $(DEMO)/bundle --source $(DEMO)/data/test/def --headless --json --max-frames 10
 	$(BIN)/edgecls benchmark $(DEMO)/bundle --data $(DEMO)/data/test --runs 30
+	$(BIN)/edgecls explain $(DEMO)/run --images '$(DEMO)/data/test/def/def_000[0-7].jpg' --out $(DEMO)/shap
+	@echo "demo done: open $(DEMO)/shap/report.html and $(DEMO)/bundle/parity.md"
 
 lint: setup
 	$(BIN)/ruff check .

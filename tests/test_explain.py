@@ -1,0 +1,88 @@
+import json
+import re
+
+import pytest
+from typer.testing import CliRunner
+
+from edgecls.cli import app
+
+
+@pytest.mark.parametrize("method", ["gradient", "partition"])
+def test_explain_writes_a_self_contained_faithful_report(
+    method, insects_run, insects_data, tmp_path
+):
+    images = sorted((insects_data / "test" / "dragonflies").glob("*.jpg"))[:4]
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8 not a jpeg")
+    out = tmp_path / method
+    args = [
+        "explain",
+        str(insects_run),
+        "--method",
+        method,
+        "--background",
+        "20",
+        "--max-evals",
+        "200",
+        "--out",
+        str(out),
+        "--images",
+        str(bad),
+    ]
+    for p in images:
+        args += ["--images", str(p)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert str(bad) in result.output  # skipped and named
+    report = json.loads((out / "explain.json").read_text())
+    assert report["summary"]["n"] == 4 and report["skipped"][0]["image"] == str(bad)
+    page = (out / "report.html").read_text()
+    embedded = re.findall(r"src='data:image/png;base64,([A-Za-z0-9+/=]+)'", page)
+    assert len(embedded) == 4 and all(len(e) > 1000 for e in embedded)
+    assert "http" not in page.replace("http-equiv", "")  # opens offline: nothing fetched
+    for row in report["images"]:
+        assert (out / row["figure"]).is_file()
+        assert len(row["top_k"]) == 2 and row["predicted"] == row["top_k"][0]["label"]
+        assert set(row["deletion"]) == {"prob", "top_drop", "random_drop"}
+        assert row["pointing_hit"] is None  # insects ship no masks
+    d = report["summary"]["deletion"]
+    assert d["mean_top_drop"] > d["mean_random_drop"], d
+
+
+def test_pointing_game_uses_the_casting_masks(insects_run, casting_data, tmp_path):
+    out = tmp_path / "e"
+    result = CliRunner().invoke(
+        app,
+        [
+            "explain",
+            str(insects_run),
+            "--images",
+            str(casting_data / "test" / "def" / "def_000[0-2].jpg"),
+            "--background",
+            "10",
+            "--max-evals",
+            "50",
+            "--out",
+            str(out),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((out / "explain.json").read_text())
+    assert report["summary"]["pointing_game"]["n"] == 3
+    assert all(isinstance(r["pointing_hit"], bool) for r in report["images"])
+    assert "pointing game" in result.output
+
+
+def test_explain_bad_inputs(insects_run, insects_data, tmp_path):
+    image = str(next((insects_data / "test" / "beetles").glob("*.jpg")))
+    runner = CliRunner()
+    result = runner.invoke(
+        app, ["explain", str(insects_run), "--images", image, "--method", "lime"]
+    )
+    assert result.exit_code == 2 and "lime" in result.output and "Traceback" not in result.output
+    result = runner.invoke(app, ["explain", str(tmp_path), "--images", image])
+    assert result.exit_code == 2 and "no model.keras" in result.output
+    result = runner.invoke(
+        app, ["explain", str(insects_run), "--images", str(tmp_path / "none.jpg")]
+    )
+    assert result.exit_code == 2 and "no readable image" in result.output
