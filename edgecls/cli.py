@@ -531,7 +531,8 @@ def explain(
     seed: int = typer.Option(0),
 ):
     """SHAP report of the float model: heat maps, probabilities, deletion check, pointing game."""
-    from edgecls.explain import ExplainConfig, explain as run_explain
+    from edgecls.explain import ExplainConfig
+    from edgecls.explain import explain as run_explain
 
     report = run_explain(
         ExplainConfig(run, tuple(images), out, method, background, max_evals, top_k, seed), console
@@ -539,7 +540,8 @@ def explain(
     s = report["summary"]
     d, pg = s["deletion"], s["pointing_game"]
     console.print(
-        f"deletion check: top 10% drop {d['mean_top_drop']:+.3f} vs random {d['mean_random_drop']:+.3f} "
+        f"deletion check: top 10% drop {d['mean_top_drop']:+.3f} "
+        f"vs random {d['mean_random_drop']:+.3f} "
         f"(top beats random on {d['top_beats_random']:.0%} of {s['n']} images)",
         highlight=False,
     )

@@ -95,7 +95,7 @@ def partition_attributions(model, images, background, classes, config, progress)
 
 
 def _mask_for(image_path: Path) -> Path | None:
-    """The sample's ground-truth mask: DATA/masks/<split>/<class>/<stem>.png beside DATA/<split>/."""
+    """The sample's ground-truth mask: DATA/masks/<split>/<class>/<stem>.png."""
     parts = image_path.resolve().parts
     if len(parts) < 4:
         return None
@@ -286,7 +286,7 @@ def explain(config: ExplainConfig, console: Console | None = None) -> dict:
         "method": config.method,
         "model": str(source.model_path),
         "n": len(rows),
-        "background": {"n": int(len(background)), "source": bg_where},
+        "background": {"n": len(background), "source": bg_where},
         "deletion": {
             "fraction": DELETION_FRACTION,
             "mean_top_drop": float(np.mean(top)),
@@ -312,6 +312,7 @@ def _html(report: dict, figures: list[bytes]) -> str:
         else "no ground-truth masks for these images"
     )
     faithful = d["mean_top_drop"] > d["mean_random_drop"]
+    verdict_class, verdict = ("ok", "faithful") if faithful else ("bad", "NOT better than random")
     cards = []
     for row, png in zip(report["images"], figures, strict=True):
         dl = row["deletion"]
@@ -344,8 +345,9 @@ Red pixels push the class up, blue push it down.</p>
 <table><tr><th>deletion check (mean over images)</th><td>masking the top-attributed 10% of pixels
 lowers the predicted probability by <b>{d["mean_top_drop"]:+.3f}</b>; a random 10% by
 <b>{d["mean_random_drop"]:+.3f}</b>; top beats random on {d["top_beats_random"]:.0%} of images
-<span class="{"ok" if faithful else "bad"}">({"faithful" if faithful else "NOT better than random"})</span>
-</td></tr><tr><th>pointing game</th><td>most attributed point inside the defect: {pointing}</td></tr>
+<span class="{verdict_class}">({verdict})</span>
+</td></tr><tr><th>pointing game</th>
+<td>most attributed point inside the defect: {pointing}</td></tr>
 </table>
 {"<h2>Skipped</h2><ul>" + skipped + "</ul>" if skipped else ""}
 <h2>Images</h2>
