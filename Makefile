@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO ?= runs/demo
 
-.PHONY: setup demo test lint format clean
+.PHONY: setup demo test test-arm64 lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,7 +32,13 @@ lint: setup
 	$(BIN)/ruff format --check .
 
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest --ignore=tests/arm64
+	$(MAKE) test-arm64
+
+# The device loop and parity on an emulated Raspberry Pi 4 and 5 (aarch64 under qemu-user),
+# compared with x86; builds its arm64 root once into ~/.cache/edgecls/arm64.
+test-arm64: setup
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest tests/arm64 -s -v -p no:cacheprovider
 
 format: setup
 	$(BIN)/ruff check --fix .

@@ -357,11 +357,16 @@ def parity(
     max_drop: float | None = typer.Option(None, help="default: the bundle's threshold"),
     min_agreement: float | None = typer.Option(None, help="default: the bundle's threshold"),
     as_json: bool = typer.Option(False, "--json", help="print the figures as JSON"),
+    delegate: str = typer.Option("auto", help="LiteRT delegate, as for `edgecls run`"),
+    threads: int | None = typer.Option(None, help="inference threads; default all cores"),
 ):
     """Re-run the parity checks of a bundle on other data, on this machine's runtimes."""
     from edgecls.runtime.parity import check_bundle
 
-    report = check_bundle(bundle, data, max_drop=max_drop, min_agreement=min_agreement)
+    options = _runtime_options(threads, delegate, None, False, None, False)
+    report = check_bundle(
+        bundle, data, max_drop=max_drop, min_agreement=min_agreement, options=options
+    )
     if as_json:
         print(json.dumps(report, indent=2))
     else:
