@@ -23,7 +23,8 @@ app = typer.Typer(
 data_app = typer.Typer(no_args_is_help=True, help="Sample data and calibration sets.")
 app.add_typer(data_app, name="data")
 
-console = Console()
+# Logs and pipes get no terminal width; 80 columns would cut the tables' file names.
+console = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, soft_wrap=True)
 
 

@@ -8,6 +8,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -224,12 +225,25 @@ def train(config: TrainConfig, console: Console | None = None) -> TrainResult:
     from edgecls.keras_predictor import KerasPredictor
 
     eval_split = test_split if len(test_split) else val_split
+    ev = evaluate(KerasPredictor.from_model(model), eval_split, dataset.classes)
+    chance = float(np.bincount(ev.y_true).max() / len(ev.y_true)) if len(ev.y_true) else 0.0
+    learned = bool(ev.accuracy > chance + 0.02)
     extra = {
         "split": "test" if len(test_split) else "val",
         "best_epoch": best_epoch,
         "epochs_run": len(history),
         "interrupted": interrupted,
+        "majority_class_accuracy": chance,
+        "learned": learned,
     }
-    ev = evaluate(KerasPredictor.from_model(model), eval_split, dataset.classes)
     m = write_reports(ev, out, extra)
+    if not learned:
+        console.print(
+            f"[bold red]warning:[/] the model did not learn: test accuracy {ev.accuracy:.3f} is no "
+            f"better than always answering the largest class ({chance:.3f}). Train longer "
+            "(--epochs), with a lower --lr or another --seed, or use a backbone "
+            "(--model mobilenet-v2)",
+            highlight=False,
+            soft_wrap=True,
+        )
     return TrainResult(out, m, dataset, len(history), best_epoch, interrupted)

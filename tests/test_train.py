@@ -238,3 +238,36 @@ def test_missing_weights_file_is_a_clear_error(insects_data, tmp_path):
         ],
     )
     assert result.exit_code == 2 and "nope.h5" in result.output
+
+
+def test_a_model_that_did_not_learn_is_called_out(tmp_path):
+    """Labels that carry no signal: the run must say the model is no better than chance."""
+    import shutil
+
+    write_messy_folder(tmp_path / "src", n_per_class=20)
+    data = tmp_path / "data"
+    for name in ("a", "b"):
+        (data / name).mkdir(parents=True)
+    images = sorted((tmp_path / "src").rglob("*_0*.jpg"))
+    for i, p in enumerate(images):  # shuffle the classes apart from the images
+        shutil.copy(p, data / ("a" if i % 2 else "b") / f"{i:03d}.jpg")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(
+        app,
+        [
+            "train",
+            "--data",
+            str(data),
+            "--img-size",
+            "32",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            "--lr",
+            "1e-6",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["learned"] is False and "did not learn" in result.output
