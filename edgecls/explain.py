@@ -203,21 +203,16 @@ def _figure(image, attributions, classes, probs, labels, mask_path):
     return data
 
 
-def _background(config: ExplainConfig, model_path: Path, size, rng) -> tuple[np.ndarray, str]:
-    cfg_path = model_path.parent / "config.json"
-    if cfg_path.is_file():
-        from edgecls.data import SplitConfig, load_folder_dataset
+def _background(config: ExplainConfig, source, size, rng) -> tuple[np.ndarray, str]:
+    """Background images from the run's training split, or none when that data is not here."""
+    from edgecls.export import run_split
 
-        cfg = json.loads(cfg_path.read_text())
-        if Path(cfg.get("data", "")).is_dir():
-            split = load_folder_dataset(
-                Path(cfg["data"]), SplitConfig(**cfg.get("split", {}))
-            ).splits["train"]
-            picks = rng.choice(len(split), min(config.background, len(split)), replace=False)
-            return np.stack(
-                [load_image(split.paths[i], size) for i in picks]
-            ), f"{cfg['data']} (train split)"
-    return np.zeros((0, *size, 3), np.uint8), "the explained images"
+    try:
+        split, where = run_split(source, "train")
+    except EdgeclsError:
+        return np.zeros((0, *size, 3), np.uint8), "the explained images"
+    picks = rng.choice(len(split), min(config.background, len(split)), replace=False)
+    return np.stack([load_image(split.paths[i], size) for i in picks]), where
 
 
 def explain(config: ExplainConfig, console: Console | None = None) -> dict:
@@ -246,7 +241,7 @@ def explain(config: ExplainConfig, console: Console | None = None) -> dict:
         raise EdgeclsError("no readable image to explain among --images")
     x = np.stack(images).astype(np.float32)
     rng = np.random.default_rng(config.seed)
-    background, bg_where = _background(config, source.model_path, size, rng)
+    background, bg_where = _background(config, source, size, rng)
     background = (background if len(background) else x).astype(np.float32)
     probs = np.asarray(model(x, training=False))
     k = min(config.top_k, probs.shape[1])

@@ -21,12 +21,17 @@ from rich.console import Console
 from edgecls import __version__
 from edgecls.data import Split, SplitConfig, load_eval_split, load_folder_dataset
 from edgecls.errors import EdgeclsError
-from edgecls.export.calibration import MIN_RECOMMENDED, balanced_sample, load_calibration
+from edgecls.export.calibration import (
+    MIN_RECOMMENDED,
+    balanced_sample,
+    load_calibration,
+    round_robin,
+)
 from edgecls.export.formats import FORMATS, PRECISIONS, planned
 from edgecls.runtime.backends import load_labels, load_predictor
 from edgecls.runtime.bundle import MANIFEST, SCHEMA_VERSION, sha256
 from edgecls.runtime.parity import ParityThresholds, compare, parity_markdown
-from edgecls.runtime.preprocess import InputSpec, load_batch
+from edgecls.runtime.preprocess import InputSpec, is_image_file, load_batch
 
 DEFAULT_CALIBRATION = Path("calibration_data")
 
@@ -108,7 +113,7 @@ def resolve_source(path: Path, labels: Path | None) -> Source:
     )
 
 
-def _run_split(source: Source, name: str) -> tuple[Split, str]:
+def run_split(source: Source, name: str) -> tuple[Split, str]:
     """A split of the dataset the run was trained on, rebuilt from its config.json."""
     cfg = source.run_config
     if not cfg or not Path(cfg.get("data", "")).is_dir():
@@ -130,22 +135,15 @@ def _calibration(config: ExportConfig, source: Source, size) -> tuple[np.ndarray
             balanced_sample(config.calibration, config.calibration_size, config.seed),
             str(config.calibration),
         )
-    elif DEFAULT_CALIBRATION.is_dir() and any(
-        p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-        for p in DEFAULT_CALIBRATION.rglob("*")
-    ):
+    elif DEFAULT_CALIBRATION.is_dir() and any(map(is_image_file, DEFAULT_CALIBRATION.rglob("*"))):
         paths = balanced_sample(DEFAULT_CALIBRATION, config.calibration_size, config.seed)
         where = str(DEFAULT_CALIBRATION)
     else:
-        split, where = _run_split(source, "train")
-        rng = np.random.default_rng(config.seed)
+        split, where = run_split(source, "train")
         by_class: dict[int, list[Path]] = {}
         for p, y in zip(split.paths, split.labels, strict=True):
             by_class.setdefault(y, []).append(p)
-        queues = [list(np.asarray(v)[rng.permutation(len(v))]) for _, v in sorted(by_class.items())]
-        paths = []
-        while len(paths) < config.calibration_size and any(queues):
-            paths += [Path(q.pop(0)) for q in queues if q][: config.calibration_size - len(paths)]
+        paths = round_robin(by_class, config.calibration_size, config.seed)
     images, skipped = load_calibration(paths, size)
     if skipped:
         warnings.append(f"calibration: skipped {len(skipped)} unreadable files (e.g. {skipped[0]})")
@@ -177,7 +175,7 @@ def export_bundle(config: ExportConfig, console: Console | None = None) -> Expor
         for path, why in skipped:
             console.print(f"[yellow]skipped[/] {path}: {why}", highlight=False, soft_wrap=True)
     else:
-        eval_split, eval_where = _run_split(source, "test")
+        eval_split, eval_where = run_split(source, "test")
     if len(eval_split) == 0:
         raise EdgeclsError(f"{eval_where}: no labelled images to check parity on")
     eval_images = load_batch(eval_split.paths, size)

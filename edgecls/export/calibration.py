@@ -32,8 +32,12 @@ def _groups(source: Path) -> dict[str, list[Path]]:
 
 
 def balanced_sample(source: Path, n: int, seed: int = 0) -> list[Path]:
-    """Up to n paths, round-robin over classes in a seeded order: every class is represented."""
-    groups = _groups(source)
+    """Up to n images of a folder, every class represented (see `round_robin`)."""
+    return round_robin(_groups(source), n, seed)
+
+
+def round_robin(groups: dict, n: int, seed: int = 0) -> list[Path]:
+    """Up to n paths taken in turn from each group, each group in a seeded random order."""
     rng = np.random.default_rng(seed)
     queues = [
         list(np.asarray(paths)[rng.permutation(len(paths))]) for _, paths in sorted(groups.items())
