@@ -183,14 +183,6 @@ def _labels_for(model: Path, labels: Path | None) -> list[str]:
     return load_labels(labels)
 
 
-def _check_outputs(predictor, labels: list[str], model: Path) -> None:
-    import numpy as np
-
-    probe = predictor.predict(np.zeros((1, *predictor.input_size, 3), np.uint8))
-    if probe.shape[-1] != len(labels):
-        raise EdgeclsError(f"{model} has {probe.shape[-1]} outputs but {len(labels)} labels")
-
-
 @command()
 def evaluate(
     model: Path = typer.Argument(..., help=".keras, .tflite or .onnx"),
@@ -202,11 +194,11 @@ def evaluate(
     from edgecls.data import load_eval_split
     from edgecls.evaluate import evaluate as run_eval
     from edgecls.evaluate import write_reports
-    from edgecls.runtime.backends import load_predictor
+    from edgecls.runtime.backends import check_outputs, load_predictor
 
     classes = _labels_for(model, labels)
     predictor = load_predictor(model)
-    _check_outputs(predictor, classes, model)
+    check_outputs(predictor, classes, model)
     split, skipped = load_eval_split(data, classes)
     for path, why in skipped:
         err.print(f"skipped {path}: {why}", markup=False)
@@ -227,12 +219,12 @@ def predict(
     labels: Path | None = typer.Option(None, help="labels.txt; default beside the model"),
 ):
     """Label and confidence for each image."""
-    from edgecls.runtime.backends import load_predictor
+    from edgecls.runtime.backends import check_outputs, load_predictor
     from edgecls.runtime.preprocess import load_image
 
     classes = _labels_for(model, labels)
     predictor = load_predictor(model)
-    _check_outputs(predictor, classes, model)
+    check_outputs(predictor, classes, model)
     failed = 0
     for path in images:
         try:
@@ -386,13 +378,9 @@ def parity(
 
 def _runtime_options(threads, delegate, providers, strict, trt_cache, fp16):
     from edgecls.runtime.backends import RuntimeOptions
-    from edgecls.runtime.delegates import DELEGATE_CHOICES
+    from edgecls.runtime.delegates import validate_delegate
 
-    if delegate not in DELEGATE_CHOICES and not delegate.endswith((".so", ".dylib", ".dll")):
-        raise EdgeclsError(
-            f"--delegate {delegate!r} is not known: use one of "
-            f"{', '.join(DELEGATE_CHOICES)} or a path to a delegate .so"
-        )
+    validate_delegate(delegate)
     if threads is not None and threads < 1:
         raise EdgeclsError("--threads must be at least 1")
     return RuntimeOptions(

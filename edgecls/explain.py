@@ -24,7 +24,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from edgecls.errors import EdgeclsError
-from edgecls.runtime.preprocess import load_image
+from edgecls.runtime.preprocess import image_paths, load_image
 
 DELETION_FRACTION = 0.10
 
@@ -139,24 +139,6 @@ def pointing_game(attribution: np.ndarray, mask_path: Path, size: tuple[int, int
     return bool(mask[y, x])
 
 
-def expand_images(specs) -> list[Path]:
-    """--images takes files, folders (their images, sorted) and globs."""
-    import glob
-
-    from edgecls.runtime.preprocess import is_image_file
-
-    out: list[Path] = []
-    for spec in map(str, specs):
-        p = Path(spec)
-        if p.is_dir():
-            out += sorted(x for x in p.rglob("*") if x.is_file() and is_image_file(x))
-        elif any(ch in spec for ch in "*?[") and not p.exists():
-            out += sorted(Path(x) for x in glob.glob(spec, recursive=True))
-        else:
-            out.append(p)
-    return out
-
-
 def _png(fig) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
@@ -230,7 +212,7 @@ def explain(config: ExplainConfig, console: Console | None = None) -> dict:
     model = load_keras_model(source.model_path)
     size = (int(model.input_shape[1]), int(model.input_shape[2]))
     images, paths, skipped = [], [], []
-    for p in expand_images(config.images):
+    for p in (q for spec in config.images for q in image_paths(spec)):
         try:
             images.append(load_image(p, size))
             paths.append(Path(p))

@@ -28,7 +28,7 @@ from edgecls.export.calibration import (
     round_robin,
 )
 from edgecls.export.formats import FORMATS, PRECISIONS, planned
-from edgecls.runtime.backends import load_labels, load_predictor
+from edgecls.runtime.backends import check_outputs, load_labels, load_predictor
 from edgecls.runtime.bundle import MANIFEST, SCHEMA_VERSION, sha256
 from edgecls.runtime.parity import ParityThresholds, compare, parity_markdown
 from edgecls.runtime.preprocess import InputSpec, is_image_file, load_batch
@@ -163,11 +163,7 @@ def export_bundle(config: ExportConfig, console: Console | None = None) -> Expor
     model = load_keras_model(source.model_path)
     reference = KerasPredictor.from_model(model)
     size = reference.input_size
-    probe = reference.predict(np.zeros((1, *size, 3), np.uint8))
-    if probe.shape[-1] != len(source.labels):
-        raise EdgeclsError(
-            f"{source.model_path} has {probe.shape[-1]} outputs but {len(source.labels)} labels"
-        )
+    check_outputs(reference, source.labels, source.model_path)
 
     if config.eval_data is not None:
         eval_split, skipped = load_eval_split(config.eval_data, source.labels)

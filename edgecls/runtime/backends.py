@@ -299,6 +299,13 @@ class OnnxRuntimePredictor:
         )
 
 
+def check_outputs(predictor, labels: list[str], model: Path) -> None:
+    """A model whose output count differs from its labels would label frames wrongly: refuse it."""
+    probe = predictor.predict(np.zeros((1, *predictor.input_size, 3), np.uint8))
+    if probe.shape[-1] != len(labels):
+        raise EdgeclsError(f"{model} has {probe.shape[-1]} outputs but {len(labels)} labels")
+
+
 def load_labels(path: Path) -> list[str]:
     if not path.is_file():
         raise EdgeclsError(f"{path}: labels file not found (one class name per line)")

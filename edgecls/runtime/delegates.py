@@ -45,10 +45,25 @@ class DelegateChoice:
     warning: str | None = None
 
 
+def validate_delegate(name: str) -> None:
+    """--delegate is a known name or a path to a delegate library."""
+    if name in DELEGATE_CHOICES or _is_library_path(name):
+        return
+    raise EdgeclsError(
+        f"--delegate {name!r} is not known: use one of {', '.join(DELEGATE_CHOICES)} "
+        "or a path to a delegate .so"
+    )
+
+
+def _is_library_path(name: str) -> bool:
+    return name.endswith((".so", ".dylib", ".dll")) or os.sep in name
+
+
 def choose_delegate(
     name: str, load_delegate, model_path: Path, *, strict: bool = False
 ) -> DelegateChoice:
     """Resolve --delegate into loaded delegates; never crash on a board that lacks one."""
+    validate_delegate(name)
     if name == "none":
         return DelegateChoice((), "none (reference CPU kernels)", use_default_xnnpack=False)
     if name in ("auto", "xnnpack"):
@@ -57,16 +72,9 @@ def choose_delegate(
         return DelegateChoice((), "XNNPACK (CPU)", use_default_xnnpack=True)
     if name in DELEGATES:
         spec, libraries = DELEGATES[name], DELEGATES[name].libraries
-    elif name.endswith((".so", ".dylib", ".dll")) or os.sep in name:
-        spec, libraries = (
-            DelegateSpec((name,), "check the path and that it matches this runtime"),
-            (name,),
-        )
-    else:
-        raise EdgeclsError(
-            f"--delegate {name!r} is not known: use one of {', '.join(DELEGATE_CHOICES)} "
-            "or a path to a delegate .so"
-        )
+    else:  # a library path
+        spec = DelegateSpec((name,), "check the path and that it matches this runtime")
+        libraries = (name,)
     native = {"darwin": ".dylib", "win32": ".dll"}.get(sys.platform, ".so")
     libraries = tuple(lib for lib in libraries if native in lib) or libraries
     errors = []

@@ -7,6 +7,7 @@ the device sees are the pixels the model was trained and calibrated on.
 
 from __future__ import annotations
 
+import glob
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -74,6 +75,16 @@ def decode_image(data: bytes) -> np.ndarray | None:
     if image is None or image.size == 0:
         return None
     return to_rgb8(image)
+
+
+def image_paths(spec: str | Path) -> list[Path]:
+    """A file as is, a folder's images (recursive, sorted) or a glob's matching images (sorted)."""
+    path, text = Path(spec), str(spec)
+    if path.is_dir():
+        return sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+    if not path.exists() and any(ch in text for ch in "*?["):
+        return sorted(p for p in map(Path, glob.glob(text, recursive=True)) if is_image_file(p))
+    return [path]
 
 
 def read_image(path: str | Path) -> np.ndarray:

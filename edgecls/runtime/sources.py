@@ -8,7 +8,6 @@ frame by frame, in order, and their end ends the loop.
 
 from __future__ import annotations
 
-import glob
 import queue
 import sys
 import threading
@@ -20,7 +19,7 @@ import cv2
 import numpy as np
 
 from edgecls.errors import EdgeclsError
-from edgecls.runtime.preprocess import is_image_file, read_image
+from edgecls.runtime.preprocess import image_paths, is_image_file, read_image
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".h264", ".ts")
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
@@ -93,13 +92,7 @@ class ImageFolderSource:
     live = False
 
     def __init__(self, spec: str):
-        p = Path(spec)
-        paths = (
-            sorted(x for x in p.rglob("*") if x.is_file())
-            if p.is_dir()
-            else ([p] if p.is_file() else sorted(Path(x) for x in glob.glob(spec, recursive=True)))
-        )
-        self.paths = [x for x in paths if is_image_file(x)]
+        self.paths = [p for p in image_paths(spec) if p.is_file() and is_image_file(p)]
         if not self.paths:
             raise EdgeclsError(f"--source {spec}: no images found (jpg, jpeg, png, bmp, webp)")
         self.name = spec
