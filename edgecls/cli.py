@@ -352,9 +352,12 @@ def parity(
     as_json: bool = typer.Option(False, "--json", help="print the figures as JSON"),
     delegate: str = typer.Option("auto", help="LiteRT delegate, as for `edgecls run`"),
     threads: int | None = typer.Option(None, help="inference threads; default all cores"),
+    record: bool = typer.Option(
+        False, "--record", help="add this check to the bundle's manifest.json and parity.md"
+    ),
 ):
     """Re-run the parity checks of a bundle on other data, on this machine's runtimes."""
-    from edgecls.runtime.parity import check_bundle
+    from edgecls.runtime.parity import check_bundle, record_check
 
     options = _runtime_options(threads, delegate, None, False, None, False)
     report = check_bundle(
@@ -368,6 +371,9 @@ def parity(
             f"{bundle} on {data} ({report['parity']['n']} images, "
             f"{report['parity']['checked_on'][0]})",
         )
+    if record:
+        path = record_check(bundle, report)
+        (err if as_json else console).print(f"recorded in {path}", highlight=False)
     if not all(a["parity"]["passed"] for a in report["artifacts"]):
         fail("parity gate failed on this data", code=1)
 

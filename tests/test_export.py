@@ -51,6 +51,7 @@ def test_int8_bundle_holds_proven_artifacts(int8_bundle):
         assert by[(fmt, "int8")]["parity"]["accuracy_drop"] <= 1.0
     assert by[("tflite", "int8")]["bytes"] <= 0.3 * by[("tflite", "float32")]["bytes"]
     assert by[("tflite", "int8")]["input"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
+    assert {a["output"]["values"] for a in m["artifacts"]} == {"logits"}  # softmax on the device
     assert "All artifacts passed" in (int8_bundle / "parity.md").read_text()
 
 
@@ -63,6 +64,7 @@ def test_int8_tflite_takes_decoded_pixels_straight_in(int8_bundle, insects_run, 
     interpreter.allocate_tensors()
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     assert inp["dtype"] == np.uint8 and inp["quantization"] == (1.0, 0)
+    assert interpreter.get_signature_list()["serving_default"]["outputs"] == ["logits"]
     keras_model = KerasPredictor(insects_run / "model.keras")
     paths = sorted((insects_data / "test").rglob("*.jpg"))[::4]
     agree, diffs = 0, []
@@ -71,7 +73,8 @@ def test_int8_tflite_takes_decoded_pixels_straight_in(int8_bundle, insects_run, 
         interpreter.set_tensor(inp["index"], pixels[None])
         interpreter.invoke()
         scale, zero = out["quantization"]
-        probs = (interpreter.get_tensor(out["index"]).astype(np.float32) - zero) * scale
+        logits = (interpreter.get_tensor(out["index"]).astype(np.float64) - zero) * scale
+        probs = np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
         ref = keras_model.predict(pixels[None])
         agree += int(probs.argmax() == ref.argmax())
         diffs.append(float(np.abs(probs - ref).max()))
@@ -132,6 +135,47 @@ def test_parity_command_rechecks_a_bundle_without_tensorflow(int8_bundle, insect
         app, ["parity", str(int8_bundle), "--data", str(insects_data), "--min-agreement", "1.01"]
     )
     assert result.exit_code == 1 and "parity gate failed" in result.output
+
+
+def test_parity_record_says_where_the_bundle_was_checked(
+    int8_bundle, insects_data, tmp_path, monkeypatch
+):
+    import os
+    import platform
+
+    bundle = shutil.copytree(int8_bundle, tmp_path / "b")
+    hashes = {p.name: sha256(p) for p in bundle.iterdir() if p.suffix in (".tflite", ".onnx")}
+    data = str(insects_data / "test")
+
+    def manifest():
+        return json.loads((bundle / "manifest.json").read_text())["parity"]
+
+    failing = ["parity", str(bundle), "--data", data, "--record", "--min-agreement", "1.01"]
+    result = CliRunner().invoke(app, failing)
+    assert result.exit_code == 1, result.output
+    p = manifest()
+    assert p["checked_on"] == [platform.machine()]  # a failed check does not count
+    assert not p["device_checks"][-1]["passed"] and "FAIL" in (bundle / "parity.md").read_text()
+
+    result = CliRunner().invoke(app, ["parity", str(bundle), "--data", data, "--record"])
+    assert result.exit_code == 0, result.output
+    check = manifest()["device_checks"][-1]
+    assert check["passed"] and check["architecture"] == platform.machine() and check["n"] == 150
+    assert check["artifacts"]["model_int8.tflite"]["runtime"].startswith("LiteRT")
+    assert len(manifest()["device_checks"]) == 2
+    assert hashes == {n: sha256(bundle / n) for n in hashes}  # artifacts untouched
+
+    before = (bundle / "manifest.json").read_text()
+
+    def read_only(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", read_only)
+    result = CliRunner().invoke(app, ["parity", str(bundle), "--data", data, "--record"])
+    assert result.exit_code == 2 and "cannot record the check" in result.output
+    assert "Traceback" not in result.output
+    assert (bundle / "manifest.json").read_text() == before
+    assert not [p for p in bundle.iterdir() if p.name.startswith(".")]
 
 
 @pytest.mark.slow
@@ -240,3 +284,38 @@ def test_data_calibration_is_class_balanced(insects_data, tmp_path):
     counts = {d.name: len(list(d.iterdir())) for d in (tmp_path / "calib").iterdir()}
     assert counts == dict.fromkeys(CLASSES, 10)
     assert "warning" in result.output  # 30 < 100 recommended
+
+
+def test_softmax_is_split_off_every_kind_of_head_and_put_back_by_the_runtime(tmp_path):
+    """Dense(softmax), a separate softmax layer, or no softmax at all (left as it is); and a
+    .tflite that outputs probabilities itself is not given a second softmax."""
+    import keras
+
+    from edgecls.export.context import logits_model
+    from edgecls.runtime.backends import softmax
+
+    x = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 3)).astype(np.float32)
+
+    def tiny(head):
+        inputs = keras.Input((8, 8, 3))
+        features = keras.layers.Flatten()(keras.layers.Rescaling(1 / 255)(inputs))
+        return keras.Model(inputs, head(features))
+
+    dense = tiny(keras.layers.Dense(3, activation="softmax"))
+    separate = tiny(lambda f: keras.layers.Softmax()(keras.layers.Dense(3)(f)))
+    plain = tiny(keras.layers.Dense(3))
+    for model in (dense, separate):
+        split = logits_model(model)
+        logits = np.asarray(split(x)["logits"])
+        np.testing.assert_allclose(softmax(logits), np.asarray(model(x)), atol=1e-6)
+    assert logits_model(plain) is plain
+
+    import tensorflow as tf
+
+    foreign = tmp_path / "probabilities.tflite"
+    foreign.write_bytes(tf.lite.TFLiteConverter.from_keras_model(dense).convert())
+    predictor = load_predictor(foreign)
+    assert predictor.io["output"]["values"] == "probabilities"
+    np.testing.assert_allclose(
+        predictor.predict(x.astype(np.uint8)), np.asarray(dense(x.astype(np.uint8))), atol=1e-6
+    )

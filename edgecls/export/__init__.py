@@ -187,14 +187,14 @@ def export_bundle(config: ExportConfig, console: Console | None = None) -> Expor
     for w in warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
 
-    from edgecls.export.context import ExportContext
+    from edgecls.export.context import ExportContext, logits_model
 
     out = Path(config.out or Path("export") / source.name)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    ctx = ExportContext(model, size, calibration, config.io)
+    ctx = ExportContext(logits_model(model), size, calibration, config.io)
     entries = []
     try:
         for a in artifacts:

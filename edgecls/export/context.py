@@ -1,5 +1,5 @@
-"""What every converter needs, computed once: the Keras model, its SavedModel, the float ONNX
-model, and the calibration images."""
+"""What every converter needs, computed once: the deployable Keras model, its SavedModel, the
+float ONNX model, and the calibration images."""
 
 from __future__ import annotations
 
@@ -10,10 +10,39 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecls.runtime.backends import LOGITS
+
+
+def logits_model(model):
+    """The model with its final softmax split off and its output named `logits`, or the model
+    itself when it does not end in a softmax.
+
+    TFLite's int8 softmax runs different code on ARM (a uint16 lookup table) and on x86, so an
+    int8 model that ends in one is not bit-exact across the two (measured: 1 value in 450 one
+    step apart under XNNPACK, whose int8 convolutions and matmuls were all bit-exact). Logits are
+    also finer than uint8 probabilities (1/256 steps). The runtime applies the softmax in float64.
+    """
+    import keras
+
+    last = model.layers[-1]
+    config = last.get_config()
+    if isinstance(last, keras.layers.Dense) and config.get("activation") == "softmax":
+        head = keras.layers.Dense.from_config({**config, "activation": None, "name": LOGITS})
+        logits = head(last.input)
+        head.set_weights(last.get_weights())
+    elif isinstance(last, keras.layers.Softmax) or (
+        isinstance(last, keras.layers.Activation) and config.get("activation") == "softmax"
+    ):
+        logits = last.input
+    else:
+        return model
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, {LOGITS: logits}, name=model.name)
+
 
 @dataclass
 class ExportContext:
-    model: object  # keras.Model
+    model: object  # keras.Model, as `logits_model` makes it
     input_size: tuple[int, int]
     calibration: np.ndarray  # uint8 (N, H, W, 3), through the training preprocessing
     io: str = "uint8"  # integer TFLite input/output type: uint8 | int8 | float32

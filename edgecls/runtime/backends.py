@@ -2,8 +2,9 @@
 
 `predict(batch_uint8) -> probabilities`: the batch is RGB uint8 (N, H, W, 3) at the model's size,
 exactly what `preprocess.resize` makes. Each predictor turns it into its artifact's dtype (float32,
-or integers with the artifact's scale and zero point) and dequantizes what comes out, so metrics,
-parity, benchmark and the camera loop never special-case a format.
+or integers with the artifact's scale and zero point), dequantizes what comes out and, for
+artifacts whose output is named `logits` (all that `edgecls export` writes), applies the softmax,
+so metrics, parity, benchmark and the camera loop never special-case a format.
 """
 
 from __future__ import annotations
@@ -113,11 +114,24 @@ def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
     return (values.astype(np.float32) - zero_point) * scale
 
 
-def _io(dtype, scale: float, zero_point: int) -> dict:
-    """How to feed/read a tensor: dtype, and scale/zero point for integer tensors."""
+LOGITS = "logits"  # an output of this name gets the softmax here (see export.context)
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Float64, max-subtracted: the same bits on ARM and x86 for the same logits (measured)."""
+    z = logits.astype(np.float64)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
+
+
+def _io(dtype, scale: float, zero_point: int, logits: bool | None = None) -> dict:
+    """How to feed/read a tensor: dtype, scale/zero point for integer tensors, and for outputs
+    whether they are logits (softmax applied by the runtime) or probabilities."""
     d = {"dtype": np.dtype(dtype).name}
     if np.dtype(dtype).kind in "iu" and scale:
         d.update(scale=float(scale), zero_point=int(zero_point))
+    if logits is not None:
+        d["values"] = LOGITS if logits else "probabilities"
     return d
 
 
@@ -183,9 +197,13 @@ class LiteRTPredictor:
         self._in, self._out = inp, out
         self.input_dtype = np.dtype(inp["dtype"])
         self.input_quant = tuple(inp["quantization"])
+        names = [
+            n for sig in self.interpreter.get_signature_list().values() for n in sig["outputs"]
+        ]
+        self.logits = LOGITS in names
         self.io = {
             "input": _io(inp["dtype"], *inp["quantization"]),
-            "output": _io(out["dtype"], *out["quantization"]),
+            "output": _io(out["dtype"], *out["quantization"], self.logits),
         }
         self.warnings = [choice.warning] if choice.warning else []
         self.description = (
@@ -204,7 +222,10 @@ class LiteRTPredictor:
             outputs.append(
                 dequantize(self.interpreter.get_tensor(self._out["index"]), oscale, ozero)
             )
-        return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+        if not outputs:
+            return np.zeros((0, 0), np.float32)
+        out = np.concatenate(outputs)
+        return softmax(out) if self.logits else out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -276,8 +297,12 @@ class OnnxRuntimePredictor:
         self.input_dtype = np.dtype(_ORT_TYPES.get(inp.type, np.float32))
         self.input_size = (int(inp.shape[1]), int(inp.shape[2]))
         self.output_name = self.session.get_outputs()[0].name
+        self.logits = self.output_name == LOGITS
         out_type = _ORT_TYPES.get(self.session.get_outputs()[0].type, np.float32)
-        self.io = {"input": _io(self.input_dtype, 0.0, 0), "output": _io(out_type, 0.0, 0)}
+        self.io = {
+            "input": _io(self.input_dtype, 0.0, 0),
+            "output": _io(out_type, 0.0, 0, self.logits),
+        }
         active = self.session.get_providers()
         self.warnings = []
         if options.providers and options.providers[0] not in active:
@@ -294,9 +319,10 @@ class OnnxRuntimePredictor:
             )[0]
             for i in range(0, len(batch), chunk)
         ]
-        return (
-            np.concatenate(outputs).astype(np.float32) if outputs else np.zeros((0, 0), np.float32)
-        )
+        if not outputs:
+            return np.zeros((0, 0), np.float32)
+        out = np.concatenate(outputs).astype(np.float32)
+        return softmax(out) if self.logits else out
 
 
 def check_outputs(predictor, labels: list[str], model: Path) -> None:

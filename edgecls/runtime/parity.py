@@ -3,7 +3,12 @@ re-run the very same check (`edgecls parity`) on its own runtime."""
 
 from __future__ import annotations
 
+import json
+import os
+import platform
 from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
 
 import numpy as np
 
@@ -88,6 +93,21 @@ def parity_markdown(manifest: dict) -> str:
             f"{r['max_abs_prob_diff']:.2e} | {gate} |"
         )
     failed = [a["file"] for a in manifest["artifacts"] if not a["parity"]["passed"]]
+    checks = p.get("device_checks", [])
+    if checks:
+        lines += [
+            "",
+            "## Checked again on other machines (`edgecls parity --record`)",
+            "",
+            "| date | architecture | board | images | result |",
+            "|---|---|---|---:|---|",
+        ]
+        for c in checks:
+            bad = [f for f, r in c["artifacts"].items() if not r["passed"]]
+            result = "pass" if c["passed"] else f"**FAIL**: {', '.join(bad)}"
+            lines.append(
+                f"| {c['date']} | {c['architecture']} | {c['board']} | {c['n']} | {result} |"
+            )
     lines += [
         "",
         f"**{len(failed)} artifact(s) failed their gate: {', '.join(failed)}.** The device "
@@ -112,13 +132,11 @@ def check_bundle(
     The reference is the bundle's float32 artifact (TFLite first), which export proved equal to
     the Keras model; every artifact, that one included, is compared with it.
     """
-    import platform
-    from pathlib import Path
-
     from edgecls.data import load_eval_split
     from edgecls.errors import EdgeclsError
     from edgecls.runtime.backends import RuntimeOptions, load_predictor
     from edgecls.runtime.bundle import load_bundle
+    from edgecls.runtime.doctor import board
     from edgecls.runtime.preprocess import load_batch
 
     bundle = load_bundle(Path(bundle_dir))
@@ -141,17 +159,17 @@ def check_bundle(
     spec = bundle.input_spec
     images = load_batch(split.paths, (spec.height, spec.width))
     y_true = np.asarray(split.labels)
-    predict = {
-        a["file"]: load_predictor(bundle.verified_path(a, allow_failed=True), options).predict(
-            images
-        )
+    predictors = {
+        a["file"]: load_predictor(bundle.verified_path(a, allow_failed=True), options)
         for a in bundle.artifacts
     }
+    predict = {file: p.predict(images) for file, p in predictors.items()}
     reference = predict[floats[0]["file"]]
     artifacts = [
         {
             **a,
             "parity": compare(reference, predict[a["file"]], y_true, a["precision"], thresholds),
+            "runtime": predictors[a["file"]].description,
             "outputs": predict[a["file"]].tolist(),  # exact: other machines compare bits
         }
         for a in bundle.artifacts
@@ -167,6 +185,61 @@ def check_bundle(
             "reference_accuracy": float((reference.argmax(1) == y_true).mean()),
             "thresholds": thresholds.to_dict(),
             "checked_on": [platform.machine()],
+            "board": board(),
         },
         "artifacts": artifacts,
     }
+
+
+def record_check(bundle_dir, report: dict) -> Path:
+    """Add a `check_bundle` report to the bundle's manifest and parity.md, so the bundle says
+    on which architectures its parity was checked (`checked_on` lists those where it passed;
+    `device_checks` keeps every check, failed ones included). Both files are replaced
+    atomically; the artifacts and their hashes are not touched."""
+    from edgecls.errors import EdgeclsError
+    from edgecls.runtime.bundle import MANIFEST, load_bundle
+
+    bundle = load_bundle(Path(bundle_dir))
+    manifest = bundle.manifest
+    p = report["parity"]
+    passed = all(a["parity"]["passed"] for a in report["artifacts"])
+    manifest["parity"].setdefault("device_checks", []).append(
+        {
+            "architecture": p["checked_on"][0],
+            "board": p["board"],
+            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "data": p["data"],
+            "n": p["n"],
+            "reference": p["reference"],
+            "passed": passed,
+            "artifacts": {
+                a["file"]: {
+                    k: a["parity"][k]
+                    for k in ("accuracy", "agreement", "max_abs_prob_diff", "passed", "failures")
+                }
+                | {"runtime": a["runtime"]}
+                for a in report["artifacts"]
+            },
+        }
+    )
+    if passed and p["checked_on"][0] not in manifest["parity"]["checked_on"]:
+        manifest["parity"]["checked_on"].append(p["checked_on"][0])
+    files = {
+        MANIFEST: json.dumps(manifest, indent=2) + "\n",
+        "parity.md": parity_markdown(manifest),
+    }
+    temps = {name: bundle.root / f".{name}.tmp-{os.getpid()}" for name in files}
+    try:  # both written first, then both swapped in: a read-only bundle is left as it was
+        for name, text in files.items():
+            temps[name].write_text(text)
+        for name, tmp in temps.items():
+            os.replace(tmp, bundle.root / name)
+    except OSError as exc:
+        raise EdgeclsError(
+            f"{bundle.root}: cannot record the check ({exc.strerror or exc}); make the bundle "
+            "writable or run without --record"
+        ) from None
+    finally:
+        for tmp in temps.values():
+            tmp.unlink(missing_ok=True)
+    return bundle.root / MANIFEST

@@ -5,15 +5,13 @@ from __future__ import annotations
 import numpy as np
 
 FLOAT_TOLERANCE = 1e-5
-INT8_TOLERATED = 0.01  # share of int8 values allowed one quantization step apart
 
 
 def compare_parity(x86: dict, arm: dict) -> tuple[list[str], list[str]]:
     """(problems, notes) for two `edgecls parity --json` reports of the same bundle and data.
 
-    int8 TFLite must be bit-exact (a single quantization step on at most 1% of values, labels
-    identical, is reported as NOT bit-exact and tolerated), float32 artifacts within 1e-5, every
-    artifact's gate must hold on ARM as it did on x86; the ONNX int8 difference is reported.
+    int8 TFLite must be bit-exact, float32 artifacts within 1e-5, and every artifact's gate must
+    hold on ARM as it did on x86; the ONNX int8 difference is reported.
     """
     problems, notes = [], []
     if x86["paths"] != arm["paths"]:
@@ -29,21 +27,11 @@ def compare_parity(x86: dict, arm: dict) -> tuple[list[str], list[str]]:
         agree = float((X.argmax(1) == A.argmax(1)).mean())
         what = f"{ax['file']}: max |Δprob| x86 vs ARM {diff:.3g}, top-1 agreement {agree:.4f}"
         if ax["format"] == "tflite" and ax["precision"] == "int8":
-            step = ax.get("output", {}).get("scale") or 1 / 256
             differ = int((X != A).sum())
             if differ == 0:
                 notes.append(f"{ax['file']}: int8 TFLite bit-exact on ARM ({X.size} values)")
-            elif diff <= step * 1.0001 and differ <= INT8_TOLERATED * X.size and agree == 1.0:
-                # measured: XNNPACK's x86 and ARM int8 kernels round a few requantizations apart
-                notes.append(
-                    f"{ax['file']}: int8 TFLite NOT bit-exact: {differ} of {X.size} values "
-                    f"one quantization step ({step:.6g}) apart, labels identical"
-                )
             else:
-                problems.append(
-                    f"{what}, {differ} of {X.size} values differ: int8 TFLite must be "
-                    f"bit-exact or at most one step apart on {INT8_TOLERATED:.0%} of values"
-                )
+                problems.append(f"{what}, {differ} of {X.size} values differ: must be bit-exact")
         elif ax["precision"] == "float32":
             (problems if diff > FLOAT_TOLERANCE else notes).append(
                 what + (f" > {FLOAT_TOLERANCE}" if diff > FLOAT_TOLERANCE else "")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -149,16 +150,26 @@ def test_loop_labels_agree_with_x86_on_every_frame(emulator, board, arm_bundle, 
 
 
 @pytest.mark.parametrize("board", BOARDS)
-def test_parity_on_arm_matches_x86(emulator, board, arm_bundle, insects_data, x86_parity):
+def test_parity_on_arm_matches_x86_and_is_recorded(
+    emulator, board, arm_bundle, insects_data, x86_parity, tmp_path
+):
+    bundle = shutil.copytree(arm_bundle, tmp_path / "bundle")
     arm = json.loads(
         emulator.edgecls(
-            board, "parity", str(arm_bundle), "--data", str(insects_data / "test"), "--json"
+            board, "parity", str(bundle), "--data", str(insects_data / "test"), "--json", "--record"
         ).stdout
     )
     problems, notes = compare_parity(x86_parity, arm)
     for line in notes + problems:
         print(f"[{board}] parity {line}")
     assert not problems, problems
+    recorded = json.loads((bundle / "manifest.json").read_text())["parity"]
+    check = recorded["device_checks"][-1]
+    print(f"[{board}] manifest: checked_on {recorded['checked_on']}, board {check['board']!r}")
+    assert recorded["checked_on"] == [platform.machine(), "aarch64"]
+    assert check["architecture"] == "aarch64" and check["passed"]
+    assert check["board"].startswith(f"Raspberry Pi {board[-1]}")
+    assert "aarch64" in (bundle / "parity.md").read_text()
 
 
 def test_a_different_bundle_on_the_arm_side_fails_the_comparison(
