@@ -291,6 +291,9 @@ def export(
     dynamic: bool = typer.Option(False, "--dynamic", help="dynamic-range TFLite"),
     format: str = typer.Option("tflite,onnx", "--format", help="comma-separated: tflite,onnx"),
     io: str = typer.Option("uint8", help="int8 TFLite input/output type: uint8, int8 or float32"),
+    onnx_int8: str = typer.Option(
+        "u8u8", help="int8 ONNX activations/weights: u8u8 (same bits on ARM and x86) or u8s8"
+    ),
     calibration: Path | None = typer.Option(
         None, help="calibration images; default calibration_data/, else the run's training split"
     ),
@@ -323,6 +326,7 @@ def export(
         formats=tuple(f.strip() for f in format.split(",") if f.strip()),
         precisions=precisions,
         io=io,
+        onnx_int8=onnx_int8,
         calibration=calibration,
         calibration_size=calibration_size,
         eval_data=eval_data,

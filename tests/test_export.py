@@ -52,6 +52,7 @@ def test_int8_bundle_holds_proven_artifacts(int8_bundle):
     assert by[("tflite", "int8")]["bytes"] <= 0.3 * by[("tflite", "float32")]["bytes"]
     assert by[("tflite", "int8")]["input"] == {"dtype": "uint8", "scale": 1.0, "zero_point": 0}
     assert {a["output"]["values"] for a in m["artifacts"]} == {"logits"}  # softmax on the device
+    assert m["calibration"]["onnx_int8"] == "u8u8"
     assert "All artifacts passed" in (int8_bundle / "parity.md").read_text()
 
 
@@ -259,6 +260,7 @@ def test_bad_inputs_are_one_line_errors(insects_run, insects_data, tmp_path):
         (["export", str(insects_run), "--int8", "--calibration", str(no_images)], "no images"),
         (["export", str(insects_run), "--eval-data", str(other)], "moths"),
         (["export", str(insects_run), "--format", "coreml"], "coreml"),
+        (["export", str(insects_run), "--int8", "--onnx-int8", "s8s8"], "--onnx-int8 s8s8"),
     ]
     for args, expected in cases:
         result = runner.invoke(app, args)

@@ -27,6 +27,7 @@ from edgecls.export.calibration import (
     load_calibration,
     round_robin,
 )
+from edgecls.export.context import ONNX_INT8
 from edgecls.export.formats import FORMATS, PRECISIONS, planned
 from edgecls.runtime.backends import check_outputs, load_labels, load_predictor
 from edgecls.runtime.bundle import MANIFEST, SCHEMA_VERSION, sha256
@@ -43,6 +44,7 @@ class ExportConfig:
     formats: tuple[str, ...] = FORMATS
     precisions: tuple[str, ...] = ("float32",)
     io: str = "uint8"
+    onnx_int8: str = "u8u8"  # see export.context.ONNX_INT8 for why u8u8
     calibration: Path | None = None
     calibration_size: int = 200
     eval_data: Path | None = None
@@ -56,6 +58,8 @@ class ExportConfig:
             raise EdgeclsError(f"--format {','.join(bad)}: choose from {', '.join(FORMATS)}")
         if self.io not in ("uint8", "int8", "float32"):
             raise EdgeclsError(f"--io {self.io}: choose uint8, int8 or float32")
+        if self.onnx_int8 not in ONNX_INT8:
+            raise EdgeclsError(f"--onnx-int8 {self.onnx_int8}: choose {' or '.join(ONNX_INT8)}")
         if self.calibration_size < 1:
             raise EdgeclsError("--calibration-size must be at least 1")
         unknown = [p for p in self.precisions if p not in PRECISIONS]
@@ -194,7 +198,7 @@ def export_bundle(config: ExportConfig, console: Console | None = None) -> Expor
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    ctx = ExportContext(logits_model(model), size, calibration, config.io)
+    ctx = ExportContext(logits_model(model), size, calibration, config.io, config.onnx_int8)
     entries = []
     try:
         for a in artifacts:
@@ -225,7 +229,11 @@ def export_bundle(config: ExportConfig, console: Console | None = None) -> Expor
             "source_model": {"file": str(source.model_path), "sha256": sha256(source.model_path)},
             "labels": source.labels,
             "input": InputSpec(*size).to_dict(),
-            "calibration": {"source": calib_where, "n": len(calibration)} if calib_where else None,
+            "calibration": (
+                {"source": calib_where, "n": len(calibration), "onnx_int8": config.onnx_int8}
+                if calib_where
+                else None
+            ),
             "parity": {
                 "reference": "float Keras model",
                 "data": eval_where,

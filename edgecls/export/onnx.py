@@ -8,7 +8,7 @@ from pathlib import Path
 
 from onnxruntime.quantization import CalibrationDataReader
 
-from edgecls.export.context import ExportContext
+from edgecls.export.context import ONNX_INT8, ExportContext
 from edgecls.export.formats import register_format
 
 OPSET = 17
@@ -78,6 +78,7 @@ def onnx_int8(ctx: ExportContext, out: Path) -> None:
     from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    activations, weights = ONNX_INT8[ctx.onnx_int8]
     prepared = ctx.workdir / "float32.prepared.onnx"
     quant_pre_process(str(ctx.onnx_float), str(prepared), skip_symbolic_shape=True)
     quantize_static(
@@ -86,7 +87,7 @@ def onnx_int8(ctx: ExportContext, out: Path) -> None:
         _CalibrationReader(ctx),
         quant_format=QuantFormat.QDQ,
         per_channel=True,
-        activation_type=QuantType.QUInt8,
-        weight_type=QuantType.QInt8,
+        activation_type=QuantType[activations],
+        weight_type=QuantType[weights],
     )
     onnx.checker.check_model(str(out))

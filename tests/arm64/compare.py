@@ -36,8 +36,8 @@ def compare_parity(x86: dict, arm: dict) -> tuple[list[str], list[str]]:
             (problems if diff > FLOAT_TOLERANCE else notes).append(
                 what + (f" > {FLOAT_TOLERANCE}" if diff > FLOAT_TOLERANCE else "")
             )
-        else:
-            notes.append(what)
+        else:  # measured, not gated beyond the parity gate below
+            notes.append(what + (", bit-exact" if np.array_equal(X, A) else ""))
         if ax["parity"]["passed"] and not aa["parity"]["passed"]:
             problems.append(
                 f"{ax['file']}: parity gate passes on x86 but fails on ARM "
