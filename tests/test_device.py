@@ -303,6 +303,29 @@ def test_failed_artifact_is_refused_unless_allowed(bundle, known_video, tmp_path
     assert result.exit_code == 2 and "failed its parity gate" in result.output
     result = CliRunner().invoke(app, [*args, "--allow-failed", "--max-frames", "2"])
     assert result.exit_code == 0, result.output
+    assert "parity was checked" not in result.output  # exported on this architecture
+
+
+def test_a_bundle_never_checked_on_this_architecture_says_so(bundle, known_video, tmp_path):
+    import platform
+
+    video, _ = known_video
+    elsewhere = shutil.copytree(bundle, tmp_path / "elsewhere")
+    manifest = json.loads((elsewhere / "manifest.json").read_text())
+    manifest["parity"]["checked_on"] = ["riscv64"]
+    (elsewhere / "manifest.json").write_text(json.dumps(manifest))
+    args = ["run", str(elsewhere), "--source", str(video), "--headless", "--max-frames", "2"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f"parity was checked on riscv64, not on {platform.machine()}" in result.output
+    assert "--record" in result.output
+
+    manifest["parity"]["device_checks"] = [
+        {"architecture": platform.machine(), "board": "test bench", "date": "d", "passed": False}
+    ]
+    (elsewhere / "manifest.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(app, args)
+    assert f"parity FAILED on {platform.machine()} (test bench" in result.output
 
 
 def test_missing_delegate_falls_back_with_one_warning_or_fails_under_strict(bundle, known_video):

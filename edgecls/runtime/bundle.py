@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -65,6 +66,29 @@ class Bundle:
                 "re-export, or pass --allow-failed to run it anyway"
             )
         return path
+
+    def unchecked_here(self) -> str | None:
+        """Why this machine's results are unproven, if they are: kernels differ between
+        architectures, so a parity check elsewhere does not carry over by itself."""
+        here = platform.machine()
+        parity = self.manifest.get("parity", {})
+        checked = parity.get("checked_on", [])
+        if here in checked:
+            return None
+        failed = [
+            c
+            for c in parity.get("device_checks", [])
+            if c["architecture"] == here and not c["passed"]
+        ]
+        if failed:
+            return (
+                f"parity FAILED on {here} ({failed[-1]['board']}, {failed[-1]['date']}); "
+                f"see {self.root / 'parity.md'}"
+            )
+        return (
+            f"parity was checked on {', '.join(checked) or 'no machine'}, not on {here}; run "
+            f"`edgecls parity {self.root} --data DIR --record` here to prove it"
+        )
 
 
 def load_bundle(root: Path) -> Bundle:

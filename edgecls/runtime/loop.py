@@ -195,8 +195,9 @@ def run(config: RunConfig, out=None, log=None, source=None) -> Summary:
         )
     choice = choose(bundle, config.backend, config.artifact, config.runtime, config.allow_failed)
     predictor = load_predictor(choice.path, config.runtime)
-    for w in predictor.warnings:
-        log(f"warning: {w}")
+    for w in [*predictor.warnings, bundle.unchecked_here()]:
+        if w:
+            log(f"warning: {w}")
     labels = bundle.labels
     size = (bundle.input_spec.height, bundle.input_spec.width)
     source = source or open_source(config.source, config.capture)
