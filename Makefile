@@ -22,6 +22,7 @@ demo: setup
 	$(BIN)/edgecls evaluate $(DEMO)/run/model.keras --data $(DEMO)/data/test --out $(DEMO)/eval
 	$(BIN)/edgecls predict $(DEMO)/run/model.keras $(DEMO)/data/test/def/def_0000.jpg $(DEMO)/data/test/ok/ok_0000.jpg
 	$(BIN)/edgecls export $(DEMO)/run --int8 --out $(DEMO)/bundle
+	$(BIN)/edgecls parity $(DEMO)/bundle --data $(DEMO)/data/test --record
 	$(BIN)/edgecls run $(DEMO)/bundle --source $(DEMO)/data/test/def --headless --json --max-frames 10
 	$(BIN)/edgecls benchmark $(DEMO)/bundle --data $(DEMO)/data/test --runs 30
 	$(BIN)/edgecls explain $(DEMO)/run --images '$(DEMO)/data/test/def/def_000[0-7].jpg' --out $(DEMO)/shap
