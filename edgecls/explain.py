@@ -55,9 +55,12 @@ def register_explainer(name: str):
 @register_explainer("gradient")
 def gradient_attributions(model, images, background, classes, config, progress) -> np.ndarray:
     """(N, K, H, W) attributions for the classes given per image, by expected gradients."""
+    import keras
     import shap
 
-    explainer = shap.GradientExplainer(model, background)
+    # SHAP calls the model with a list of inputs: give it a model that expects one
+    listed = keras.Model([model.inputs[0]], model.outputs[0])
+    explainer = shap.GradientExplainer(listed, background)
     out = []
     for i, image in enumerate(images):
         values = explainer.shap_values(
