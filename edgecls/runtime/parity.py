@@ -97,7 +97,7 @@ def parity_markdown(manifest: dict) -> str:
     if checks:
         lines += [
             "",
-            "## Checked again on other machines (`edgecls parity --record`)",
+            "## Checked again with `edgecls parity --record` (on a board, say)",
             "",
             "| date | architecture | board | images | result |",
             "|---|---|---|---:|---|",
