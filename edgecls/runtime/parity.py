@@ -97,7 +97,7 @@ def parity_markdown(manifest: dict) -> str:
     if checks:
         lines += [
             "",
-            "## Checked again with `edgecls parity --record` (on a board, say)",
+            "## Checks recorded by `edgecls parity --record`",
             "",
             "| date | architecture | board | images | result |",
             "|---|---|---|---:|---|",
