@@ -30,8 +30,8 @@ from edgecls.export.calibration import (
 from edgecls.export.context import ONNX_INT8
 from edgecls.export.formats import FORMATS, PRECISIONS, planned
 from edgecls.runtime.backends import check_outputs, load_labels, load_predictor
-from edgecls.runtime.bundle import MANIFEST, SCHEMA_VERSION, sha256
-from edgecls.runtime.parity import ParityThresholds, compare, parity_markdown
+from edgecls.runtime.bundle import SCHEMA_VERSION, sha256
+from edgecls.runtime.parity import ParityThresholds, compare, manifest_files
 from edgecls.runtime.preprocess import InputSpec, is_image_file, load_batch
 
 DEFAULT_CALIBRATION = Path("calibration_data")
@@ -245,8 +245,8 @@ def export_bundle(config: ExportConfig, console: Console | None = None) -> Expor
             "artifacts": entries,
         }
         (tmp / "labels.txt").write_text("\n".join(source.labels) + "\n")
-        (tmp / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
-        (tmp / "parity.md").write_text(parity_markdown(manifest))
+        for name, text in manifest_files(manifest).items():
+            (tmp / name).write_text(text)
         _replace_dir(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -124,6 +124,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
+def _probabilities(outputs: list[np.ndarray], logits: bool) -> np.ndarray:
+    """One float32 batch from per-chunk outputs, through the softmax where they are logits."""
+    if not outputs:
+        return np.zeros((0, 0), np.float32)
+    out = np.concatenate(outputs).astype(np.float32)
+    return softmax(out) if logits else out
+
+
 def _io(dtype, scale: float, zero_point: int, logits: bool | None = None) -> dict:
     """How to feed/read a tensor: dtype, scale/zero point for integer tensors, and for outputs
     whether they are logits (softmax applied by the runtime) or probabilities."""
@@ -222,10 +230,7 @@ class LiteRTPredictor:
             outputs.append(
                 dequantize(self.interpreter.get_tensor(self._out["index"]), oscale, ozero)
             )
-        if not outputs:
-            return np.zeros((0, 0), np.float32)
-        out = np.concatenate(outputs)
-        return softmax(out) if self.logits else out
+        return _probabilities(outputs, self.logits)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -319,10 +324,7 @@ class OnnxRuntimePredictor:
             )[0]
             for i in range(0, len(batch), chunk)
         ]
-        if not outputs:
-            return np.zeros((0, 0), np.float32)
-        out = np.concatenate(outputs).astype(np.float32)
-        return softmax(out) if self.logits else out
+        return _probabilities(outputs, self.logits)
 
 
 def check_outputs(predictor, labels: list[str], model: Path) -> None:

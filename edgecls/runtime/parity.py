@@ -12,6 +12,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecls.errors import EdgeclsError
+from edgecls.runtime.bundle import MANIFEST, load_bundle
+
 
 @dataclass(frozen=True)
 class ParityThresholds:
@@ -119,6 +122,12 @@ def parity_markdown(manifest: dict) -> str:
     return "\n".join(lines)
 
 
+def manifest_files(manifest: dict) -> dict[str, str]:
+    """The bundle files that say what its artifacts are and how they did: one writer for both
+    the export and `edgecls parity --record`."""
+    return {MANIFEST: json.dumps(manifest, indent=2) + "\n", "parity.md": parity_markdown(manifest)}
+
+
 def check_bundle(
     bundle_dir,
     data,
@@ -133,9 +142,7 @@ def check_bundle(
     the Keras model; every artifact, that one included, is compared with it.
     """
     from edgecls.data import load_eval_split
-    from edgecls.errors import EdgeclsError
     from edgecls.runtime.backends import RuntimeOptions, load_predictor
-    from edgecls.runtime.bundle import load_bundle
     from edgecls.runtime.doctor import board
     from edgecls.runtime.preprocess import load_batch
 
@@ -196,8 +203,6 @@ def record_check(bundle_dir, report: dict) -> Path:
     on which architectures its parity was checked (`checked_on` lists those where it passed;
     `device_checks` keeps every check, failed ones included). Both files are replaced
     atomically; the artifacts and their hashes are not touched."""
-    from edgecls.errors import EdgeclsError
-    from edgecls.runtime.bundle import MANIFEST, load_bundle
 
     bundle = load_bundle(Path(bundle_dir))
     manifest = bundle.manifest
@@ -224,10 +229,7 @@ def record_check(bundle_dir, report: dict) -> Path:
     )
     if passed and p["checked_on"][0] not in manifest["parity"]["checked_on"]:
         manifest["parity"]["checked_on"].append(p["checked_on"][0])
-    files = {
-        MANIFEST: json.dumps(manifest, indent=2) + "\n",
-        "parity.md": parity_markdown(manifest),
-    }
+    files = manifest_files(manifest)
     temps = {name: bundle.root / f".{name}.tmp-{os.getpid()}" for name in files}
     try:  # both written first, then both swapped in: a read-only bundle is left as it was
         for name, text in files.items():
