@@ -29,9 +29,9 @@ from edgecls.runtime.sources import SourceEnded, open_source
 
 def make_bundle(work: Path) -> Path:
     from edgecls.export import ExportConfig, export_bundle
-    from edgecls.models import ModelConfig
     from edgecls.samples import SampleSpec, write_sample
     from edgecls.train import TrainConfig, train
+    from edgecls.train.models import ModelConfig
 
     data = work / "data"
     write_sample("casting", data, SampleSpec(n_train=60, n_test=30, size=224))

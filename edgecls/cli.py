@@ -131,10 +131,10 @@ def train(
     test_fraction: float = typer.Option(0.15),
 ):
     """Train a classifier and write model.keras, labels, metrics and reports to a run folder."""
-    from edgecls.data import SplitConfig
-    from edgecls.models import ModelConfig
+    from edgecls.folders import SplitConfig
     from edgecls.train import TrainConfig, unique_run_dir
     from edgecls.train import train as run_training
+    from edgecls.train.models import ModelConfig
 
     if data is None:
         data = DEFAULT_SAMPLE
@@ -191,9 +191,9 @@ def evaluate(
     labels: Path | None = typer.Option(None, help="labels.txt; default beside the model"),
 ):
     """Metrics, classification report and confusion matrix of any model on a labelled folder."""
-    from edgecls.data import load_eval_split
     from edgecls.evaluate import evaluate as run_eval
     from edgecls.evaluate import write_reports
+    from edgecls.folders import load_eval_split
     from edgecls.runtime.backends import check_outputs, load_predictor
 
     classes = _labels_for(model, labels)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecls.data import Split
+from edgecls.folders import Split
 from edgecls.runtime.preprocess import load_batch
 
 

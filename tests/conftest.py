@@ -31,8 +31,8 @@ def insects_data(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def insects_run(insects_data, tmp_path_factory) -> Path:
     """A seed-cnn trained on the insect sample: the model later tests export and run."""
-    from edgecls.models import ModelConfig
     from edgecls.train import TrainConfig, train
+    from edgecls.train.models import ModelConfig
 
     out = tmp_path_factory.mktemp("run") / "insects"
     train(

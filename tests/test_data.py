@@ -4,8 +4,8 @@ from messy import BAD, write_messy_folder
 from typer.testing import CliRunner
 
 from edgecls.cli import app
-from edgecls.data import SplitConfig, load_eval_split, load_folder_dataset
 from edgecls.errors import EdgeclsError
+from edgecls.folders import SplitConfig, load_eval_split, load_folder_dataset
 from edgecls.runtime.preprocess import read_image
 
 

@@ -56,7 +56,8 @@ def known_video(bundle, insects_data, tmp_path_factory):
 def test_device_path_preprocessing_matches_training_path(insects_data):
     import tensorflow as tf
 
-    from edgecls.data import Split, tf_dataset
+    from edgecls.folders import Split
+    from edgecls.train.pipeline import tf_dataset
 
     paths = sorted((insects_data / "test" / "beetles").glob("*.jpg"))[:4]
     ds = tf_dataset(Split(paths, [0] * 4), (64, 64), batch_size=4)

@@ -202,8 +202,8 @@ def test_fp16_and_dynamic_artifacts(insects_run, tmp_path):
 
 @pytest.mark.slow
 def test_mobilenet_v2_parity_float_and_int8(insects_data, tmp_path):
-    from edgecls.models import ModelConfig
     from edgecls.train import TrainConfig, train
+    from edgecls.train.models import ModelConfig
 
     run = tmp_path / "mnv2"
     train(

@@ -6,10 +6,10 @@ from messy import write_messy_folder
 from typer.testing import CliRunner
 
 from edgecls.cli import app
-from edgecls.data import load_eval_split
 from edgecls.evaluate import evaluate
+from edgecls.folders import load_eval_split
 from edgecls.keras_predictor import KerasPredictor
-from edgecls.models import ModelConfig, build_model
+from edgecls.train.models import ModelConfig, build_model
 
 CLASSES = ["beetles", "cockroach", "dragonflies"]
 RUN_FILES = (
@@ -152,7 +152,7 @@ def test_not_a_model_is_a_one_line_error(tmp_path):
 
 
 def test_interrupt_keeps_best_weights_and_writes_reports(tmp_path, monkeypatch):
-    import edgecls.train as train_mod
+    import edgecls.train.fit as train_mod
 
     write_messy_folder(tmp_path / "data")
     original = train_mod._keras_callbacks

@@ -19,7 +19,6 @@ import numpy as np
 from rich.console import Console
 
 from edgecls import __version__
-from edgecls.data import Split, SplitConfig, load_eval_split, load_folder_dataset
 from edgecls.errors import EdgeclsError
 from edgecls.export.calibration import (
     MIN_RECOMMENDED,
@@ -29,6 +28,7 @@ from edgecls.export.calibration import (
 )
 from edgecls.export.context import ONNX_INT8
 from edgecls.export.formats import FORMATS, PRECISIONS, planned
+from edgecls.folders import Split, SplitConfig, load_eval_split, load_folder_dataset
 from edgecls.runtime.backends import check_outputs, load_labels, load_predictor
 from edgecls.runtime.bundle import SCHEMA_VERSION, sha256
 from edgecls.runtime.parity import ParityThresholds, compare, manifest_files

@@ -23,7 +23,7 @@ def benchmark_bundle(
     bundle = load_bundle(bundle_dir)
     images = labels = None
     if data is not None:
-        from edgecls.data import load_eval_split
+        from edgecls.folders import load_eval_split
         from edgecls.runtime.preprocess import load_batch
 
         split, _ = load_eval_split(Path(data), bundle.labels)

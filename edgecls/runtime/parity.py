@@ -141,7 +141,7 @@ def check_bundle(
     The reference is the bundle's float32 artifact (TFLite first), which export proved equal to
     the Keras model; every artifact, that one included, is compared with it.
     """
-    from edgecls.data import load_eval_split
+    from edgecls.folders import load_eval_split
     from edgecls.runtime.backends import RuntimeOptions, load_predictor
     from edgecls.runtime.doctor import board
     from edgecls.runtime.preprocess import load_batch

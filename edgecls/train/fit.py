@@ -13,11 +13,12 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgecls import __version__
-from edgecls.data import FolderDataset, SplitConfig, load_folder_dataset, tf_dataset
 from edgecls.errors import EdgeclsError
 from edgecls.evaluate import evaluate, write_reports
-from edgecls.models import ModelConfig, augmentation, build_model
+from edgecls.folders import FolderDataset, SplitConfig, load_folder_dataset
 from edgecls.runtime.preprocess import InputSpec
+from edgecls.train.models import ModelConfig, augmentation, build_model
+from edgecls.train.pipeline import tf_dataset
 
 
 @dataclass(frozen=True)

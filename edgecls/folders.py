@@ -1,4 +1,5 @@
-"""Folder datasets: the two layouts users have, one validation pass, stratified splits.
+"""Folder datasets, TF-free and shared by training and the board: the two layouts users have,
+one validation pass, stratified splits.
 
 `DIR/<class>/*` is split into train/val/test here; `DIR/{train,test}/<class>/*` (optional `val/`)
 keeps the user's split. Every file is decoded once, by the same reader the model will be fed
@@ -16,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecls.errors import EdgeclsError
-from edgecls.runtime.preprocess import decode_image, is_image_file, load_image
+from edgecls.runtime.preprocess import decode_image, is_image_file
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -229,38 +230,3 @@ def load_eval_split(root: Path, classes: list[str]) -> tuple[Split, list[tuple[P
         )
     usable, skipped = _scan(dirs)
     return _split_from(usable, classes), skipped
-
-
-def tf_dataset(
-    split: Split,
-    size: tuple[int, int],
-    batch_size: int,
-    *,
-    shuffle: bool = False,
-    seed: int = 0,
-    augment=None,
-):
-    """A tf.data pipeline over a split: decode through `load_image`, cache, shuffle, batch."""
-    import tensorflow as tf
-
-    paths = [str(p) for p in split.paths]
-    labels = np.asarray(split.labels, np.int32)
-
-    def _load(path: bytes) -> np.ndarray:
-        return load_image(path.decode(), size)
-
-    def _map(path, label):
-        image = tf.numpy_function(_load, [path], tf.uint8, stateful=False)
-        image.set_shape((*size, 3))
-        return tf.cast(image, tf.float32), label
-
-    ds = tf.data.Dataset.from_tensor_slices((paths, labels))
-    ds = ds.map(_map, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True).cache()
-    if shuffle:
-        ds = ds.shuffle(max(1, len(paths)), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size)
-    if augment is not None:
-        ds = ds.map(
-            lambda x, y: (augment(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE
-        )
-    return ds.prefetch(tf.data.AUTOTUNE)
