@@ -1,0 +1,66 @@
+"""What every command shares: the Typer apps, the consoles, and one way to fail."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import typer
+from rich.console import Console
+from rich.text import Text
+
+from edgecls.errors import EdgeclsError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Image classifiers from a folder of photos to a camera on an edge board.",
+)
+data_app = typer.Typer(no_args_is_help=True, help="Sample data and calibration sets.")
+app.add_typer(data_app, name="data")
+
+# Logs and pipes get no terminal width; 80 columns would cut the tables' file names.
+console = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def fail(message: str, code: int = 2):
+    err.print(Text.assemble(("error: ", "bold red"), message))
+    raise typer.Exit(code)
+
+
+def command(target=app, name: str | None = None):
+    """Register a command whose user errors become one line on stderr and a non-zero exit."""
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except EdgeclsError as exc:
+                fail(str(exc))
+            except KeyboardInterrupt:
+                err.print("interrupted")
+                raise typer.Exit(130) from None
+
+        return target.command(name)(wrapper)
+
+    return deco
+
+
+def runtime_options(threads, delegate, providers, strict, trt_cache, fp16):
+    from edgecls.runtime.backends import RuntimeOptions
+    from edgecls.runtime.delegates import validate_delegate
+
+    validate_delegate(delegate)
+    if threads is not None and threads < 1:
+        raise EdgeclsError("--threads must be at least 1")
+    return RuntimeOptions(
+        threads=threads,
+        delegate=delegate,
+        strict=strict,
+        fp16=fp16,
+        trt_cache=trt_cache,
+        providers=tuple(p.strip() for p in providers.split(",")) if providers else None,
+    )

@@ -1,0 +1,142 @@
+"""`edgecls export` and `edgecls parity`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from edgecls.cli.common import command, console, err, fail, runtime_options
+
+
+def _parity_table(manifest: dict, title: str) -> None:
+    table = Table(title=title)
+    for col in (
+        "artifact",
+        "precision",
+        "size",
+        "accuracy",
+        "drop",
+        "agreement",
+        "max |Δp|",
+        "gate",
+    ):
+        table.add_column(
+            col, justify="left" if col in ("artifact", "precision", "gate") else "right"
+        )
+    for a in manifest["artifacts"]:
+        r = a["parity"]
+        gate = "[green]pass[/]" if r["passed"] else "[bold red]FAIL[/] " + "; ".join(r["failures"])
+        table.add_row(
+            a["file"],
+            a["precision"],
+            f"{a['bytes'] / 1024:,.0f} KiB",
+            f"{r['accuracy']:.4f}",
+            f"{r['accuracy_drop']:+.2f}",
+            f"{r['agreement']:.4f}",
+            f"{r['max_abs_prob_diff']:.1e}",
+            gate,
+        )
+    console.print(table)
+
+
+@command()
+def export(
+    source: Path = typer.Argument(..., help="run folder (or a .keras file with labels.txt)"),
+    out: Path | None = typer.Option(None, help="bundle folder; default export/<run name>"),
+    int8: bool = typer.Option(False, "--int8", help="full-integer TFLite + static int8 ONNX (QDQ)"),
+    fp16: bool = typer.Option(False, "--fp16", help="float16 TFLite and ONNX"),
+    dynamic: bool = typer.Option(False, "--dynamic", help="dynamic-range TFLite"),
+    format: str = typer.Option("tflite,onnx", "--format", help="comma-separated: tflite,onnx"),
+    io: str = typer.Option("uint8", help="int8 TFLite input/output type: uint8, int8 or float32"),
+    onnx_int8: str = typer.Option(
+        "u8u8", help="int8 ONNX activations/weights: u8u8 (same bits on ARM and x86) or u8s8"
+    ),
+    calibration: Path | None = typer.Option(
+        None, help="calibration images; default calibration_data/, else the run's training split"
+    ),
+    calibration_size: int = typer.Option(200, help="class-balanced calibration sample size"),
+    eval_data: Path | None = typer.Option(
+        None, help="labelled images for parity; default the run's test split"
+    ),
+    labels: Path | None = typer.Option(None, help="labels.txt for a bare .keras file"),
+    max_drop: float = typer.Option(
+        1.0, help="gate: most accuracy points a quantized artifact may lose"
+    ),
+    min_agreement: float = typer.Option(
+        0.97, help="gate: least top-1 agreement with the float model"
+    ),
+    seed: int = typer.Option(0),
+):
+    """Export TFLite and ONNX artifacts with a parity gate against the float model."""
+    from edgecls.export import ExportConfig, export_bundle
+    from edgecls.runtime.parity import ParityThresholds
+
+    precisions = (
+        ("float32",)
+        + (("float16",) if fp16 else ())
+        + (("dynamic",) if dynamic else ())
+        + (("int8",) if int8 else ())
+    )
+    config = ExportConfig(
+        source=source,
+        out=out,
+        formats=tuple(f.strip() for f in format.split(",") if f.strip()),
+        precisions=precisions,
+        io=io,
+        onnx_int8=onnx_int8,
+        calibration=calibration,
+        calibration_size=calibration_size,
+        eval_data=eval_data,
+        labels=labels,
+        seed=seed,
+        thresholds=ParityThresholds(max_drop=max_drop, min_agreement=min_agreement),
+    )
+    result = export_bundle(config, console)
+    _parity_table(
+        result.manifest, f"{result.out} (parity on {result.manifest['parity']['n']} images)"
+    )
+    console.print(f"bundle: {result.out}  (manifest.json, parity.md, labels.txt)")
+    if not result.passed:
+        failed = [a["file"] for a in result.manifest["artifacts"] if not a["parity"]["passed"]]
+        fail(
+            f"parity gate failed for {', '.join(failed)}; see {result.out / 'parity.md'}",
+            code=1,
+        )
+
+
+@command()
+def parity(
+    bundle: Path = typer.Argument(..., help="bundle folder (export/NAME)"),
+    data: Path = typer.Option(..., help="labelled images: DIR/<class>/* or a split layout"),
+    max_drop: float | None = typer.Option(None, help="default: the bundle's threshold"),
+    min_agreement: float | None = typer.Option(None, help="default: the bundle's threshold"),
+    as_json: bool = typer.Option(False, "--json", help="print the figures as JSON"),
+    delegate: str = typer.Option("auto", help="LiteRT delegate, as for `edgecls run`"),
+    threads: int | None = typer.Option(None, help="inference threads; default all cores"),
+    record: bool = typer.Option(
+        False, "--record", help="add this check to the bundle's manifest.json and parity.md"
+    ),
+):
+    """Re-run the parity checks of a bundle on other data, on this machine's runtimes."""
+    from edgecls.runtime.parity import check_bundle, record_check
+
+    options = runtime_options(threads, delegate, None, False, None, False)
+    report = check_bundle(
+        bundle, data, max_drop=max_drop, min_agreement=min_agreement, options=options
+    )
+    if as_json:
+        print(json.dumps(report, indent=2))
+    else:
+        _parity_table(
+            report,
+            f"{bundle} on {data} ({report['parity']['n']} images, "
+            f"{report['parity']['checked_on'][0]})",
+        )
+    if record:
+        path = record_check(bundle, report)
+        (err if as_json else console).print(f"recorded in {path}", highlight=False)
+    if not all(a["parity"]["passed"] for a in report["artifacts"]):
+        fail("parity gate failed on this data", code=1)
