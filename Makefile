@@ -7,6 +7,7 @@ DEMO ?= runs/demo
 .PHONY: setup demo test test-arm64 lint format clean
 
 $(VENV)/.installed: pyproject.toml
+	@bash tools/system-packages.sh
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e ".[train,device,dev]"

@@ -7,7 +7,7 @@ import importlib
 
 from edgecls.cli.common import app
 
-for _group in ("data", "train", "export", "device", "explain"):
+for _group in ("data", "train", "evaluate", "export", "device", "explain"):
     importlib.import_module(f"edgecls.cli.{_group}")
 
 

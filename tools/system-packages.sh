@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The Debian packages the tests start or check with: a real MQTT broker (mosquitto), shellcheck
+# for device/install.sh, systemd-analyze for the unit. Installed only where missing, as root or
+# through passwordless sudo; otherwise one line says what to install by hand.
+set -euo pipefail
+
+need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
+command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+[ ${#need[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -eq 0 ]; then
+  sudo=()
+elif command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
+  sudo=(sudo -n)
+else
+  echo "system-packages: please install ${need[*]} (apt-get install ${need[*]})" >&2
+  exit 1
+fi
+echo "system-packages: installing ${need[*]}"
+"${sudo[@]}" apt-get update -q
+DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${need[@]}"
