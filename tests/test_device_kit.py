@@ -1,0 +1,282 @@
+"""The board kit: Picamera2 and GStreamer sources, sd_notify and the watchdog, doctor on a broken
+runtime, and the install script and systemd unit as they would be installed."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import types
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edgecls.errors import EdgeclsError
+from edgecls.runtime import cameras, doctor, systemd
+from edgecls.runtime.preprocess import frame_to_input
+from edgecls.runtime.sources import CaptureSettings, SourceEnded
+
+REPO = Path(__file__).resolve().parents[1]
+
+# A pure red scene as the sensor sees it: Picamera2's "RGB888" is [B, G, R] in numpy.
+RED_BGR = (0, 0, 255)
+
+
+class FakePicamera2:
+    """A stand-in with Picamera2's API: records what edgecls asks of it, yields scripted frames."""
+
+    opened: list[FakePicamera2] = []
+    fail_open: Exception | None = None
+    frames_before_drop: int | None = None  # capture_array raises after this many, per camera
+    grey = False
+    infos = [{"Model": "imx708", "Location": 2, "Rotation": 180, "Id": "/base/i2c@88000", "Num": 0}]
+
+    def __init__(self, camera_num=0):
+        if self.fail_open is not None:
+            raise self.fail_open
+        self.camera_num = camera_num
+        self.config_args: dict | None = None
+        self.configured = self.started = self.stopped = self.closed = False
+        self.captured = 0
+        self.opened.append(self)
+
+    @staticmethod
+    def global_camera_info():
+        return FakePicamera2.infos
+
+    def create_video_configuration(self, main=None, controls=None, **kwargs):
+        self.config_args = {"main": main, "controls": controls, **kwargs}
+        return {"use_case": "video", "main": dict(main or {}), "controls": dict(controls or {})}
+
+    def configure(self, config):
+        assert config["use_case"] == "video"
+        self.configured = True
+
+    def start(self):
+        assert self.configured, "Picamera2 needs configure() before start()"
+        self.started = True
+
+    def capture_array(self, name="main"):
+        assert name == "main" and self.started and not self.stopped
+        if self.frames_before_drop is not None and self.captured >= self.frames_before_drop:
+            raise RuntimeError("Camera frontend has timed out!")
+        self.captured += 1
+        threading.Event().wait(0.002)  # a camera's frame period, so the capture thread yields
+        width, height = self.config_args["main"]["size"]
+        if self.grey:
+            return np.full((height, width), 77, np.uint8)
+        return np.broadcast_to(np.array(RED_BGR, np.uint8), (height, width, 3)).copy()
+
+    def stop(self):
+        self.stopped = True
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def picamera2(monkeypatch):
+    """Inject the stand-in as the `picamera2` module, fresh state per test."""
+    module = types.ModuleType("picamera2")
+
+    class Camera(FakePicamera2):
+        opened: list = []
+
+    module.Picamera2 = Camera
+    monkeypatch.setitem(sys.modules, "picamera2", module)
+    return Camera
+
+
+@pytest.mark.parametrize(
+    ("spec", "ok"),
+    [("picamera2", True), ("picamera2:1", True), ("PiCamera2:0", True), ("picamera2:x", False)]
+    + [("0", False), ("picamera2.mp4", False), ("rtsp://picamera2", False)],
+)
+def test_picamera2_spec(spec, ok):
+    assert cameras.matches_picamera2(spec) is ok
+
+
+def test_picamera2_frames_are_bgr_with_the_settings_asked(picamera2):
+    source = cameras.make_picamera2_source("picamera2:1", CaptureSettings(320, 240, 15))
+    try:
+        assert source.live and source.reconnects == 0 and "picamera2 camera 1" in source.name
+        frames = [source.read() for _ in range(3)]
+    finally:
+        source.close()
+    (cam,) = picamera2.opened
+    assert cam.camera_num == 1
+    assert cam.config_args["main"] == {"size": (320, 240), "format": "RGB888"}
+    assert cam.config_args["controls"] == {"FrameRate": 15.0}
+    assert [f.index for f in frames] == sorted({f.index for f in frames})
+    image = frames[-1].image
+    assert image.shape == (240, 320, 3) and image.dtype == np.uint8
+    assert tuple(image[0, 0]) == RED_BGR
+    # Through the loop's own preprocessing: the model sees red as red.
+    rgb = frame_to_input(image, (32, 32))
+    assert rgb.shape == (32, 32, 3) and tuple(rgb[5, 5]) == (255, 0, 0)
+    assert cam.stopped and cam.closed
+
+
+def test_picamera2_default_size_and_no_frame_rate(picamera2):
+    source = cameras.make_picamera2_source("picamera2", CaptureSettings())
+    source.close()
+    (cam,) = picamera2.opened
+    assert cam.camera_num == 0
+    assert cam.config_args["main"]["size"] == cameras.DEFAULT_SIZE
+    assert cam.config_args["controls"] is None
+
+
+def test_picamera2_grey_frames_become_three_channels(picamera2):
+    picamera2.grey = True
+    source = cameras.make_picamera2_source("picamera2", CaptureSettings(64, 48))
+    try:
+        image = source.read().image
+    finally:
+        source.close()
+    assert image.shape == (48, 64, 3) and (image == 77).all()
+
+
+def test_picamera2_four_channel_frames_drop_alpha():
+    xrgb = np.zeros((4, 6, 4), np.uint8)
+    xrgb[..., :3] = RED_BGR
+    xrgb[..., 3] = 255
+    assert cameras.to_bgr(xrgb).shape == (4, 6, 3)
+    assert tuple(cameras.to_bgr(xrgb)[1, 1]) == RED_BGR
+
+
+def test_picamera2_dropped_camera_is_reopened(picamera2):
+    picamera2.frames_before_drop = 2
+    logs: list[str] = []
+    source = cameras.make_picamera2_source(
+        "picamera2", CaptureSettings(32, 24), max_reconnects=0, log=logs.append
+    )
+    try:
+        seen = []
+        with pytest.raises(SourceEnded):
+            for _ in range(20):
+                seen.append(source.read())
+    finally:
+        source.close()
+    # The camera dropped after two frames, was reopened once, dropped again: the budget ran out.
+    assert source.reconnects == 1 and len(picamera2.opened) == 2
+    assert all(c.stopped and c.closed for c in picamera2.opened)
+    assert any("reopened" in line for line in logs), logs
+    assert all(f.image.shape == (24, 32, 3) for f in seen)
+
+
+def test_picamera2_missing_module_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "picamera2", None)  # `import picamera2` raises ImportError
+    with pytest.raises(EdgeclsError) as info:
+        cameras.make_picamera2_source("picamera2", CaptureSettings())
+    message = str(info.value)
+    assert "\n" not in message
+    assert "python3-picamera2" in message and "--system-site-packages" in message
+
+
+def test_picamera2_camera_that_cannot_open(picamera2):
+    picamera2.fail_open = IndexError("list index out of range")
+    with pytest.raises(EdgeclsError, match=r"cannot open camera 3 .*IndexError"):
+        cameras.make_picamera2_source("picamera2:3", CaptureSettings())
+
+
+def test_libcamera_cameras_lists_the_stand_in(picamera2, monkeypatch):
+    assert cameras.libcamera_cameras() == ["picamera2:0 imx708 (2)"]
+    monkeypatch.setitem(sys.modules, "picamera2", None)
+    assert cameras.libcamera_cameras() == []
+
+
+def test_gstreamer_pipeline_without_gstreamer_is_one_line(monkeypatch):
+    pipeline = "libcamerasrc ! videoconvert ! appsink"
+    monkeypatch.setattr(cv2, "getBuildInformation", lambda: "  Video I/O:\n    GStreamer: NO\n")
+    assert not cameras.gstreamer_available()
+    with pytest.raises(EdgeclsError) as info:
+        cameras.check_gstreamer(pipeline)
+    message = str(info.value)
+    assert "\n" not in message and pipeline in message
+    assert "built without GStreamer" in message and "apt install python3-opencv" in message
+    assert "--system-site-packages" in message
+    monkeypatch.setattr(
+        cv2, "getBuildInformation", lambda: "    GStreamer:                   YES (1.22.0)\n"
+    )
+    assert cameras.gstreamer_available()
+    cameras.check_gstreamer(pipeline)  # no error where OpenCV can run it
+
+
+@pytest.fixture
+def notify_socket(tmp_path, monkeypatch):
+    """A real unix datagram socket where systemd would listen, named in $NOTIFY_SOCKET."""
+    path = tmp_path / "notify"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(5)
+    monkeypatch.setenv("NOTIFY_SOCKET", str(path))
+    yield sock
+    sock.close()
+
+
+def _pending(sock: socket.socket) -> list[str]:
+    sock.setblocking(False)
+    messages = []
+    try:
+        while True:
+            messages.append(sock.recv(4096).decode())
+    except BlockingIOError:
+        return messages
+    finally:
+        sock.settimeout(5)
+
+
+def test_sd_notify_ready_status_stopping(notify_socket):
+    assert systemd.ready() and systemd.status("classifying\n camera 0") and systemd.stopping()
+    got = [notify_socket.recv(4096).decode() for _ in range(3)]
+    assert got == ["READY=1", "STATUS=classifying camera 0", "STOPPING=1"]
+
+
+def test_sd_notify_abstract_socket(monkeypatch):
+    name = f"edgecls-test-{os.getpid()}"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(b"\0" + name.encode())
+        sock.settimeout(5)
+        monkeypatch.setenv("NOTIFY_SOCKET", "@" + name)
+        assert systemd.ready()
+        assert sock.recv(4096) == b"READY=1"
+
+
+def test_sd_notify_is_a_no_op_outside_systemd(monkeypatch, tmp_path):
+    monkeypatch.delenv("NOTIFY_SOCKET", raising=False)
+    monkeypatch.delenv("WATCHDOG_USEC", raising=False)
+    assert not systemd.ready() and not systemd.Watchdog().ping()
+    monkeypatch.setenv("NOTIFY_SOCKET", str(tmp_path / "gone"))  # systemd went away: no crash
+    assert not systemd.status("x")
+
+
+def test_watchdog_pings_at_half_the_interval(notify_socket, monkeypatch):
+    monkeypatch.setenv("WATCHDOG_USEC", "2000000")  # WatchdogSec=2 -> a ping every second at most
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    now = [100.0]
+    dog = systemd.Watchdog(clock=lambda: now[0])
+    assert dog.enabled and dog.interval == 1.0
+    sent = []
+    for t in (100.0, 100.3, 100.99, 101.0, 101.5, 102.2, 102.3):
+        now[0] = t
+        sent.append(dog.ping())
+    assert sent == [True, False, False, True, False, True, False]
+    assert _pending(notify_socket) == ["WATCHDOG=1"] * 3 and dog.sent == 3
+
+
+@pytest.mark.parametrize(("usec", "pid"), [("", None), ("0", None), ("x", None), ("5000000", "1")])
+def test_watchdog_off(notify_socket, monkeypatch, usec, pid):
+    monkeypatch.setenv("WATCHDOG_USEC", usec)
+    if pid:
+        monkeypatch.setenv("WATCHDOG_PID", pid)  # meant for another process
+    else:
+        monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    dog = systemd.Watchdog()
+    assert not dog.enabled and not dog.ping()
+    assert _pending(notify_socket) == []
