@@ -3,22 +3,20 @@ runtime, and the install script and systemd unit as they would be installed."""
 
 from __future__ import annotations
 
-import builtins
 import os
-import shutil
 import socket
-import subprocess
 import sys
 import threading
 import types
 from pathlib import Path
+from typing import ClassVar
 
 import cv2
 import numpy as np
 import pytest
 
 from edgecls.errors import EdgeclsError
-from edgecls.runtime import cameras, doctor, systemd
+from edgecls.runtime import cameras, systemd
 from edgecls.runtime.preprocess import frame_to_input
 from edgecls.runtime.sources import CaptureSettings, SourceEnded
 
@@ -31,11 +29,13 @@ RED_BGR = (0, 0, 255)
 class FakePicamera2:
     """A stand-in with Picamera2's API: records what edgecls asks of it, yields scripted frames."""
 
-    opened: list[FakePicamera2] = []
+    opened: ClassVar[list[FakePicamera2]] = []
     fail_open: Exception | None = None
     frames_before_drop: int | None = None  # capture_array raises after this many, per camera
     grey = False
-    infos = [{"Model": "imx708", "Location": 2, "Rotation": 180, "Id": "/base/i2c@88000", "Num": 0}]
+    infos: ClassVar[list[dict]] = [
+        {"Model": "imx708", "Location": 2, "Rotation": 180, "Id": "/base/i2c@88000", "Num": 0}
+    ]
 
     def __init__(self, camera_num=0):
         if self.fail_open is not None:
@@ -86,7 +86,7 @@ def picamera2(monkeypatch):
     module = types.ModuleType("picamera2")
 
     class Camera(FakePicamera2):
-        opened: list = []
+        opened: ClassVar[list] = []
 
     module.Picamera2 = Camera
     monkeypatch.setitem(sys.modules, "picamera2", module)
@@ -95,8 +95,15 @@ def picamera2(monkeypatch):
 
 @pytest.mark.parametrize(
     ("spec", "ok"),
-    [("picamera2", True), ("picamera2:1", True), ("PiCamera2:0", True), ("picamera2:x", False)]
-    + [("0", False), ("picamera2.mp4", False), ("rtsp://picamera2", False)],
+    [
+        ("picamera2", True),
+        ("picamera2:1", True),
+        ("PiCamera2:0", True),
+        ("picamera2:x", False),
+        ("0", False),
+        ("picamera2.mp4", False),
+        ("rtsp://picamera2", False),
+    ],
 )
 def test_picamera2_spec(spec, ok):
     assert cameras.matches_picamera2(spec) is ok
