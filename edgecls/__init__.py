@@ -1,8 +1,14 @@
 """edgecls: image classifiers from a folder of photos to a camera on an edge board."""
 
-import os
+import importlib.metadata
 
-# TensorFlow's C++ start-up chatter (CPU flags, CUDA probing) is noise for our users.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+from edgecls.logs import quiet_environment
 
-__version__ = "0.1.0"
+# TensorFlow's C++ start-up chatter (CPU flags, CUDA probing) is noise for our users; the
+# variables must be set before it loads, and a value the user exported wins.
+quiet_environment()
+
+try:
+    __version__ = importlib.metadata.version("edgecls")
+except importlib.metadata.PackageNotFoundError:  # a source tree that was never installed
+    __version__ = "0+unknown"

@@ -1,3 +1,5 @@
-from edgecls.cli import main
+"""`python -m edgecls`: the same command line as the `edgecls` script."""
 
-main()
+from edgecls.cli import app
+
+app(prog_name="edgecls")

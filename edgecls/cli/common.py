@@ -1,4 +1,5 @@
-"""What every command shares: the Typer apps, the consoles, and one way to fail."""
+"""What every command shares: the Typer apps, the global options, the consoles, and one way to
+fail."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
+from edgecls import __version__, logs
 from edgecls.errors import EdgeclsError
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Image classifiers from a folder of photos to a camera on an edge board.",
@@ -23,6 +25,48 @@ app.add_typer(data_app, name="data")
 # Logs and pipes get no terminal width; 80 columns would cut the tables' file names.
 console = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True, soft_wrap=True)
+
+
+# A module missing on this install -> the extra that brings it (top-level import names).
+EXTRAS = {
+    **dict.fromkeys(
+        ("tensorflow", "keras", "tf2onnx", "onnx", "shap", "matplotlib", "PIL"), "train"
+    ),
+    **dict.fromkeys(
+        ("onnxruntime", "ai_edge_litert", "paho", "yaml", "gpiozero", "sklearn"), "device"
+    ),
+}
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        print(f"edgecls {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def global_options(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="print the version"
+    ),
+    quiet: bool = typer.Option(
+        False,
+        "--quiet",
+        "-q",
+        help="only results on stdout that were asked for (--json), warnings and errors",
+    ),
+    verbose: bool = typer.Option(
+        False,
+        "--verbose",
+        "-v",
+        help="let TensorFlow, converters and delegates print their own logs",
+    ),
+):
+    """Image classifiers from a folder of photos to a camera on an edge board."""
+    if quiet and verbose:
+        fail("--quiet and --verbose contradict each other: give one")
+    logs.configure(logs.QUIET if quiet else logs.VERBOSE if verbose else logs.NORMAL)
+    console.quiet = quiet  # set on every call: CliRunner reuses the one console
 
 
 def fail(message: str, code: int = 2):
@@ -40,6 +84,8 @@ def command(target=app, name: str | None = None):
                 return fn(*args, **kwargs)
             except EdgeclsError as exc:
                 fail(str(exc))
+            except ModuleNotFoundError as exc:
+                missing_extra(exc)
             except KeyboardInterrupt:
                 err.print("interrupted")
                 raise typer.Exit(130) from None
@@ -47,6 +93,17 @@ def command(target=app, name: str | None = None):
         return target.command(name)(wrapper)
 
     return deco
+
+
+def missing_extra(exc: ModuleNotFoundError):
+    """A device-only install running a workstation command: one line that says what to install."""
+    module = (exc.name or "").split(".")[0]
+    extra = EXTRAS.get(module)
+    if extra is None:
+        raise exc
+    fail(
+        f"this command needs {module}, which is not installed here: pip install 'edgecls[{extra}]'"
+    )
 
 
 def runtime_options(threads, delegate, providers, strict, trt_cache, fp16):
