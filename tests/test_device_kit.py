@@ -3,6 +3,7 @@ runtime, and the install script and systemd unit as they would be installed."""
 
 from __future__ import annotations
 
+import importlib.abc
 import os
 import socket
 import sys
@@ -14,9 +15,11 @@ from typing import ClassVar
 import cv2
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from edgecls.cli import app
 from edgecls.errors import EdgeclsError
-from edgecls.runtime import cameras, systemd
+from edgecls.runtime import cameras, doctor, systemd
 from edgecls.runtime.preprocess import frame_to_input
 from edgecls.runtime.sources import CaptureSettings, SourceEnded
 
@@ -287,3 +290,54 @@ def test_watchdog_off(notify_socket, monkeypatch, usec, pid):
     dog = systemd.Watchdog()
     assert not dog.enabled and not dog.ping()
     assert _pending(notify_socket) == []
+
+
+class _BrokenImport(importlib.abc.MetaPathFinder):
+    """Makes `import NAME` (and its submodules) fail the way a bad wheel does."""
+
+    def __init__(self, failures: dict[str, Exception]):
+        self.failures = failures
+
+    def find_spec(self, name, path, target=None):
+        top = name.split(".")[0]
+        if top in self.failures:
+            raise self.failures[top]
+        return None
+
+
+def _break_imports(monkeypatch, failures: dict[str, Exception]) -> None:
+    for name in list(sys.modules):
+        if name.split(".")[0] in failures:
+            monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [_BrokenImport(failures), *sys.meta_path])
+
+
+def test_doctor_reports_broken_runtimes_instead_of_crashing(monkeypatch, picamera2):
+    _break_imports(
+        monkeypatch,
+        {
+            "onnxruntime": ImportError("libcublasLt.so.12: cannot open shared object file"),
+            "ai_edge_litert": RuntimeError("module compiled against ABI version 0x1000009"),
+        },
+    )
+    report = doctor.doctor()
+    status = report["runtime_status"]
+    assert status["onnxruntime"].startswith("broken: ImportError: libcublasLt.so.12")
+    assert status["ai-edge-litert"].startswith("broken: RuntimeError: module compiled")
+    assert report["onnxruntime_providers"] is None
+    assert report["runtimes"]["onnxruntime"]  # installed (its version is known), yet broken
+    # the rest of the report is still there, cameras through the Picamera2 stand-in included
+    assert report["architecture"] and report["cores"] == os.cpu_count()
+    assert report["picamera2"] == "ok"
+    assert report["libcamera_cameras"] == ["picamera2:0 imx708 (2)"]
+    assert isinstance(report["gstreamer"], bool)
+    result = CliRunner().invoke(app, ["doctor"])
+    assert result.exit_code == 0 and "broken: ImportError" in result.stdout
+
+
+def test_doctor_without_picamera2(monkeypatch):
+    monkeypatch.setitem(sys.modules, "picamera2", None)
+    report = doctor.doctor()
+    assert report["picamera2"] == "not installed" and report["libcamera_cameras"] == []
+    assert report["runtime_status"]["onnxruntime"] == "ok"
+    assert "CPUExecutionProvider" in report["onnxruntime_providers"]

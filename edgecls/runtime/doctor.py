@@ -41,36 +41,97 @@ def board() -> str:
     return "unknown (not a Raspberry Pi or Jetson device tree)"
 
 
+# Runtimes by distribution: the module that must import, and what to report from it.
+RUNTIMES = {
+    "ai-edge-litert": ("ai_edge_litert.interpreter", ("ai-edge-litert",)),
+    "tflite-runtime": ("tflite_runtime.interpreter", ("tflite-runtime",)),
+    "onnxruntime": ("onnxruntime", ("onnxruntime", "onnxruntime-gpu")),
+}
+
+
+def probe_import(module: str):
+    """(module, "ok") or (None, "not installed") or (None, "broken: Type: reason"): a runtime
+    whose import fails (numpy 2 against a numpy 1 wheel, a missing CUDA library) is reported,
+    never a crash. Native complaints printed while importing are kept off the report's screen."""
+    from edgecls.logs import native_stderr_silenced
+
+    try:
+        with native_stderr_silenced():
+            return importlib.import_module(module), "ok"
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            return None, "not installed"
+        return None, _broken(exc)
+    except Exception as exc:  # any failure of a third-party import is a finding, not a crash
+        return None, _broken(exc)
+
+
+def _broken(exc: BaseException) -> str:
+    reason = " ".join(str(exc).split())
+    return f"broken: {type(exc).__name__}: {reason[:200]}"
+
+
+def _runtimes() -> tuple[dict, dict, list[str] | None]:
+    versions, status, providers = {}, {}, None
+    for name, (module, dists) in RUNTIMES.items():
+        versions[name] = next((v for v in map(_version, dists) if v), None)
+        if versions[name] is None:
+            status[name] = "not installed"
+            continue
+        mod, status[name] = probe_import(module)
+        if mod is not None and name == "onnxruntime":
+            try:
+                providers = list(mod.get_available_providers())
+            except Exception as exc:
+                status[name] = _broken(exc)
+    versions["tensorflow"] = _version("tensorflow")  # listed, never imported on the board
+    return versions, status, providers
+
+
+def _cameras() -> dict:
+    """V4L2 devices, libcamera cameras (through Picamera2) and whether OpenCV has GStreamer."""
+    picamera2, picamera2_status = probe_import("picamera2")
+    report = {
+        "cameras": sorted(str(p) for p in Path("/dev").glob("video*")),
+        "picamera2": picamera2_status,
+        "libcamera_cameras": [],
+        "gstreamer": None,
+    }
+    cv2, cv2_status = probe_import("cv2")
+    if cv2 is None:
+        report["gstreamer"] = f"unknown: OpenCV {cv2_status}"
+        return report
+    from edgecls.runtime.cameras import gstreamer_available, libcamera_cameras
+
+    report["gstreamer"] = gstreamer_available()
+    if picamera2 is not None:
+        report["libcamera_cameras"] = libcamera_cameras()
+    return report
+
+
 def doctor() -> dict:
-    import cv2
-    import numpy as np
-
-    providers = None
-    if importlib.util.find_spec("onnxruntime"):
-        import onnxruntime as ort
-
-        providers = ort.get_available_providers()
+    versions, status, providers = _runtimes()
     delegates = {
         name: (_loadable(spec.libraries) if spec.libraries else "built in")
         for name, spec in DELEGATES.items()
     }
-    cameras = sorted(str(p) for p in Path("/dev").glob("video*"))
     return {
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "architecture": platform.machine(),
         "cores": os.cpu_count(),
         "board": board(),
-        "numpy": np.__version__,
-        "opencv": cv2.__version__,
-        "runtimes": {
-            "ai-edge-litert": _version("ai-edge-litert"),
-            "tflite-runtime": _version("tflite-runtime"),
-            "onnxruntime": _version("onnxruntime") or _version("onnxruntime-gpu"),
-            "tensorflow": _version("tensorflow"),
-        },
+        "numpy": _version_of_module("numpy"),
+        "opencv": _version_of_module("cv2"),
+        "runtimes": versions,
+        "runtime_status": status,
         "onnxruntime_providers": providers,
         "delegates": delegates,
-        "cameras": cameras,
-        "gstreamer": "GStreamer: YES" in " ".join(cv2.getBuildInformation().split()),
+        **_cameras(),
     }
+
+
+def _version_of_module(module: str) -> str | None:
+    # Debian's and JetPack's python3-opencv have no pip metadata: ask the module itself.
+    mod, status = probe_import(module)
+    return getattr(mod, "__version__", None) if mod is not None else status
