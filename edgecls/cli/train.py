@@ -9,6 +9,9 @@ from rich.table import Table
 
 from edgecls.cli.common import command, console
 from edgecls.errors import EdgeclsError
+from edgecls.train.distribute import STRATEGIES
+from edgecls.train.models import MODELS
+from edgecls.train.pipeline import CACHE_MODES
 
 
 def _size(value: int) -> tuple[int, int]:
@@ -18,6 +21,7 @@ def _size(value: int) -> tuple[int, int]:
 
 
 DEFAULT_SAMPLE = Path("runs/data/casting-sample")
+RECIPE = "default: the model's recipe"
 
 
 @command()
@@ -25,20 +29,38 @@ def train(
     data: Path | None = typer.Option(
         None, help="DIR/<class>/* or DIR/{train,val,test}/<class>/*; default: the casting sample"
     ),
-    model: str = typer.Option("seed-cnn", help="seed-cnn, mobilenet-v2, mobilenet-v3-small"),
+    model: str = typer.Option("seed-cnn", help=f"one of: {MODELS.choices()}"),
     img_size: int = typer.Option(96, help="square input side in pixels"),
-    epochs: int = typer.Option(10),
-    batch_size: int = typer.Option(32),
-    lr: float = typer.Option(1e-3, help="learning rate"),
+    epochs: int | None = typer.Option(None, help=f"most epochs ({RECIPE})"),
+    batch_size: int = typer.Option(32, help="global batch, split across replicas and workers"),
+    lr: float | None = typer.Option(None, help=f"learning rate ({RECIPE})"),
     seed: int = typer.Option(42),
     out: Path | None = typer.Option(None, help="run folder; default runs/<data>-<model>"),
     augment: bool = typer.Option(True, help="flip, rotation, zoom, contrast"),
     alpha: float = typer.Option(1.0, help="MobileNet width multiplier"),
-    weights: str = typer.Option("imagenet", help="backbone weights: imagenet, none or a file"),
-    fine_tune: int = typer.Option(0, help="unfreeze the top N backbone layers"),
-    patience: int = typer.Option(5, help="early-stopping patience in epochs (val_loss)"),
+    weights: str = typer.Option(
+        "imagenet",
+        help="backbone weights: imagenet (frozen, then --fine-tune), none (all layers learn "
+        "from scratch) or a file (e.g. backbone.weights.h5 from --save-backbone)",
+    ),
+    fine_tune: int = typer.Option(0, help="pretrained: unfreeze the top N backbone layers"),
+    patience: int | None = typer.Option(None, help=f"early stopping on val_loss ({RECIPE})"),
     val_fraction: float = typer.Option(0.15),
     test_fraction: float = typer.Option(0.15),
+    strategy: str = typer.Option(
+        "auto", help=f"{STRATEGIES.choices().replace(', ', '|')}; multi-worker reads TF_CONFIG"
+    ),
+    deterministic: bool = typer.Option(
+        False, help="TF op determinism: identical metrics on a rerun, slower"
+    ),
+    mixed_precision: bool = typer.Option(False, help="mixed_float16 on a GPU"),
+    cache: str = typer.Option(
+        "auto", help=f"decoded images: {'|'.join(CACHE_MODES)}; auto: memory within --cache-mb"
+    ),
+    cache_mb: int = typer.Option(1024, help="memory budget for decoded images (MB)"),
+    save_backbone: bool = typer.Option(
+        False, help="also write backbone.weights.h5, for --weights PATH in another run"
+    ),
 ):
     """Train a classifier and write model.keras, labels, metrics and reports to a run folder."""
     from edgecls.folders import SplitConfig
@@ -46,6 +68,8 @@ def train(
     from edgecls.train import train as run_training
     from edgecls.train.models import ModelConfig
 
+    MODELS.get(model)  # one line for an unknown name, before the sample is written
+    STRATEGIES.get(strategy)
     if data is None:
         data = DEFAULT_SAMPLE
         if not (data / "train").is_dir():
@@ -65,10 +89,21 @@ def train(
         augment=augment,
         patience=patience,
         split=SplitConfig(val_fraction, test_fraction, seed),
+        strategy=strategy,
+        deterministic=deterministic,
+        mixed_precision=mixed_precision,
+        cache=cache,
+        cache_mb=cache_mb,
+        save_backbone=save_backbone,
     )
     result = run_training(config, console)
+    if result.out is None:
+        console.print("done: this worker is not the chief; the chief wrote the run folder")
+        return
     metrics_table(result.metrics, f"{result.out} (test split)")
     console.print(f"model: {result.out / 'model.keras'}")
+    if save_backbone:
+        console.print(f"backbone: {result.out / 'backbone.weights.h5'}")
 
 
 def metrics_table(m: dict, title: str) -> None:

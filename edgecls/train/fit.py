@@ -1,40 +1,62 @@
-"""`edgecls train`: a labelled folder in, a run folder with the model and its reports out."""
+"""`edgecls train`: a labelled folder in, a run folder with the model and its reports out.
+
+The steps, in order: resolve the recipe, scan the folder, place the work (tf.distribute),
+build the model, feed it, run the epochs, then (on the chief only) save and report, and swap
+the finished run folder in."""
 
 from __future__ import annotations
 
 import csv
 import json
-import os
-from dataclasses import asdict, dataclass, field
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from edgecls import __version__
 from edgecls.errors import EdgeclsError
 from edgecls.evaluate import evaluate, write_reports
 from edgecls.folders import FolderDataset, SplitConfig, load_folder_dataset
 from edgecls.runtime.preprocess import InputSpec
-from edgecls.train.models import ModelConfig, augmentation, build_model
-from edgecls.train.pipeline import tf_dataset
+from edgecls.train.callbacks import keras_callbacks as _keras_callbacks
+from edgecls.train.callbacks import progress_bar
+from edgecls.train.distribute import ClusterTask, cluster_task, determinism, make_strategy
+from edgecls.train.loop import LoopData, Steps, run_epochs
+from edgecls.train.models import (
+    MODELS,
+    ModelConfig,
+    augmentation,
+    backbone_of,
+    check_weights,
+    recipe_for,
+)
+from edgecls.train.pipeline import CachePolicy, Shard, tf_dataset
+from edgecls.train.runfolder import RunFolder, check_out
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """All it takes to reproduce a run; written to the run folder as config.json."""
+    """All it takes to reproduce a run; written to the run folder as config.json. `epochs`,
+    `lr` and `patience` left at None take the model's recipe (see `MODELS`)."""
 
     data: Path
     out: Path
     model: ModelConfig = field(default_factory=ModelConfig)
-    epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
+    epochs: int | None = None
+    batch_size: int = 32  # global: split across replicas and workers
+    lr: float | None = None
     seed: int = 42
     augment: bool = True
-    patience: int = 5
+    patience: int | None = None
     split: SplitConfig = field(default_factory=SplitConfig)
+    strategy: str = "auto"  # auto | one | mirrored | multi-worker
+    deterministic: bool = False
+    mixed_precision: bool = False
+    cache: str = "auto"  # auto | memory | disk | none
+    cache_mb: int = 1024
+    save_backbone: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -46,7 +68,7 @@ class TrainConfig:
 
 @dataclass
 class TrainResult:
-    out: Path
+    out: Path | None  # None on a worker that is not the chief: it writes nothing
     metrics: dict
     dataset: FolderDataset
     epochs_run: int
@@ -64,54 +86,239 @@ def unique_run_dir(base: Path) -> Path:
     return base.with_name(f"{base.name}-{i}")
 
 
-def _progress(console: Console) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=False,
+def resolve(config: TrainConfig) -> TrainConfig:
+    """Fill what the user left to the model's recipe, and refuse what cannot train."""
+    recipe = recipe_for(config.model)  # an unknown --model fails here, before anything
+    config = replace(
+        config,
+        epochs=recipe.epochs if config.epochs is None else config.epochs,
+        lr=recipe.lr if config.lr is None else config.lr,
+        patience=recipe.patience if config.patience is None else config.patience,
     )
+    if config.epochs < 1 or config.batch_size < 1:
+        raise EdgeclsError("--epochs and --batch-size must be at least 1")
+    if config.lr <= 0 or config.patience < 0:
+        raise EdgeclsError("--lr must be positive and --patience 0 or more")
+    if MODELS.get(config.model.name).pretrained is not None:
+        check_weights(config.model)  # a missing --weights file, before minutes of scanning
+    if config.save_backbone and MODELS.get(config.model.name).pretrained is None:
+        raise EdgeclsError(f"--save-backbone: --model {config.model.name} has no backbone")
+    CachePolicy(config.cache, config.cache_mb)  # validates
+    return config
 
 
-def _keras_callbacks(progress: Progress, steps: int, history: list[dict], patience: int):
+def scan(config: TrainConfig, console: Console) -> FolderDataset:
+    """Validate every image in parallel (with progress) and split; say what was skipped."""
+    with progress_bar(console) as progress:
+        task = progress.add_task("checking images", total=None, info="")
+        dataset = load_folder_dataset(
+            config.data, config.split, progress=lambda: progress.advance(task)
+        )
+        progress.update(task, total=progress.tasks[task].completed)
+    tr, va, te = (dataset.splits.get(n) for n in ("train", "val", "test"))
+    console.print(
+        f"[bold]{config.data}[/] ({dataset.layout}): {len(dataset.classes)} classes "
+        f"{dataset.classes}; train {len(tr)}, val {len(va)}, test {len(te)}; "
+        f"skipped {len(dataset.skipped)}",
+        highlight=False,
+    )
+    for path, why in dataset.skipped[:10]:
+        console.print(f"  [yellow]skipped[/] {path}: {why}", highlight=False, soft_wrap=True)
+    if len(dataset.skipped) > 10:
+        console.print(f"  … and {len(dataset.skipped) - 10} more (see skipped.txt)")
+    if len(va) == 0:
+        raise EdgeclsError(f"{config.data}: too few images to hold out a validation split")
+    return dataset
+
+
+def build(config: TrainConfig, strategy, num_classes: int, console: Console):
+    """The model and its optimizer, created under the strategy's scope."""
     import keras
 
-    class RichProgress(keras.callbacks.Callback):
-        """A bar per epoch with live loss/accuracy; records the history as it goes."""
+    from edgecls.train.distribute import set_precision
 
-        def on_epoch_begin(self, epoch, logs=None):
-            self.task = progress.add_task(
-                f"epoch {epoch + 1}/{self.params['epochs']}", total=steps, info=""
-            )
+    mixed = set_precision(config.mixed_precision, lambda m: console.print(f"[yellow]{m}[/]"))
+    try:
+        with strategy.scope():
+            model = build_model_for(config, num_classes, strategy.num_replicas_in_sync)
+            optimizer = keras.optimizers.Adam(config.lr)
+            if mixed:
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    return model, optimizer
 
-        def on_train_batch_end(self, batch, logs=None):
-            logs = logs or {}
-            progress.update(
-                self.task,
-                completed=batch + 1,
-                info=f"loss {logs.get('loss', 0):.3f} acc {logs.get('accuracy', 0):.3f}",
-            )
 
-        def on_epoch_end(self, epoch, logs=None):
-            logs = {k: float(v) for k, v in (logs or {}).items()}
-            history.append({"epoch": epoch + 1, **logs})
-            progress.update(
-                self.task,
-                completed=steps,
-                info=(
-                    f"loss {logs.get('loss', 0):.3f} acc {logs.get('accuracy', 0):.3f} "
-                    f"val_loss {logs.get('val_loss', 0):.3f} "
-                    f"val_acc {logs.get('val_accuracy', 0):.3f}"
-                ),
-            )
+def build_model_for(config: TrainConfig, num_classes: int, replicas: int):
+    """Across several replicas BatchNorm uses the global batch's statistics, so every worker
+    keeps the same moving averages and the result matches a single-worker run."""
+    import keras
 
-    early = keras.callbacks.EarlyStopping(
-        monitor="val_loss", patience=patience, restore_best_weights=True, verbose=0
+    from edgecls.train.models import build_model
+
+    model = build_model(config.model, num_classes)
+    if replicas > 1:
+        for layer in _all_layers(model):
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.synchronized = True
+    return model
+
+
+def _all_layers(model):
+    for layer in model.layers:
+        yield layer
+        if hasattr(layer, "layers"):
+            yield from _all_layers(layer)
+
+
+def feed(config: TrainConfig, dataset: FolderDataset, strategy, scratch: Path) -> LoopData:
+    """Train data sharded per input pipeline at a per-replica share of the global batch;
+    validation whole on every worker."""
+    size = config.model.img_size
+    cache = CachePolicy(config.cache, config.cache_mb, scratch)
+    train_split, val_split = dataset.splits["train"], dataset.splits["val"]
+    aug = augmentation(config.seed) if config.augment else None
+
+    def make(context):
+        return tf_dataset(
+            train_split,
+            size,
+            context.get_per_replica_batch_size(config.batch_size),
+            shuffle=True,
+            seed=config.seed + context.input_pipeline_id,
+            augment=aug,
+            cache=cache,
+            shard=Shard(context.num_input_pipelines, context.input_pipeline_id),
+            repeat=True,
+            name="train",
+        )
+
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise EdgeclsError(
+            f"--batch-size {config.batch_size}: must be a multiple of the {replicas} replicas"
+        )
+    return LoopData(
+        train=strategy.distribute_datasets_from_function(make),
+        val=tf_dataset(val_split, size, config.batch_size, cache=cache, name="val"),
+        steps=-(-len(train_split) // config.batch_size),
     )
-    return early, [RichProgress(), early]
+
+
+def fit(config, model, optimizer, strategy, data: LoopData, console) -> tuple[list, bool]:
+    """Run the epochs with progress; Ctrl-C keeps the best weights so far."""
+    history: list[dict] = []
+    interrupted = False
+    with progress_bar(console) as progress:
+        early, callbacks = _keras_callbacks(progress, data.steps, history, config.patience)
+        try:
+            run_epochs(Steps(strategy, model, optimizer), data, config.epochs, callbacks)
+        except KeyboardInterrupt:
+            interrupted = True
+            if early.best_weights is not None:
+                model.set_weights(early.best_weights)
+    return history, interrupted
+
+
+def train(config: TrainConfig, console: Console | None = None) -> TrainResult:
+    console = console or Console()
+    config = resolve(config)
+    task = cluster_task()
+    if task.is_chief:
+        check_out(config.out)  # refused before minutes of scanning, not after
+    else:
+        console = Console(quiet=True)
+    dataset = scan(config, console)
+    strategy = make_strategy(config.strategy)  # before any other TensorFlow op
+    with determinism(config.seed, config.deterministic), _workspace(config, task) as run:
+        model, optimizer = build(config, strategy, len(dataset.classes), console)
+        data = feed(config, dataset, strategy, run.scratch)
+        history, interrupted = fit(config, model, optimizer, strategy, data, console)
+        if not task.is_chief:
+            return TrainResult(None, {}, dataset, len(history), _best_epoch(history), False)
+        result = report(config, dataset, model, history, interrupted, run.staging, console)
+        run.commit()
+    result.out = config.out
+    return result
+
+
+class _WorkerScratch:
+    """What a worker that is not the chief gets instead of a run folder: a private temporary
+    folder for cache files, removed at the end; it writes nothing else."""
+
+    def __enter__(self):
+        self._tmp = tempfile.TemporaryDirectory(prefix="edgecls-worker-")
+        self.scratch = Path(self._tmp.name)
+        return self
+
+    def __exit__(self, *exc_info):
+        self._tmp.cleanup()
+
+
+def _workspace(config: TrainConfig, task: ClusterTask):
+    return RunFolder(config.out) if task.is_chief else _WorkerScratch()
+
+
+def _best_epoch(history: list[dict]) -> int:
+    if not history:
+        return 0
+    return min(history, key=lambda h: h.get("val_loss", float("inf")))["epoch"]
+
+
+def report(config, dataset, model, history, interrupted, out: Path, console) -> TrainResult:
+    """Model, labels, config, history, curves and test metrics into `out`; loud if the model
+    learned nothing."""
+    best_epoch = _best_epoch(history)
+    if interrupted:
+        console.print(
+            f"[yellow]interrupted[/]: keeping the best weights so far (epoch {best_epoch})"
+        )
+    dataset.write_skipped(out / "skipped.txt")
+    (out / "labels.txt").write_text("\n".join(dataset.classes) + "\n")
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    model.save(out / "model.keras")
+    if config.save_backbone:
+        backbone_of(model).save_weights(out / "backbone.weights.h5")
+    write_history(history, out)
+
+    from edgecls.keras_predictor import KerasPredictor
+
+    test_split = dataset.splits["test"]
+    eval_split = test_split if len(test_split) else dataset.splits["val"]
+    ev = evaluate(KerasPredictor.from_model(model), eval_split, dataset.classes)
+    chance = float(np.bincount(ev.y_true).max() / len(ev.y_true)) if len(ev.y_true) else 0.0
+    learned = bool(ev.accuracy > chance + 0.02)
+    extra = {
+        "split": "test" if len(test_split) else "val",
+        "best_epoch": best_epoch,
+        "epochs_run": len(history),
+        "interrupted": interrupted,
+        "majority_class_accuracy": chance,
+        "learned": learned,
+    }
+    m = write_reports(ev, out, extra)
+    if not learned:
+        warn_not_learned(config, ev.accuracy, chance, console)
+    return TrainResult(out, m, dataset, len(history), best_epoch, interrupted)
+
+
+def warn_not_learned(config: TrainConfig, accuracy: float, chance: float, console) -> None:
+    """Advice that can help: more epochs, another lr or seed; for a backbone trained from
+    scratch, pretrained weights (ImageNet or a backbone saved by another run)."""
+    advice = "Train longer (--epochs), with a lower --lr or another --seed"
+    if config.model.name == "seed-cnn":
+        advice += ", or try a backbone (--model mobilenet-v2 --weights none, or imagenet)"
+    elif config.model.scratch:
+        advice += (
+            ", or start from pretrained weights (--weights imagenet, or --weights PATH to a "
+            "backbone saved with --save-backbone)"
+        )
+    console.print(
+        f"[bold red]warning:[/] the model did not learn: test accuracy {accuracy:.3f} is no "
+        f"better than always answering the largest class ({chance:.3f}). {advice}",
+        highlight=False,
+        soft_wrap=True,
+    )
 
 
 def write_history(history: list[dict], out: Path) -> None:
@@ -140,111 +347,3 @@ def write_history(history: list[dict], out: Path) -> None:
     fig.tight_layout()
     fig.savefig(out / "curves.png", dpi=110)
     plt.close(fig)
-
-
-def save_model_atomic(model, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    model.save(tmp)
-    os.replace(tmp, path)
-
-
-def train(config: TrainConfig, console: Console | None = None) -> TrainResult:
-    console = console or Console()
-    if config.epochs < 1 or config.batch_size < 1:
-        raise EdgeclsError("--epochs and --batch-size must be at least 1")
-    with _progress(console) as progress:
-        task = progress.add_task("checking images", total=None, info="")
-        dataset = load_folder_dataset(
-            config.data, config.split, progress=lambda: progress.advance(task)
-        )
-        progress.update(task, total=progress.tasks[task].completed)
-    train_split, val_split, test_split = (dataset.splits.get(n) for n in ("train", "val", "test"))
-    console.print(
-        f"[bold]{config.data}[/] ({dataset.layout}): {len(dataset.classes)} classes "
-        f"{dataset.classes}; train {len(train_split)}, val {len(val_split)}, "
-        f"test {len(test_split)}; "
-        f"skipped {len(dataset.skipped)}",
-        highlight=False,
-    )
-    for path, why in dataset.skipped[:10]:
-        console.print(f"  [yellow]skipped[/] {path}: {why}", highlight=False, soft_wrap=True)
-    if len(dataset.skipped) > 10:
-        console.print(f"  … and {len(dataset.skipped) - 10} more (see skipped.txt)")
-    if len(val_split) == 0:
-        raise EdgeclsError(f"{config.data}: too few images to hold out a validation split")
-
-    import keras
-
-    keras.utils.set_random_seed(config.seed)
-    out = config.out
-    out.mkdir(parents=True, exist_ok=True)
-    dataset.write_skipped(out / "skipped.txt")
-    (out / "labels.txt").write_text("\n".join(dataset.classes) + "\n")
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-
-    model = build_model(config.model, len(dataset.classes))
-    model.compile(
-        optimizer=keras.optimizers.Adam(config.lr),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-    size = config.model.img_size
-    aug = augmentation(config.seed) if config.augment else None
-    ds_train = tf_dataset(
-        train_split, size, config.batch_size, shuffle=True, seed=config.seed, augment=aug
-    )
-    ds_val = tf_dataset(val_split, size, config.batch_size)
-    steps = -(-len(train_split) // config.batch_size)
-
-    history: list[dict] = []
-    interrupted = False
-    with _progress(console) as progress:
-        early, callbacks = _keras_callbacks(progress, steps, history, config.patience)
-        try:
-            model.fit(
-                ds_train,
-                validation_data=ds_val,
-                epochs=config.epochs,
-                callbacks=callbacks,
-                verbose=0,
-                shuffle=False,
-            )
-        except KeyboardInterrupt:
-            interrupted = True
-            if early.best_weights is not None:
-                model.set_weights(early.best_weights)
-    best_epoch = (
-        min(history, key=lambda h: h.get("val_loss", float("inf")))["epoch"] if history else 0
-    )
-    if interrupted:
-        console.print(
-            f"[yellow]interrupted[/]: keeping the best weights so far (epoch {best_epoch})"
-        )
-    save_model_atomic(model, out / "model.keras")
-    write_history(history, out)
-
-    from edgecls.keras_predictor import KerasPredictor
-
-    eval_split = test_split if len(test_split) else val_split
-    ev = evaluate(KerasPredictor.from_model(model), eval_split, dataset.classes)
-    chance = float(np.bincount(ev.y_true).max() / len(ev.y_true)) if len(ev.y_true) else 0.0
-    learned = bool(ev.accuracy > chance + 0.02)
-    extra = {
-        "split": "test" if len(test_split) else "val",
-        "best_epoch": best_epoch,
-        "epochs_run": len(history),
-        "interrupted": interrupted,
-        "majority_class_accuracy": chance,
-        "learned": learned,
-    }
-    m = write_reports(ev, out, extra)
-    if not learned:
-        console.print(
-            f"[bold red]warning:[/] the model did not learn: test accuracy {ev.accuracy:.3f} is no "
-            f"better than always answering the largest class ({chance:.3f}). Train longer "
-            "(--epochs), with a lower --lr or another --seed, or use a backbone "
-            "(--model mobilenet-v2)",
-            highlight=False,
-            soft_wrap=True,
-        )
-    return TrainResult(out, m, dataset, len(history), best_epoch, interrupted)

@@ -1,0 +1,142 @@
+"""A run folder is written whole or not at all.
+
+Training writes into a hidden staging folder beside `--out`; only a finished run is fsynced and
+swapped in by rename, so a run that fails (unknown model, no network, Ctrl-C before the first
+epoch ends, a full disk) leaves an existing run folder exactly as it was. A non-empty `--out`
+that is not an edgecls run folder, or one holding files edgecls did not write, is refused:
+nothing edgecls did not create is deleted."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+from pathlib import Path
+
+from edgecls.errors import EdgeclsError
+
+# Everything `edgecls train` writes into a run folder; anything else there is the user's.
+RUN_ENTRIES = frozenset(
+    {
+        "model.keras",
+        "labels.txt",
+        "config.json",
+        "history.csv",
+        "curves.png",
+        "metrics.json",
+        "classification_report.txt",
+        "confusion_matrix.png",
+        "predictions.csv",
+        "skipped.txt",
+        "backbone.weights.h5",
+    }
+)
+SCRATCH = ".scratch"  # inside the staging folder: disk cache files, removed before the swap
+
+
+def is_run_folder(path: Path) -> bool:
+    try:
+        return "edgecls_version" in json.loads((path / "config.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def check_out(out: Path) -> None:
+    """Refuse, in one line, an --out that training could only fill by mixing or deleting."""
+    if out.exists() and not out.is_dir():
+        raise EdgeclsError(f"--out {out}: is a file, not a folder; choose another --out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if not is_run_folder(out):
+        raise EdgeclsError(
+            f"--out {out}: folder is not empty and is not an edgecls run folder; "
+            "choose a new or empty folder"
+        )
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_ENTRIES)
+    if foreign:
+        raise EdgeclsError(
+            f"--out {out}: run folder also holds files edgecls did not write ({foreign[0]}"
+            f"{', ...' if len(foreign) > 1 else ''}); move them or choose another --out"
+        )
+
+
+class RunFolder:
+    """`with RunFolder(out) as run:` write into `run.staging`, call `commit()` when complete.
+    Leaving the block without a commit removes the staging folder and nothing else."""
+
+    def __init__(self, out: Path):
+        check_out(out)
+        self.out = out
+        self.staging = out.with_name(f".{out.name}.staging-{os.getpid()}")
+        self.committed = False
+
+    @property
+    def scratch(self) -> Path:
+        return self.staging / SCRATCH
+
+    def __enter__(self) -> RunFolder:
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            self.staging.mkdir()
+            self.scratch.mkdir()
+        except OSError as exc:
+            raise EdgeclsError(f"--out {self.out}: cannot write there ({exc.strerror})") from None
+        return self
+
+    def commit(self) -> Path:
+        shutil.rmtree(self.scratch, ignore_errors=True)
+        check_out(self.out)  # still ours to replace: nobody wrote into it meanwhile
+        _fsync_tree(self.staging)
+        if self.out.is_dir() and any(self.out.iterdir()):
+            _exchange(self.staging, self.out)  # staging now holds the old run
+            shutil.rmtree(self.staging)
+        else:
+            if self.out.is_dir():
+                self.out.rmdir()  # empty: nothing to lose
+            os.rename(self.staging, self.out)
+        _fsync_dir(self.out.parent)
+        self.committed = True
+        return self.out
+
+    def __exit__(self, *exc_info) -> None:
+        if not self.committed:
+            shutil.rmtree(self.staging, ignore_errors=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_tree(folder: Path) -> None:
+    """A power loss after the rename must not find 0-byte files in a folder that looks whole."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+    _fsync_dir(folder)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> None:
+    """Swap two folders in one step (Linux renameat2); elsewhere two renames, old one aside."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        renameat2 = None
+    if renameat2 is not None:
+        ok = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+        if ok == 0:
+            return
+    aside = b.with_name(f"{b.name}.old-{os.getpid()}")
+    os.rename(b, aside)
+    os.rename(a, b)
+    os.rename(aside, a)
