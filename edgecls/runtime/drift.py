@@ -1,0 +1,135 @@
+"""Drift on the board: does the camera still show the world the model was checked on?
+
+At export, `reference_stats` summarises the parity set: per-image input features (channel means
+and spreads, sharpness), the confidence histogram and the class mix. On the device,
+`DriftMonitor` keeps the same figures over a rolling window of frames and scores the difference:
+
+- input shift: how far the window's mean of each feature is from the reference mean, in units of
+  the reference's spread between images (a darker scene moves the channel means, a blurred lens
+  the sharpness, a colour cast one channel against the others);
+- PSI (population stability index) of the top-class confidence: the model growing unsure.
+
+The score is the larger of `shift / 3` and `PSI / 0.25` (3 spreads, and PSI 0.25, are the
+conventional "significant" marks), so 1.0 is the default warning threshold. Everything here is
+numpy on the model's input (already small), on the drift sink's own thread.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import numpy as np
+
+from edgecls.errors import EdgeclsError
+
+VERSION = 1
+CONF_BINS = 10
+FEATURES = ("mean_r", "mean_g", "mean_b", "std_r", "std_g", "std_b", "sharpness")
+SHIFT_SCALE, PSI_SCALE = 3.0, 0.25
+
+
+def image_features(image_rgb: np.ndarray) -> np.ndarray:
+    """The 7 features of one RGB uint8 image (H, W, 3), as float64."""
+    x = image_rgb.astype(np.float32)
+    mean = x.mean(axis=(0, 1))
+    std = x.std(axis=(0, 1))
+    grey = x.mean(axis=2)
+    sharp = np.abs(np.diff(grey, axis=0)).mean() + np.abs(np.diff(grey, axis=1)).mean()
+    return np.concatenate([mean, std, [sharp]]).astype(np.float64)
+
+
+def confidence_histogram(confidences: np.ndarray) -> np.ndarray:
+    counts, _ = np.histogram(np.clip(confidences, 0, 1), bins=CONF_BINS, range=(0.0, 1.0))
+    return counts
+
+
+def reference_stats(images_uint8: np.ndarray, probs: np.ndarray, labels: list[str]) -> dict:
+    """Reference statistics of a set of model inputs (N, H, W, 3 RGB uint8) and their predicted
+    probabilities (N, C): what the manifest stores as `drift_reference` (JSON-serialisable)."""
+    images_uint8, probs = np.asarray(images_uint8), np.asarray(probs)
+    if images_uint8.ndim != 4 or images_uint8.shape[-1] != 3 or len(images_uint8) < 2:
+        raise ValueError("reference_stats needs at least 2 RGB images shaped (N, H, W, 3)")
+    if probs.shape != (len(images_uint8), len(labels)):
+        raise ValueError(f"probs must be (N, {len(labels)}), got {probs.shape}")
+    feats = np.stack([image_features(im) for im in images_uint8])
+    pixels = images_uint8.reshape(-1, 3).astype(np.float64)
+    top = probs.argmax(axis=1)
+    return {
+        "version": VERSION,
+        "images": len(images_uint8),
+        "channel_mean": _round(pixels.mean(axis=0)),
+        "channel_std": _round(pixels.std(axis=0)),
+        "features": list(FEATURES),
+        "feature_mean": _round(feats.mean(axis=0)),
+        "feature_std": _round(feats.std(axis=0)),
+        "confidence_bins": CONF_BINS,
+        "confidence_hist": confidence_histogram(probs.max(axis=1)).tolist(),
+        "class_mix": {lab: round(float(np.mean(top == i)), 4) for i, lab in enumerate(labels)},
+    }
+
+
+def _round(a: np.ndarray) -> list[float]:
+    return [round(float(v), 4) for v in a]
+
+
+def psi(reference_counts, window_counts) -> float:
+    """Population stability index of two histograms (counts), smoothed so empty bins stay finite."""
+    r = np.asarray(reference_counts, dtype=np.float64) + 0.5
+    w = np.asarray(window_counts, dtype=np.float64) + 0.5
+    r, w = r / r.sum(), w / w.sum()
+    return float(np.sum((w - r) * np.log(w / r)))
+
+
+class DriftMonitor:
+    """Rolling drift score over the last `window` frames; `update` returns the state dict."""
+
+    def __init__(self, reference: dict, window: int = 200, threshold: float = 1.0):
+        try:
+            self.mean = np.asarray(reference["feature_mean"], dtype=np.float64)
+            spread = np.asarray(reference["feature_std"], dtype=np.float64)
+            self.ref_hist = np.asarray(reference["confidence_hist"], dtype=np.float64)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise EdgeclsError(
+                f"manifest drift_reference is malformed ({exc}); re-export"
+            ) from None
+        if self.mean.shape != (len(FEATURES),) or self.ref_hist.shape != (CONF_BINS,):
+            raise EdgeclsError("manifest drift_reference has the wrong shape; re-export")
+        # a spread of ~0 (a set of near-identical images) would make any change infinite
+        self.spread = np.maximum(spread, np.maximum(0.05 * np.abs(self.mean), 1.0))
+        self.window = window
+        self.threshold = threshold
+        self.features: deque[np.ndarray] = deque(maxlen=window)
+        self.confidences: deque[float] = deque(maxlen=window)
+        self.feature_sum = np.zeros(len(FEATURES))
+        self.seen = 0
+        self.state = {"state": "warming up", "score": 0.0, "psi": 0.0, "input_shift": 0.0}
+
+    def update(self, model_input: np.ndarray, confidence: float) -> dict:
+        f = image_features(model_input)
+        if len(self.features) == self.window:
+            self.feature_sum -= self.features[0]
+        self.features.append(f)
+        self.feature_sum += f
+        self.confidences.append(confidence)
+        self.seen += 1
+        # a quarter of the window before the first score; then every 10 frames (cheap enough)
+        if len(self.features) >= max(20, self.window // 4) and self.seen % 10 == 0:
+            self.state = self.score()
+        return self.state
+
+    def score(self) -> dict:
+        n = len(self.features)
+        z = np.abs(self.feature_sum / n - self.mean) / self.spread
+        worst = int(z.argmax())
+        p = psi(self.ref_hist, confidence_histogram(np.fromiter(self.confidences, float)))
+        score = max(float(z[worst]) / SHIFT_SCALE, p / PSI_SCALE)
+        return {
+            "state": "drift" if score >= self.threshold else "ok",
+            "score": round(score if math.isfinite(score) else 1e9, 4),
+            "psi": round(p, 4),
+            "input_shift": round(float(z[worst]), 4),
+            "most_shifted": FEATURES[worst],
+            "frames": n,
+            "threshold": self.threshold,
+        }

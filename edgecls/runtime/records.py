@@ -1,0 +1,211 @@
+"""What the loop produces: one record per classified frame, one per decision, and a summary that
+stays the same size however long the board runs (streaming latency histogram, no per-frame list).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from bisect import bisect_left
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Prometheus buckets for the latency histogram, in milliseconds.
+LATENCY_BUCKETS_MS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Which model made a record: the bundle, the artifact file and the sha256 that guards it."""
+
+    bundle: str
+    artifact: str
+    sha256: str
+    labels: tuple[str, ...]
+    roi: tuple[int, int, int, int] | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "bundle": self.bundle,
+            "artifact": self.artifact,
+            "sha256": self.sha256,
+            "roi": list(self.roi) if self.roi else None,
+        }
+
+
+@dataclass
+class Record:
+    """One classified frame. `image` (the BGR frame) and `model_input` travel to the sinks that
+    draw, save or measure them; they are never serialised."""
+
+    frame: int
+    time: float
+    label: str | None  # None: below --min-confidence ("uncertain")
+    top: str  # the most probable label, whatever its confidence
+    confidence: float
+    probs: tuple[float, ...]
+    latency_ms: float
+    source: str
+    identity: Identity
+    name: str = ""  # the file name, for image-folder sources
+    image: np.ndarray | None = field(default=None, repr=False, compare=False)
+    model_input: np.ndarray | None = field(default=None, repr=False, compare=False)
+    kind: str = "frame"
+
+    def to_dict(self) -> dict:
+        return {
+            "type": "frame",
+            "frame": self.frame,
+            "time": round(self.time, 3),
+            "label": self.label,
+            "confidence": round(self.confidence, 4),
+            "probs": {
+                k: round(float(p), 4) for k, p in zip(self.identity.labels, self.probs, strict=True)
+            },
+            "latency_ms": round(self.latency_ms, 3),
+            "source": self.source,
+            **({"name": self.name} if self.name else {}),
+            **self.identity.to_dict(),
+        }
+
+
+@dataclass(frozen=True)
+class Decision:
+    """A debounced trigger: the rule saw enough trigger labels to act (reject, count, alarm)."""
+
+    frame: int
+    time: float
+    label: str
+    hits: int
+    window: int
+    rule: str
+    source: str
+    identity: Identity
+    kind: str = "decision"
+
+    def to_dict(self) -> dict:
+        return {
+            "type": "decision",
+            "frame": self.frame,
+            "time": round(self.time, 3),
+            "label": self.label,
+            "hits": self.hits,
+            "window": self.window,
+            "rule": self.rule,
+            "source": self.source,
+            **self.identity.to_dict(),
+        }
+
+
+class LatencyStats:
+    """Percentiles in constant memory: a log-spaced histogram (2 % wide bins, 1 us to 100 s), so
+    p50/p90/p99 are within 1 % of the exact value after any number of frames."""
+
+    _LOW, _RATIO, _BINS = 1e-3, 1.02, 930
+
+    def __init__(self):
+        self.counts = np.zeros(self._BINS, dtype=np.int64)
+        self.buckets = [0] * (len(LATENCY_BUCKETS_MS) + 1)  # Prometheus: per bucket, +Inf last
+        self.count = 0
+        self.total_ms = 0.0
+
+    def add(self, ms: float) -> None:
+        i = int(math.log(max(ms, self._LOW) / self._LOW, self._RATIO))
+        self.counts[min(i, self._BINS - 1)] += 1
+        self.buckets[bisect_left(LATENCY_BUCKETS_MS, ms)] += 1
+        self.count += 1
+        self.total_ms += ms
+
+    def percentile(self, q: float) -> float:
+        if not self.count:
+            return 0.0
+        rank = q / 100 * (self.count - 1)
+        i = int(np.searchsorted(np.cumsum(self.counts), rank, side="right"))
+        return self._LOW * self._RATIO ** (i + 0.5)
+
+    def cumulative_buckets(self) -> list[tuple[str, int]]:
+        """(le, count) pairs as Prometheus wants them, +Inf last."""
+        out, total = [], 0
+        for le, n in zip([*map(str, LATENCY_BUCKETS_MS), "+Inf"], self.buckets, strict=True):
+            total += n
+            out.append((le, total))
+        return out
+
+
+@dataclass
+class Summary:
+    """Counters of one run; constant size. Written by the loop thread, read by sinks (/metrics)."""
+
+    frames: int = 0  # frames read from the source
+    classified: int = 0
+    corrupt: int = 0
+    reconnects: int = 0
+    decisions: int = 0
+    seconds: float = 0.0
+    latency: LatencyStats = field(default_factory=LatencyStats)
+    labels: Counter = field(default_factory=Counter)
+    saved: int = 0
+    output_errors: Counter = field(default_factory=Counter)  # per sink
+    outputs_dropped: Counter = field(default_factory=Counter)  # per sink: full queue
+    drift: dict = field(default_factory=dict)  # the drift monitor's last state
+    started: float = field(default_factory=time.monotonic)
+    last_frame: float | None = None  # monotonic time of the last frame read
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add_error(self, sink: str) -> None:
+        with self.lock:
+            self.output_errors[sink] += 1
+
+    def add_dropped(self, sink: str, n: int = 1) -> None:
+        with self.lock:
+            self.outputs_dropped[sink] += n
+
+    def fps(self) -> float:
+        seconds = self.seconds or (time.monotonic() - self.started)
+        return self.classified / seconds if seconds > 0 else 0.0
+
+    def to_dict(self) -> dict:
+        with self.lock:
+            errors, dropped = dict(self.output_errors), dict(self.outputs_dropped)
+        return {
+            "frames": self.frames,
+            "classified": self.classified,
+            "corrupt_frames": self.corrupt,
+            "reconnects": self.reconnects,
+            "decisions": self.decisions,
+            "seconds": round(self.seconds, 3),
+            "fps": round(self.fps(), 2),
+            "latency_ms": {f"p{q}": round(self.latency.percentile(q), 3) for q in (50, 90, 99)},
+            "labels": dict(self.labels),
+            "saved": self.saved,
+            "output_errors": errors,
+            "outputs_dropped": dropped,
+            **({"drift": self.drift} if self.drift else {}),
+        }
+
+    def text(self) -> str:
+        d = self.to_dict()
+        lat = d["latency_ms"]
+        counts = (
+            ", ".join(f"{k} {v}" for k, v in sorted(d["labels"].items(), key=lambda kv: -kv[1]))
+            or "none"
+        )
+        parts = [
+            f"summary: {d['frames']} frames, {d['classified']} classified, "
+            f"{d['corrupt_frames']} corrupt, {d['reconnects']} reconnects; {d['fps']} FPS; "
+            f"latency p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms; "
+            f"labels: {counts}"
+        ]
+        if d["decisions"]:
+            parts.append(f"decisions {d['decisions']}")
+        if d["saved"]:
+            parts.append(f"saved {d['saved']}")
+        for key, what in (("output_errors", "output errors"), ("outputs_dropped", "dropped")):
+            if d[key]:
+                parts.append(f"{what}: " + ", ".join(f"{k} {v}" for k, v in d[key].items()))
+        if self.drift:
+            parts.append(f"drift {self.drift.get('score', 0):.2f} ({self.drift.get('state')})")
+        return "; ".join(parts)

@@ -1,0 +1,356 @@
+"""Every option of `edgecls run`, in one typed table that the command line, the device file
+(`--config device.yaml`) and Python users share, and the typed RunConfig the loop reads.
+
+`RunOptions` is flat, one field per command-line option (the field's metadata is its help), so a
+device file is just those names as keys. `RunOptions.to_config()` checks and parses them (URLs,
+ROI, trigger rules) into `RunConfig`, with one error line naming the option.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from edgecls.errors import EdgeclsError
+from edgecls.runtime.backends import RuntimeOptions
+from edgecls.runtime.decisions import DecisionConfig
+from edgecls.runtime.sources import CaptureSettings
+
+
+def opt(default, help: str, **extra):
+    return field(default=default, metadata={"help": help, **extra})
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """The options of `edgecls run`; a device file holds any of them under the same names."""
+
+    bundle: Path | None = opt(None, "bundle folder (export/NAME)", argument=True)  # noqa: RUF009
+    source: str = opt(
+        "0", "camera index, video file, image folder/glob, rtsp/http URL or GStreamer pipeline"
+    )
+    backend: str = opt("auto", "auto, litert or onnxruntime")
+    artifact: str | None = opt(None, "run this artifact file of the bundle")
+    delegate: str = opt("auto", "auto, none, xnnpack, gpu, nnapi, edgetpu or PATH.so")
+    threads: int | None = opt(None, "inference threads; default all cores")
+    providers: str | None = opt(None, "ONNX Runtime providers, comma-separated")
+    trt_cache: Path | None = opt(None, "TensorRT engine cache folder")  # noqa: RUF009
+    fp16: bool = opt(False, "TensorRT fp16 kernels")
+    strict: bool = opt(False, "a delegate/provider that cannot load is an error")
+    allow_failed: bool = opt(False, "run artifacts that failed their parity gate")
+    width: int | None = opt(None, "camera capture width")
+    height: int | None = opt(None, "camera capture height")
+    fps: int | None = opt(None, "camera capture FPS")
+    headless: bool = opt(False, "no window (boards without a display)")
+    json: bool = opt(False, "one JSON record per classified frame on stdout (or --log-file)")
+    min_confidence: float = opt(0.0, "below this, a frame is 'uncertain'")
+    every: int = opt(1, "classify every Nth frame")
+    max_frames: int | None = opt(None, "stop after N classified frames")
+    roi: str | None = opt(None, "x,y,w,h: classify only this region of the frame")
+    save_dir: Path | None = opt(None, "save classified frames here")  # noqa: RUF009
+    save_labels: str | None = opt(None, "only frames of these labels, comma-separated")
+    save_max_mb: float | None = opt(None, "keep saved frames within this many MB, oldest go first")
+    record: Path | None = opt(None, "write an annotated video (mp4) at the source's frame rate")  # noqa: RUF009
+    log_file: Path | None = opt(None, "JSON records to this rotating file instead of stdout")  # noqa: RUF009
+    log_max_mb: float = opt(10.0, "rotate --log-file at this size")
+    log_backups: int = opt(5, "rotated --log-file copies kept")
+    trigger: str | None = opt(None, "labels that make a decision, comma-separated")
+    consecutive: int = opt(1, "decide after N trigger frames in a row")
+    window: int | None = opt(None, "decide on K (--min-hits) trigger frames of the last N")
+    min_hits: int | None = opt(None, "trigger frames needed within --window")
+    gpio: str | None = opt(None, "pulse this GPIO pin on each decision (gpiozero pin name)")
+    pulse_ms: float = opt(200.0, "length of the --gpio pulse")
+    on_trigger: str | None = opt(None, "run this command on each decision (no shell)")
+    on_trigger_timeout: float = opt(10.0, "kill an --on-trigger command after this many seconds")
+    mqtt: str | None = opt(None, "mqtt[s]://[user:pass@]host[:port]/topic/prefix")
+    mqtt_publish: str = opt("frames", "frames (a record per frame) or decisions")
+    mqtt_ca: Path | None = opt(None, "CA certificate for mqtts://")  # noqa: RUF009
+    mqtt_cert: Path | None = opt(None, "client certificate for mqtts://")  # noqa: RUF009
+    mqtt_key: Path | None = opt(None, "client key for mqtts://")  # noqa: RUF009
+    mqtt_queue: int = opt(1000, "messages kept while the broker is away; overflow is counted")
+    http: str | None = opt(None, "[HOST:]PORT: live view, /latest, /metrics, /health")
+    http_token: str | None = opt(None, "require 'Authorization: Bearer TOKEN' on --http")
+    http_user: str | None = opt(None, "require basic auth USER:PASSWORD on --http")
+    stall_seconds: float = opt(10.0, "/health answers 503 after this long without a frame")
+    drift: bool = opt(True, "watch for drift when the bundle has reference statistics")
+    drift_window: int = opt(200, "frames in the drift monitor's rolling window")
+    drift_threshold: float = opt(1.0, "drift score that raises the warning")
+    queue_size: int = opt(64, "events each output may hold before it drops (counted)")
+
+    def to_config(self) -> RunConfig:
+        return _to_config(self)
+
+
+@dataclass(frozen=True)
+class MqttConfig:
+    host: str
+    port: int
+    prefix: str
+    tls: bool = False
+    username: str | None = None
+    password: str | None = None
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+    publish: str = "frames"  # or "decisions"
+    queue: int = 1000
+    client_id: str | None = None
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    host: str = "127.0.0.1"
+    port: int = 8080
+    token: str | None = None
+    user: str | None = None  # "user:password"
+    stall_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class GpioConfig:
+    pin: str
+    pulse_ms: float = 200.0
+
+
+@dataclass(frozen=True)
+class CommandConfig:
+    command: tuple[str, ...]
+    timeout: float = 10.0
+
+
+@dataclass(frozen=True)
+class DriftConfig:
+    enabled: bool = True
+    window: int = 200
+    threshold: float = 1.0
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    bundle: Path
+    source: str
+    backend: str = "auto"
+    artifact: str | None = None
+    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
+    capture: CaptureSettings = field(default_factory=CaptureSettings)
+    allow_failed: bool = False
+    headless: bool = False
+    json: bool = False
+    min_confidence: float = 0.0
+    every: int = 1  # classify every Nth frame
+    save_dir: Path | None = None
+    save_labels: tuple[str, ...] = ()  # empty: save every classified frame
+    save_max_mb: float | None = None
+    record: Path | None = None
+    max_frames: int | None = None
+    roi: tuple[int, int, int, int] | None = None
+    log_file: Path | None = None
+    log_max_mb: float = 10.0
+    log_backups: int = 5
+    decision: DecisionConfig = field(default_factory=DecisionConfig)
+    gpio: GpioConfig | None = None
+    on_trigger: CommandConfig | None = None
+    mqtt: MqttConfig | None = None
+    http: HttpConfig | None = None
+    drift: DriftConfig = field(default_factory=DriftConfig)
+    queue_size: int = 64
+
+    def __post_init__(self):
+        checks = [
+            ("--every", self.every >= 1, "must be at least 1"),
+            ("--max-frames", self.max_frames is None or self.max_frames >= 1, "must be >= 1"),
+            ("--min-confidence", 0.0 <= self.min_confidence <= 1.0, "must be within 0..1"),
+            ("--save-max-mb", self.save_max_mb is None or self.save_max_mb > 0, "must be > 0"),
+            ("--queue-size", self.queue_size >= 1, "must be at least 1"),
+            ("--log-max-mb", self.log_max_mb > 0, "must be > 0"),
+            ("--log-backups", self.log_backups >= 0, "must be >= 0"),
+            ("--drift-window", self.drift.window >= 20, "must be at least 20"),
+            ("--drift-threshold", self.drift.threshold > 0, "must be > 0"),
+        ]
+        for option, ok, why in checks:
+            if not ok:
+                raise EdgeclsError(f"{option} {why}")
+
+
+def _csv(text: str | None) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip()) if text else ()
+
+
+def parse_roi(text: str | None) -> tuple[int, int, int, int] | None:
+    if not text:
+        return None
+    try:
+        x, y, w, h = (int(v) for v in text.split(","))
+    except ValueError:
+        raise EdgeclsError(f"--roi {text}: give x,y,w,h as four whole numbers of pixels") from None
+    if x < 0 or y < 0 or w < 1 or h < 1:
+        raise EdgeclsError(f"--roi {text}: x and y must be >= 0, w and h at least 1")
+    return (x, y, w, h)
+
+
+def parse_mqtt(url: str, o: RunOptions) -> MqttConfig:
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise EdgeclsError(f"--mqtt {url}: use mqtt://host[:port]/prefix or mqtts://...")
+    try:
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+    except ValueError:
+        raise EdgeclsError(f"--mqtt {url}: the port is not a number in 1..65535") from None
+    if not parts.hostname:
+        raise EdgeclsError(f"--mqtt {url}: no host")
+    if o.mqtt_publish not in ("frames", "decisions"):
+        raise EdgeclsError(f"--mqtt-publish {o.mqtt_publish}: choose frames or decisions")
+    for name in ("mqtt_ca", "mqtt_cert", "mqtt_key"):
+        path = getattr(o, name)
+        if path is not None and not Path(path).is_file():
+            raise EdgeclsError(f"--{name.replace('_', '-')} {path}: no such file")
+    if o.mqtt_queue < 1:
+        raise EdgeclsError("--mqtt-queue must be at least 1")
+    return MqttConfig(
+        host=parts.hostname,
+        port=port,
+        prefix=parts.path.strip("/") or "edgecls",
+        tls=parts.scheme == "mqtts",
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password else None,
+        ca=o.mqtt_ca,
+        cert=o.mqtt_cert,
+        key=o.mqtt_key,
+        publish=o.mqtt_publish,
+        queue=o.mqtt_queue,
+    )
+
+
+def parse_http(text: str, o: RunOptions) -> HttpConfig:
+    host, _, port = text.rpartition(":")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise EdgeclsError(f"--http {text}: give [HOST:]PORT, e.g. 8080 or 0.0.0.0:8080")
+    if o.http_user is not None and ":" not in o.http_user:
+        raise EdgeclsError("--http-user: give USER:PASSWORD")
+    if o.stall_seconds <= 0:
+        raise EdgeclsError("--stall-seconds must be > 0")
+    return HttpConfig(
+        host=host.strip("[]") or "127.0.0.1",
+        port=int(port),
+        token=o.http_token,
+        user=o.http_user,
+        stall_seconds=o.stall_seconds,
+    )
+
+
+def _to_config(o: RunOptions) -> RunConfig:
+    from edgecls.runtime.delegates import validate_delegate
+
+    if o.bundle is None:
+        raise EdgeclsError("no bundle: give BUNDLE on the command line or `bundle:` in --config")
+    validate_delegate(o.delegate)
+    if o.threads is not None and o.threads < 1:
+        raise EdgeclsError("--threads must be at least 1")
+    if o.pulse_ms <= 0 or o.on_trigger_timeout <= 0:
+        raise EdgeclsError("--pulse-ms and --on-trigger-timeout must be > 0")
+    if (o.gpio or o.on_trigger) and not o.trigger:
+        raise EdgeclsError("--gpio and --on-trigger act on decisions: give --trigger LABEL too")
+    return RunConfig(
+        bundle=Path(o.bundle),
+        source=o.source,
+        backend=o.backend,
+        artifact=o.artifact,
+        runtime=RuntimeOptions(
+            threads=o.threads,
+            delegate=o.delegate,
+            strict=o.strict,
+            fp16=o.fp16,
+            trt_cache=o.trt_cache,
+            providers=_csv(o.providers) or None,
+        ),
+        capture=CaptureSettings(o.width, o.height, o.fps),
+        allow_failed=o.allow_failed,
+        headless=o.headless,
+        json=o.json,
+        min_confidence=o.min_confidence,
+        every=o.every,
+        save_dir=o.save_dir,
+        save_labels=_csv(o.save_labels),
+        save_max_mb=o.save_max_mb,
+        record=o.record,
+        max_frames=o.max_frames,
+        roi=parse_roi(o.roi),
+        log_file=o.log_file,
+        log_max_mb=o.log_max_mb,
+        log_backups=o.log_backups,
+        decision=DecisionConfig(_csv(o.trigger), o.consecutive, o.window, o.min_hits),
+        gpio=GpioConfig(o.gpio, o.pulse_ms) if o.gpio else None,
+        on_trigger=_command(o) if o.on_trigger else None,
+        mqtt=parse_mqtt(o.mqtt, o) if o.mqtt else None,
+        http=parse_http(o.http, o) if o.http else None,
+        drift=DriftConfig(o.drift, o.drift_window, o.drift_threshold),
+        queue_size=o.queue_size,
+    )
+
+
+def _command(o: RunOptions) -> CommandConfig:
+    import shlex
+
+    try:
+        argv = tuple(shlex.split(o.on_trigger))
+    except ValueError as exc:
+        raise EdgeclsError(f"--on-trigger: cannot split the command ({exc})") from None
+    if not argv:
+        raise EdgeclsError("--on-trigger: empty command")
+    return CommandConfig(argv, o.on_trigger_timeout)
+
+
+# --- the device file -------------------------------------------------------------------------
+
+FIELDS = {f.name: f for f in dataclasses.fields(RunOptions)}
+
+
+def read_device_file(path: Path) -> dict:
+    """The options a device file sets, checked against RunOptions by the one typed loader
+    (edgecls.schema): an unknown key or a wrong value is one error line naming the key."""
+    import yaml
+
+    from edgecls.schema import from_dict
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise EdgeclsError(f"--config {path}: cannot read ({exc.strerror})") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise EdgeclsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise EdgeclsError(f"{path}: expected `option: value` lines at the top level")
+    data = {str(k).replace("-", "_"): _loosen(str(k).replace("-", "_"), v) for k, v in data.items()}
+    options = from_dict(RunOptions, data, str(path))
+    return {name: getattr(options, name) for name in data}
+
+
+def _args(tp) -> tuple:
+    return typing.get_args(tp) or (tp,)
+
+
+_STR_FIELDS = {n for n, t in typing.get_type_hints(RunOptions).items() if str in _args(t)}
+
+
+def _loosen(name: str, value):
+    """What YAML reads differently from the command line: `source: 0` and `gpio: 17` are numbers,
+    `trigger: [def, crack]` a list; ${VAR} pulls a secret from the service's EnvironmentFile."""
+    if isinstance(value, str):
+        return os.path.expandvars(value)
+    if name in _STR_FIELDS and isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if name in _STR_FIELDS and isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    return value
+
+
+def merge_options(file_options: dict, given: dict) -> RunOptions:
+    """Defaults, then the device file, then what was given on the command line."""
+    return RunOptions(**{**file_options, **given})

@@ -1,0 +1,173 @@
+"""Where records and decisions go: one small interface, one registry, one thread per sink.
+
+A sink is opened before the first frame (where it can fail loudly: a read-only folder, an
+unreachable option), then consumes events on its own thread from a bounded queue, so a slow
+broker or disk never slows the loop. A full queue drops the event and counts it; a sink that
+fails while running is reported once and counted, and the loop goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from edgecls.registry import Registry
+from edgecls.runtime.records import Decision, Identity, Record, Summary
+
+
+@dataclass
+class SinkContext:
+    """What every sink may read: the run's counters, the stop event, the log, the model."""
+
+    summary: Summary
+    stop: threading.Event
+    log: Callable[[str], None]
+    identity: Identity
+    triggers: frozenset[str] = frozenset()
+    source_fps: Callable[[], float | None] = lambda: None
+    out: object = None  # where --json records go when not to a file (stdout)
+    live: bool = True  # live source: a full queue drops; file source: the loop waits instead
+
+
+class Sink(Protocol):
+    name: str
+    wants_images: bool  # needs Record.image (the frame); others get records without copies
+
+    def open(self, context: SinkContext) -> None:
+        """Check and acquire what the sink needs; raise EdgeclsError if it can never work."""
+
+    def handle(self, event: Record | Decision) -> None:
+        """Consume one event, on the sink's own thread."""
+
+    def close(self) -> None:
+        """Flush and release; called once, after the last event."""
+
+
+# name -> factory(options: RunConfig) -> Sink | None (None: not asked for in this run)
+SINKS: Registry[Callable[[object], Sink | None]] = Registry("sink")
+
+_MODULES = ("jsonlog", "mqtt", "http", "gpio", "command", "frames", "recording", "window")
+
+
+def load_sinks() -> Registry:
+    """Import the sink modules (each registers itself); their heavy imports stay inside them."""
+    for module in _MODULES:
+        importlib.import_module(f"edgecls.runtime.sinks.{module}")
+    return SINKS
+
+
+class SinkRunner:
+    """One sink on its own thread behind a bounded queue."""
+
+    _CLOSE = object()
+
+    def __init__(self, sink: Sink, context: SinkContext, depth: int = 64):
+        self.sink = sink
+        self.context = context
+        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.failed_once = False
+        self.thread = threading.Thread(target=self._work, name=f"sink-{sink.name}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def offer(self, event: Record | Decision) -> None:
+        """From a live source, never blocks: a full queue drops the event and counts it. From a
+        file there is no real time to keep, so the loop waits for the sink (until stopped)."""
+        if not self.context.live:
+            while not self.context.stop.is_set():
+                try:
+                    self.queue.put(event, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+        try:
+            self.queue.put_nowait(event)
+        except queue.Full:
+            self.context.summary.add_dropped(self.sink.name)
+
+    def _work(self) -> None:
+        while True:
+            event = self.queue.get()
+            if event is self._CLOSE:
+                return
+            try:
+                self.sink.handle(event)
+            except Exception as exc:  # a sink's fault is the sink's: report, count, go on
+                self.failed(exc)
+
+    def failed(self, exc: BaseException) -> None:
+        self.context.summary.add_error(self.sink.name)
+        if not self.failed_once:
+            self.failed_once = True
+            self.context.log(
+                f"warning: output {self.sink.name} failed ({describe(exc)}); the loop goes on, "
+                "further failures of this output are counted in the summary"
+            )
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Let the sink drain what is queued (up to `timeout`), then close it."""
+        with contextlib.suppress(queue.Full):
+            self.queue.put(self._CLOSE, timeout=timeout)
+        self.thread.join(timeout=timeout)
+        if self.thread.is_alive():
+            self.context.log(f"warning: output {self.sink.name} did not finish within {timeout} s")
+        try:
+            self.sink.close()
+        except Exception as exc:
+            self.failed(exc)
+
+
+def describe(exc: BaseException) -> str:
+    """An OSError as its strerror and file, anything else as its type and message."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return f"{type(exc).__name__}: {exc}"
+
+
+class Sinks:
+    """All sinks of a run: opened together, fed together, closed together."""
+
+    def __init__(self, sinks: list[Sink], context: SinkContext, depth: int = 64):
+        self.context = context
+        self.runners = [SinkRunner(s, context, depth) for s in sinks]
+
+    def open(self) -> Sinks:
+        opened = []
+        try:
+            for runner in self.runners:
+                runner.sink.open(self.context)
+                opened.append(runner)
+        except BaseException:
+            for runner in opened:
+                runner.sink.close()
+            raise
+        for runner in self.runners:
+            runner.start()
+        return self
+
+    @property
+    def names(self) -> list[str]:
+        return [r.sink.name for r in self.runners]
+
+    def wants_images(self) -> bool:
+        return any(r.sink.wants_images for r in self.runners)
+
+    def publish(self, event: Record | Decision) -> None:
+        for runner in self.runners:
+            runner.offer(event)
+
+    def close(self) -> None:
+        for runner in self.runners:
+            runner.close()
+
+
+def build_sinks(config, context: SinkContext, extra: list[Sink] = ()) -> Sinks:
+    """The registered sinks the run's options ask for, plus `extra` (e.g. the drift monitor)."""
+    sinks = [s for make in load_sinks().values() if (s := make(config)) is not None]
+    return Sinks([*extra, *sinks], context, depth=getattr(config, "queue_size", 64))

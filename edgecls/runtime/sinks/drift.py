@@ -1,0 +1,40 @@
+"""The drift monitor as a sink: it measures the model inputs on its own thread and publishes its
+state in the summary (and so on /metrics, MQTT and the final line), warning when it crosses."""
+
+from __future__ import annotations
+
+from edgecls.runtime.drift import DriftMonitor
+from edgecls.runtime.records import Record
+from edgecls.runtime.sinks import SinkContext
+
+
+class DriftSink:
+    name = "drift"
+    wants_images = True
+
+    def __init__(self, reference: dict, window: int, threshold: float):
+        self.monitor = DriftMonitor(reference, window, threshold)
+        self.context: SinkContext | None = None
+
+    def open(self, context: SinkContext) -> None:
+        self.context = context
+        context.summary.drift = dict(self.monitor.state)
+
+    def handle(self, event) -> None:
+        if not isinstance(event, Record) or event.model_input is None:
+            return
+        before = self.context.summary.drift.get("state")
+        state = self.monitor.update(event.model_input, event.confidence)
+        self.context.summary.drift = state
+        if state["state"] == "drift" and before != "drift":
+            self.context.log(
+                f"warning: drift score {state['score']:.2f} >= {state['threshold']} over the last "
+                f"{state['frames']} frames (input shift {state['input_shift']:.1f} spreads in "
+                f"{state['most_shifted']}, confidence PSI {state['psi']:.2f}): the camera no "
+                "longer sees what the model was checked on (light, focus, lens, product?)"
+            )
+        elif state["state"] == "ok" and before == "drift":
+            self.context.log(f"drift cleared (score {state['score']:.2f})")
+
+    def close(self) -> None:
+        pass

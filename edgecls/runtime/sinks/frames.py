@@ -1,0 +1,122 @@
+"""Saved frames (`--save-dir`, `--save-labels`, `--save-max-mb`).
+
+Names carry the UTC time to the microsecond, the frame index, the label made safe for file names
+and the confidence (`edgecls-20260101T120000.123456Z-f00000042-def-0.97.jpg`), so a restart never
+overwrites the frames of the last run. Each frame is written to a temp file and renamed, so a full
+disk leaves no half JPEG. The quota deletes the oldest frames first, and only files with this
+exact name pattern: nothing edgecls did not write is ever deleted.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+from collections import deque
+from datetime import datetime, timezone
+from pathlib import Path
+
+import cv2
+
+from edgecls.errors import EdgeclsError
+from edgecls.runtime.records import Record
+from edgecls.runtime.sinks import SINKS, SinkContext, describe
+
+OURS = re.compile(r"^edgecls-\d{8}T\d{6}\.\d{6}Z-f\d+-[A-Za-z0-9._-]+-\d\.\d{2}(-\d+)?\.jpg$")
+
+
+def safe_label(label: str) -> str:
+    """A label as a file-name part: `def/crack` -> `def_crack`; never empty, never `..`."""
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", label).strip("._-")[:60]
+    return safe or "label"
+
+
+def frame_name(record: Record) -> str:
+    stamp = datetime.fromtimestamp(record.time, tz=timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    label = safe_label(record.label or "uncertain")
+    return f"edgecls-{stamp}-f{record.frame:08d}-{label}-{min(record.confidence, 1.0):.2f}.jpg"
+
+
+def check_writable_folder(folder: Path, option: str) -> None:
+    """Fail at start, in one line, when an output folder can never be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".edgecls-probe-"):
+            pass
+    except FileExistsError:
+        raise EdgeclsError(f"{option} {folder}: exists and is not a folder") from None
+    except OSError as exc:
+        raise EdgeclsError(
+            f"{option} {folder}: cannot write there ({describe(exc)}); choose a writable folder"
+        ) from None
+
+
+class FramesSink:
+    name = "frames"
+    wants_images = True
+
+    def __init__(self, config):
+        self.folder = Path(config.save_dir)
+        self.labels = frozenset(config.save_labels)
+        self.quota = int(config.save_max_mb * 1024 * 1024) if config.save_max_mb else None
+        self.kept: deque[tuple[Path, int]] = deque()  # our files, oldest first
+        self.total = 0
+
+    def open(self, context: SinkContext) -> None:
+        self.context = context
+        check_writable_folder(self.folder, "--save-dir")
+        if self.quota is not None:
+            for p in sorted(p for p in self.folder.iterdir() if OURS.match(p.name)):
+                self._keep(p, p.stat().st_size)
+            self._prune()
+
+    def wants(self, record: Record) -> bool:
+        return record.label is not None and (not self.labels or record.label in self.labels)
+
+    def handle(self, event) -> None:
+        if not isinstance(event, Record) or event.image is None or not self.wants(event):
+            return
+        ok, buf = cv2.imencode(".jpg", event.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        if not ok:
+            raise RuntimeError("OpenCV could not encode the frame as JPEG")
+        path = self._free_name(frame_name(event))
+        self._write(path, buf.tobytes())
+        self.context.summary.saved += 1
+        if self.quota is not None:
+            self._keep(path, len(buf))
+            self._prune()
+
+    def _free_name(self, name: str) -> Path:
+        path, n = self.folder / name, 1
+        while path.exists():
+            path = self.folder / f"{name[:-4]}-{n}.jpg"
+            n += 1
+        return path
+
+    def _write(self, path: Path, data: bytes) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.folder, prefix=".edgecls-tmp-", suffix=".jpg")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def _keep(self, path: Path, size: int) -> None:
+        self.kept.append((path, size))
+        self.total += size
+
+    def _prune(self) -> None:
+        while self.total > self.quota and self.kept:
+            path, size = self.kept.popleft()
+            path.unlink(missing_ok=True)
+            self.total -= size
+
+    def close(self) -> None:
+        pass
+
+
+@SINKS.register("frames")
+def make(config):
+    return FramesSink(config) if config.save_dir else None

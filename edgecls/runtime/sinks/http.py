@@ -1,0 +1,235 @@
+"""HTTP on the board (stdlib only): `/` a live MJPEG view with the overlay, `/latest` the last
+record as JSON, `/metrics` in Prometheus text format, `/health` for watchdogs and load balancers
+(200 while frames flow, 503 once the source has stalled). Binds 127.0.0.1 unless told otherwise;
+a bearer token or basic auth guards every path but /health."""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import cv2
+
+from edgecls.errors import EdgeclsError
+from edgecls.runtime.records import Decision, Record
+from edgecls.runtime.sinks import SINKS, SinkContext
+from edgecls.runtime.sinks.metrics import prometheus_text
+from edgecls.runtime.sinks.overlay import draw
+
+MAX_VIEWERS = 4
+BOUNDARY = "edgeclsframe"
+
+
+class LiveState:
+    """The newest record and its JPEG (encoded once, by the first viewer that wants it)."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.record: Record | None = None
+        self.decision: Decision | None = None
+        self.seq = 0
+        self.jpeg: tuple[int, bytes] = (0, b"")
+        self.fps = 0.0
+        self._last_time: float | None = None
+        self.viewers = 0
+
+    def update(self, event) -> None:
+        with self.cond:
+            if isinstance(event, Decision):
+                self.decision = event
+                return
+            now = time.monotonic()
+            if self._last_time is not None and now > self._last_time:
+                self.fps = 0.9 * self.fps + 0.1 / (now - self._last_time) if self.fps else 1.0
+            self._last_time = now
+            self.record, self.seq = event, self.seq + 1
+            self.cond.notify_all()
+
+
+class HttpSink:
+    name = "http"
+    wants_images = True
+
+    def __init__(self, config):
+        self.config = config.http
+        self.state = LiveState()
+        self.server: ThreadingHTTPServer | None = None
+        self.port: int | None = None
+
+    def open(self, context: SinkContext) -> None:
+        handler = type("Handler", (_Handler,), {"sink": self, "context": context})
+        try:
+            self.server = ThreadingHTTPServer((self.config.host, self.config.port), handler)
+        except OSError as exc:
+            raise EdgeclsError(
+                f"--http {self.config.host}:{self.config.port}: cannot listen ({exc.strerror}); "
+                "choose another port"
+            ) from None
+        self.server.daemon_threads = True
+        self.port = self.server.server_address[1]
+        self.context = context
+        threading.Thread(target=self.server.serve_forever, name="http", daemon=True).start()
+        context.log(
+            f"http: live view on http://{self.config.host}:{self.port}/ (/metrics, /health)"
+        )
+
+    def handle(self, event) -> None:
+        self.state.update(event)
+
+    def frame_jpeg(self) -> tuple[int, bytes]:
+        """The newest frame with its overlay, as JPEG; encoded once per frame."""
+        s = self.state
+        with s.cond:
+            record, seq, cached = s.record, s.seq, s.jpeg
+        if cached[0] == seq or record is None or record.image is None:
+            return cached
+        image = draw(record, self.context.triggers, s.fps, self.context.summary.drift)
+        ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
+        if ok:
+            with s.cond:
+                s.jpeg = (seq, buf.tobytes())
+        return s.jpeg
+
+    def close(self) -> None:
+        if self.server is not None:
+            with self.state.cond:
+                self.state.cond.notify_all()
+            self.server.shutdown()
+            self.server.server_close()
+
+
+class _Handler(BaseHTTPRequestHandler):
+    sink: HttpSink
+    context: SinkContext
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format, *args):  # no access log on stderr
+        pass
+
+    def do_GET(self):
+        path = self.path.split("?")[0]
+        if path != "/health" and not self._authorised():
+            return
+        routes = {
+            "/": self._stream,
+            "/latest": self._latest,
+            "/metrics": self._metrics,
+            "/health": self._health,
+        }
+        route = routes.get(path)
+        if route is None:
+            return self._send(
+                404, "application/json", {"error": f"no {path}; try /, /latest, /metrics, /health"}
+            )
+        route()
+
+    def _authorised(self) -> bool:
+        cfg = self.sink.config
+        if not (cfg.token or cfg.user):
+            return True
+        given = self.headers.get("Authorization", "")
+        allowed = []
+        if cfg.token:
+            allowed.append(f"Bearer {cfg.token}")
+        if cfg.user:
+            allowed.append("Basic " + base64.b64encode(cfg.user.encode()).decode())
+        if any(hmac.compare_digest(given.encode(), a.encode()) for a in allowed):
+            return True
+        self.send_response(401)
+        if cfg.user:
+            self.send_header("WWW-Authenticate", 'Basic realm="edgecls"')
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        return False
+
+    def _send(self, code: int, ctype: str, body) -> None:
+        data = (
+            body
+            if isinstance(body, bytes)
+            else (json.dumps(body).encode() if not isinstance(body, str) else body.encode())
+        )
+        self.send_response(code)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(data)))
+        self.send_header("Cache-Control", "no-store")
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _latest(self) -> None:
+        s = self.sink.state
+        with s.cond:
+            record, decision = s.record, s.decision
+        if record is None:
+            return self._send(503, "application/json", {"error": "no frame classified yet"})
+        body = {**record.to_dict(), "fps": round(s.fps, 2)}
+        body["drift"] = self.context.summary.drift or None
+        body["last_decision"] = decision.to_dict() if decision else None
+        self._send(200, "application/json", body)
+
+    def _metrics(self) -> None:
+        text = prometheus_text(self.context.summary, self.context.identity, self.sink.state.fps)
+        self._send(200, "text/plain; version=0.0.4; charset=utf-8", text)
+
+    def _health(self) -> None:
+        summary, stall = self.context.summary, self.sink.config.stall_seconds
+        last = summary.last_frame
+        since = None if last is None else time.monotonic() - last
+        if since is None:
+            code, status = 503, "starting: no frame yet"
+        elif since > stall:
+            code, status = 503, f"stalled: no frame for {since:.1f} s (limit {stall:g} s)"
+        else:
+            code, status = 200, "ok"
+        body = {
+            "status": status,
+            "seconds_since_frame": None if since is None else round(since, 3),
+            "frames": summary.frames,
+            "reconnects": summary.reconnects,
+        }
+        self._send(code, "application/json", body)
+
+    def _stream(self) -> None:
+        s = self.sink.state
+        with s.cond:
+            if s.viewers >= MAX_VIEWERS:
+                busy = True
+            else:
+                busy, s.viewers = False, s.viewers + 1
+        if busy:
+            return self._send(503, "text/plain", f"at most {MAX_VIEWERS} viewers\n")
+        try:
+            self._frames()
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        finally:
+            with s.cond:
+                s.viewers -= 1
+            self.close_connection = True
+
+    def _frames(self) -> None:
+        s, stop = self.sink.state, self.context.stop
+        self.send_response(200)
+        self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        sent = 0
+        while not stop.is_set():
+            with s.cond:
+                s.cond.wait_for(lambda last=sent: s.seq != last or stop.is_set(), timeout=1.0)
+            seq, jpeg = self.sink.frame_jpeg()
+            if seq == sent or not jpeg:
+                continue
+            sent = seq
+            head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}"
+            self.wfile.write(head.encode() + b"\r\n\r\n" + jpeg + b"\r\n")
+            self.wfile.flush()
+
+
+@SINKS.register("http")
+def make(config):
+    return HttpSink(config) if config.http else None

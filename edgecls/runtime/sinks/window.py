@@ -1,0 +1,47 @@
+"""The desktop window (unless --headless): the annotated frame; q or Esc stops the run. Where
+OpenCV has no GUI (the headless wheel, a board without a display) it says so once and closes."""
+
+from __future__ import annotations
+
+import contextlib
+
+import cv2
+
+from edgecls.runtime.records import Record
+from edgecls.runtime.sinks import SINKS, SinkContext
+from edgecls.runtime.sinks.overlay import draw
+
+
+class WindowSink:
+    name = "window"
+    wants_images = True
+
+    def __init__(self, config):
+        self.shown = False
+        self.off = False
+
+    def open(self, context: SinkContext) -> None:
+        self.context = context
+
+    def handle(self, event) -> None:
+        if self.off or not isinstance(event, Record) or event.image is None:
+            return
+        c = self.context
+        try:
+            cv2.imshow("edgecls", draw(event, c.triggers, c.summary.fps(), c.summary.drift))
+            self.shown = True
+            if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
+                c.stop.set()
+        except cv2.error:
+            self.off = True
+            c.log("no display available (or OpenCV built headless): continuing with --headless")
+
+    def close(self) -> None:
+        if self.shown:
+            with contextlib.suppress(cv2.error):
+                cv2.destroyAllWindows()
+
+
+@SINKS.register("window")
+def make(config):
+    return None if config.headless else WindowSink(config)
