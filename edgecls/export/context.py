@@ -40,12 +40,29 @@ def logits_model(model):
     return keras.Model(inputs, {LOGITS: logits}, name=model.name)
 
 
-# (activations, weights). u8s8 is ONNX Runtime's default, but its x86 kernels without VNNI
-# (pmaddubsw) saturate, so the export machine computes another model than an ARM board does.
-# Measured on two sample models, on x86 and emulated Pi 4/5: u8s8 up to 0.21 apart in probability
-# (x86 agreement with the float model 0.95, ARM 1.0); u8u8 bit-exact on all three and the closest
-# to the float model; reduce_range (7-bit weights) bit-exact too but less accurate.
-ONNX_INT8 = {"u8u8": ("QUInt8", "QUInt8"), "u8s8": ("QUInt8", "QInt8")}
+@dataclass(frozen=True)
+class OnnxInt8:
+    """Int8 ONNX QDQ types (ONNX Runtime `QuantType` names) for activations and weights."""
+
+    activations: str
+    weights: str
+    symmetric: bool = False  # ActivationSymmetric and WeightSymmetric: zero points all 0
+
+    def extra_options(self) -> dict:
+        return {"ActivationSymmetric": True, "WeightSymmetric": True} if self.symmetric else {}
+
+
+# u8s8 is ONNX Runtime's default, but its x86 kernels without VNNI (pmaddubsw) saturate, so the
+# export machine computes another model than an ARM board does. Measured on two sample models, on
+# x86 and emulated Pi 4/5: u8s8 up to 0.21 apart in probability (x86 agreement with the float
+# model 0.95, ARM 1.0); u8u8 bit-exact on all three and the closest to the float model;
+# reduce_range (7-bit weights) bit-exact too but less accurate. s8s8 (symmetric int8 for both) is
+# the QDQ form TensorRT consumes: the int8 ONNX for a Jetson.
+ONNX_INT8 = {
+    "u8u8": OnnxInt8("QUInt8", "QUInt8"),
+    "u8s8": OnnxInt8("QUInt8", "QInt8"),
+    "s8s8": OnnxInt8("QInt8", "QInt8", symmetric=True),
+}
 
 
 @dataclass
@@ -70,6 +87,33 @@ class ExportContext:
         path = self.workdir / "float32.onnx"
         keras_to_onnx(self.model, self.input_size, path)
         return path
+
+    @functools.cached_property
+    def tflite_calibrated(self) -> bytes:
+        """The float TFLite model with its calibration statistics, measured once: plain int8,
+        the per-layer error and every mixed-precision step quantize from it (cheap), instead of
+        running the calibration images again for each."""
+        from edgecls.export.tflite import calibrate
+
+        return calibrate(self)
+
+    @functools.cached_property
+    def onnx_prepared(self) -> Path:
+        """The float ONNX model after ONNX Runtime's quantization pre-processing."""
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        path = self.workdir / "float32.prepared.onnx"
+        quant_pre_process(str(self.onnx_float), str(path), skip_symbolic_shape=True)
+        return path
+
+    def variant(self, model, name: str) -> ExportContext:
+        """The same export for another float model (equalized, bias-corrected): its own
+        SavedModel, ONNX and calibration, in a sub-folder of this workdir."""
+        workdir = self.workdir / name
+        workdir.mkdir(parents=True, exist_ok=True)
+        return ExportContext(
+            model, self.input_size, self.calibration, self.io, self.onnx_int8, workdir
+        )
 
     def calibration_batches(self):
         """Float32 batches of one image, pixels in [0, 255]: the model's own input contract."""

@@ -72,22 +72,41 @@ class _CalibrationReader(CalibrationDataReader):
         return None if batch is None else {INPUT_NAME: batch}
 
 
+# ONNX Runtime's calibration methods by the names edgecls uses (min/max is the default).
+CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
+
+
+def quantize_int8(
+    ctx: ExportContext, out: Path, nodes_to_exclude: tuple[str, ...] = (), method: str = "minmax"
+) -> None:
+    """Static int8 QDQ with per-channel weights; `nodes_to_exclude` stay in float. The tensor
+    ranges of each calibration method are cached in the workdir, so mixed-precision steps do not
+    run the calibration images again."""
+    import contextlib
+    import io
+
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    types = ONNX_INT8[ctx.onnx_int8]
+    cache = ctx.workdir / f"onnx-ranges-{method}.json"
+    with contextlib.redirect_stdout(io.StringIO()):  # percentile/entropy print their progress
+        quantize_static(
+            str(ctx.onnx_prepared),
+            str(out),
+            _CalibrationReader(ctx),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType[types.activations],
+            weight_type=QuantType[types.weights],
+            nodes_to_exclude=list(nodes_to_exclude),
+            calibrate_method=CalibrationMethod[CALIBRATION_METHODS[method]],
+            extra_options=types.extra_options(),
+            calibration_cache_path=cache,
+        )
+    onnx.checker.check_model(str(out))
+
+
 @register_format("onnx", "int8", "model_int8.onnx", needs_calibration=True)
 def onnx_int8(ctx: ExportContext, out: Path) -> None:
-    import onnx
-    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    activations, weights = ONNX_INT8[ctx.onnx_int8]
-    prepared = ctx.workdir / "float32.prepared.onnx"
-    quant_pre_process(str(ctx.onnx_float), str(prepared), skip_symbolic_shape=True)
-    quantize_static(
-        str(prepared),
-        str(out),
-        _CalibrationReader(ctx),
-        quant_format=QuantFormat.QDQ,
-        per_channel=True,
-        activation_type=QuantType[activations],
-        weight_type=QuantType[weights],
-    )
-    onnx.checker.check_model(str(out))
+    quantize_int8(ctx, out)

@@ -42,17 +42,43 @@ def tflite_dynamic(ctx: ExportContext, out: Path) -> None:
     _write(conv, out)
 
 
-@register_format("tflite", "int8", "model_int8.tflite", needs_calibration=True)
-def tflite_int8(ctx: ExportContext, out: Path) -> None:
-    """Full integer: int8 weights and activations; uint8 IO by default so camera pixels go
-    straight in (the Rescaling inside the model makes the input scale 1, zero point 0)."""
+def calibrate(ctx: ExportContext) -> bytes:
+    """Run the calibration images once (what `convert()` does first for full integer), keeping
+    the calibrated float model so that quantizing it again, with other layers kept in float,
+    costs no second pass over the images (the QuantizationDebugger's own approach)."""
     import tensorflow as tf
 
     conv = _converter(ctx)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: ([x] for x in ctx.calibration_batches())
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv._experimental_calibrate_only = True  # as the QuantizationDebugger does
+    return conv.convert()
+
+
+def quantize_int8(
+    ctx: ExportContext, denylisted_nodes: tuple[str, ...] = (), debug: bool = False
+) -> bytes:
+    """Full integer from the calibrated model; `denylisted_nodes` (output tensor names, as the
+    QuantizationDebugger lists them) stay in float. `debug` adds NumericVerify ops for the
+    per-layer error. Identical to `TFLiteConverter.convert()` but for the metadata order."""
+    import tensorflow as tf
+    from tensorflow.lite.python import lite
+    from tensorflow.lite.python.convert import mlir_quantize
+
     io = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[ctx.io]
-    conv.inference_input_type = io
-    conv.inference_output_type = io
-    _write(conv, out)
+    model = mlir_quantize(
+        ctx.tflite_calibrated,
+        input_data_type=tf.float32 if debug else io,
+        output_data_type=tf.float32 if debug else io,
+        enable_numeric_verify=debug,
+        denylisted_nodes=list(denylisted_nodes) or None,
+    )
+    return model if debug else lite._deduplicate_readonly_buffers(model)
+
+
+@register_format("tflite", "int8", "model_int8.tflite", needs_calibration=True)
+def tflite_int8(ctx: ExportContext, out: Path) -> None:
+    """Full integer: int8 weights and activations; uint8 IO by default so camera pixels go
+    straight in (the Rescaling inside the model makes the input scale 1, zero point 0)."""
+    out.write_bytes(quantize_int8(ctx))
