@@ -29,7 +29,7 @@ demo: setup
 	$(BIN)/edgecls explain $(DEMO)/run --images '$(DEMO)/data/test/def/def_000[0-7].jpg' --out $(DEMO)/shap
 	@echo "demo done: open $(DEMO)/shap/report.html and $(DEMO)/bundle/parity.md"
 
-lint: setup
+lint: setup lint-device
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
@@ -48,3 +48,19 @@ format: setup
 
 clean:
 	rm -rf $(VENV) runs reports
+
+# The board kit: install.sh shellcheck-clean, and the systemd unit exactly as install.sh would
+# install it passes `systemd-analyze verify` and rates 4.5 or lower (45 on the --threshold scale)
+# on `systemd-analyze security`, for a Pi and for a Jetson (which lifts the device filter).
+.PHONY: lint-device
+lint-device: setup
+	shellcheck device/install.sh
+	@set -e; dir=$$(mktemp -d); trap 'rm -rf "$$dir"' EXIT; \
+	for board in pi jetson; do \
+	  bash device/install.sh --print-unit --board $$board --venv "$(CURDIR)/$(VENV)" \
+	    > "$$dir/edgecls.service"; \
+	  systemd-analyze verify "$$dir/edgecls.service"; \
+	  systemd-analyze security --offline=yes --threshold=45 "$$dir/edgecls.service" \
+	    > "$$dir/security.txt" || { cat "$$dir/security.txt"; exit 1; }; \
+	  echo "edgecls.service ($$board): $$(tail -n 1 "$$dir/security.txt")"; \
+	done
