@@ -9,6 +9,7 @@ any test or benchmark:
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -98,7 +99,7 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):
         pass
 
-    def do_GET(self):  # noqa: N802
+    def do_GET(self):
         cam = self.server_ref
         if cam.mode == "refuse":
             self.send_error(503, "camera rebooting")
@@ -107,10 +108,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
         self.send_header("Cache-Control", "no-cache")
         self.end_headers()
-        try:
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
             cam.serve(self.wfile)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
         self.close_connection = True
 
 

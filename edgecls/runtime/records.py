@@ -129,7 +129,9 @@ class LatencyStats:
     def cumulative_buckets(self) -> list[tuple[str, int]]:
         """(le, count) pairs as Prometheus wants them, +Inf last."""
         out, total = [], 0
-        for le, n in zip([*map(str, LATENCY_BUCKETS_MS), "+Inf"], self.buckets, strict=True):
+        for le, n in zip(
+            [*(str(float(b)) for b in LATENCY_BUCKETS_MS), "+Inf"], self.buckets, strict=True
+        ):
             total += n
             out.append((le, total))
         return out

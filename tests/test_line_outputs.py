@@ -1,0 +1,549 @@
+"""The line side without a model: decisions, sinks (MQTT on a real mosquitto, HTTP, GPIO on the
+mock pin factory, on-trigger, saved frames, recording, JSON log), the device file and the
+constant-memory summary, driven by synthetic records."""
+
+from __future__ import annotations
+
+import errno
+import itertools
+import json
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from brokers import Mosquitto, Subscriber
+from mjpeg_server import free_port
+
+from edgecls.errors import EdgeclsError
+from edgecls.runtime.decisions import DecisionConfig, DecisionRule
+from edgecls.runtime.records import Identity, LatencyStats, Record, Summary
+from edgecls.runtime.runconfig import RunOptions, merge_options, read_device_file
+from edgecls.runtime.sinks import SinkContext, Sinks, build_sinks
+
+LABELS = ("ok", "def")
+ID = Identity("casting", "model_int8.tflite", "ab" * 32, LABELS)
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def record(i: int, label: str | None = "ok", conf: float = 0.9, image=True) -> Record:
+    p = (conf, 1 - conf) if label == "ok" else (1 - conf, conf)
+    frame = np.full((48, 64, 3), (i * 7) % 256, np.uint8) if image else None
+    return Record(
+        frame=i,
+        time=time.time(),
+        label=label,
+        top=label or "ok",
+        confidence=conf,
+        probs=p,
+        latency_ms=1.5,
+        source="test.mp4",
+        identity=ID,
+        image=frame,
+    )
+
+
+def context(logs: list | None = None, live: bool = True, **kw) -> SinkContext:
+    logs = [] if logs is None else logs
+    return SinkContext(
+        summary=Summary(), stop=threading.Event(), log=logs.append, identity=ID, live=live, **kw
+    )
+
+
+def config(**options):
+    return RunOptions(bundle=Path("b"), headless=True, **options).to_config()
+
+
+def run_sinks(cfg, events, ctx=None):
+    ctx = ctx or context()
+    sinks = build_sinks(cfg, ctx).open()
+    for e in events:
+        sinks.publish(e)
+    sinks.close()
+    return ctx, sinks
+
+
+# --- decisions --------------------------------------------------------------------------------
+
+
+def test_consecutive_rule_fires_once_per_run_of_trigger_labels():
+    rule = DecisionRule(DecisionConfig(("def",), consecutive=3))
+    script = [{"o": "ok", "d": "def"}[c] for c in "oddodddddoddd"]
+    fired = [i for i, lab in enumerate(script) if rule.update(record(i, lab))]
+    # the third def in a row fires; staying def does not fire again; an ok re-arms
+    assert fired == [6, 12]
+    d = DecisionRule(DecisionConfig(("def",), consecutive=3))
+    out = [d.update(record(i, lab)) for i, lab in enumerate(script)]
+    decision = next(x for x in out if x)
+    assert decision.to_dict()["label"] == "def" and decision.to_dict()["hits"] == 3
+    assert decision.to_dict()["sha256"] == ID.sha256
+
+
+def test_window_rule_needs_k_of_n_and_uncertain_frames_never_trigger():
+    rule = DecisionRule(DecisionConfig(("def",), window=5, min_hits=3))
+    script = ["def", "ok", "def", None, "def", "def", "ok", "ok", "ok", "ok", "def", "def", "def"]
+    fired = [i for i, lab in enumerate(script) if rule.update(record(i, lab))]
+    assert fired == [4, 12]
+    with pytest.raises(EdgeclsError, match="--min-hits"):
+        DecisionConfig(("def",), window=3, min_hits=4).validate(list(LABELS))
+    with pytest.raises(EdgeclsError, match="--trigger crack"):
+        DecisionConfig(("crack",)).validate(list(LABELS))
+
+
+# --- GPIO and on-trigger -------------------------------------------------------------------
+
+
+def test_gpio_pulses_once_per_decision_on_the_mock_pin():
+    from gpiozero import Device
+    from gpiozero.pins.mock import MockFactory
+
+    Device.pin_factory = MockFactory()
+    try:
+        cfg = config(trigger="def", consecutive=2, gpio="17", pulse_ms=30)
+        rule = DecisionRule(cfg.decision)
+        ctx = context()
+        sinks = build_sinks(cfg, ctx).open()
+        (gpio,) = [r.sink for r in sinks.runners if r.sink.name == "gpio"]
+        for i, lab in enumerate(["ok", "def", "def", "def", "ok"]):
+            r = record(i, lab)
+            sinks.publish(r)
+            if d := rule.update(r):
+                sinks.publish(d)
+        pin = gpio.device.pin
+        deadline = time.monotonic() + 5
+        while [s.state for s in pin.states] != [False, True, False] and time.monotonic() < deadline:
+            time.sleep(0.01)
+        states = list(pin.states)
+        sinks.close()
+    finally:
+        Device.pin_factory = None
+    assert [s.state for s in states] == [False, True, False]
+    # the mock pin stamps each state with the time since the previous change: the pulse length
+    assert states[2].timestamp >= 0.03 * 0.9
+
+
+def test_on_trigger_runs_the_command_without_a_shell_and_reports_failure_once(tmp_path):
+    out = tmp_path / "got.json"
+    script = tmp_path / "hook.py"
+    script.write_text(
+        "import json, os, sys\n"
+        "d = json.load(sys.stdin)\n"
+        f"open({str(out)!r}, 'a').write(json.dumps([d['label'], os.environ['EDGECLS_LABEL']])"
+        " + '\\n')\n"
+    )
+    cfg = config(trigger="def", on_trigger=f"{sys.executable} {script} '$HOME; rm -rf /'")
+    rule = DecisionRule(cfg.decision)
+    decisions = [d for i in range(3) if (d := rule.update(record(i, "def" if i != 1 else "ok")))]
+    ctx, _ = run_sinks(cfg, decisions)
+    assert [json.loads(x) for x in out.read_text().splitlines()] == [["def", "def"]] * 2
+    assert not ctx.summary.output_errors
+    logs = []
+    ctx, _ = run_sinks(config(trigger="def", on_trigger="false"), decisions, context(logs))
+    assert ctx.summary.output_errors["on-trigger"] == 2
+    assert sum("output on-trigger failed" in m for m in logs) == 1
+    with pytest.raises(EdgeclsError, match="no such program"):
+        build_sinks(config(trigger="def", on_trigger="no-such-prog-x"), context()).open()
+
+
+# --- saved frames and recording ---------------------------------------------------------------
+
+
+def test_saved_frames_have_unique_safe_names_across_restarts(tmp_path):
+    save = tmp_path / "saved"
+    cfg = config(save_dir=str(save))
+    events = [record(0, "ok"), record(1, "def")]
+    slash = record(2, "ok")
+    slash.label = "def/../crack"
+    run_sinks(cfg, [*events, slash])
+    run_sinks(cfg, [record(0, "ok")])  # a restart: frame numbers start at 0 again
+    names = sorted(p.name for p in save.iterdir())
+    assert len(names) == 4 and len(set(names)) == 4
+    assert all(n.startswith("edgecls-") and n.endswith(".jpg") for n in names)
+    assert any("-def_.._crack-" in n for n in names) and not (tmp_path / "crack").exists()
+    assert sum("-f00000000-ok-" in n for n in names) == 2
+
+
+def test_save_quota_deletes_oldest_of_ours_only(tmp_path):
+    save = tmp_path / "saved"
+    save.mkdir()
+    (save / "mine.jpg").write_bytes(b"user file" * 1000)
+    (save / "edgecls-notes.txt").write_text("also the user's")
+    cfg = config(save_dir=str(save), save_max_mb=0.02)  # ~20 KB: a few frames
+    noisy = [record(i) for i in range(30)]
+    rng = np.random.default_rng(0)
+    for r in noisy:
+        r.image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)  # ~4-5 KB per JPEG
+    ctx, _ = run_sinks(cfg, noisy)
+    ours = sorted(p for p in save.iterdir() if p.name.startswith("edgecls-2"))
+    assert ctx.summary.saved == 30
+    assert sum(p.stat().st_size for p in ours) <= 0.02 * 1024 * 1024
+    assert 1 <= len(ours) < 30 and "-f00000029-" in ours[-1].name  # the newest stay
+    assert (save / "mine.jpg").exists() and (save / "edgecls-notes.txt").exists()
+
+
+def test_full_disk_is_reported_once_counted_and_the_sink_goes_on(tmp_path, monkeypatch):
+    from edgecls.runtime.sinks import frames
+
+    save = tmp_path / "saved"
+    real = frames.FramesSink._write
+    calls = []
+
+    def flaky(self, path, data):
+        calls.append(path)
+        if 3 <= len(calls) <= 6:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(self, path, data)
+
+    monkeypatch.setattr(frames.FramesSink, "_write", flaky)
+    logs = []
+    ctx, _ = run_sinks(config(save_dir=str(save)), [record(i) for i in range(10)], context(logs))
+    assert ctx.summary.saved == 6 and ctx.summary.output_errors["frames"] == 4
+    warned = [m for m in logs if "output frames failed" in m]
+    assert len(warned) == 1 and "No space left on device" in warned[0]
+    assert not list(save.glob(".edgecls-tmp-*"))  # no half-written files
+
+
+def test_unwritable_outputs_fail_at_start_with_one_line(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(EdgeclsError, match=r"--save-dir .*file/sub: cannot write"):
+        build_sinks(config(save_dir=str(blocker / "sub")), context()).open()
+    with pytest.raises(EdgeclsError, match=r"--record .*file: exists and is not a folder"):
+        build_sinks(config(record=str(blocker / "out.mp4")), context()).open()
+    with pytest.raises(EdgeclsError, match=r"--record .*: use one of"):
+        build_sinks(config(record=str(tmp_path / "out.txt")), context()).open()
+
+    import tempfile
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
+    with pytest.raises(EdgeclsError, match=r"--save-dir .*Read-only file system"):
+        build_sinks(config(save_dir=str(tmp_path / "ro")), context()).open()
+
+
+def test_recording_uses_the_source_frame_rate_and_is_playable(tmp_path):
+    out = tmp_path / "rec.mp4"
+    ctx = context(source_fps=lambda: 12.0, triggers=frozenset({"def"}))
+    run_sinks(config(record=str(out), every=2), [record(i) for i in range(20)], ctx)
+    cap = cv2.VideoCapture(str(out))
+    assert cap.isOpened() and cap.get(cv2.CAP_PROP_FPS) == pytest.approx(6.0)
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 20
+    # a live source: the rate is measured from the records' times
+    live = tmp_path / "live.mp4"
+    events = [record(i) for i in range(70)]
+    for i, r in enumerate(events):
+        r.time = 1000.0 + i / 25
+    run_sinks(config(record=str(live)), events, context(live=False))  # no drops: count them all
+    cap = cv2.VideoCapture(str(live))
+    assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(25.0, rel=0.02)
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 70
+
+
+# --- JSON log ----------------------------------------------------------------------------------
+
+
+def test_json_log_rotates_and_goes_to_a_file_under_systemd(tmp_path, monkeypatch):
+    log = tmp_path / "logs" / "records.jsonl"
+    cfg = config(log_file=str(log), log_max_mb=0.002, log_backups=2)  # ~2 KB per file
+    run_sinks(cfg, [record(i) for i in range(60)])
+    files = sorted(p.name for p in log.parent.iterdir())
+    assert files == ["records.jsonl", "records.jsonl.1", "records.jsonl.2"]
+    rows = [json.loads(x) for x in log.read_text().splitlines()]
+    assert rows[-1]["frame"] == 59 and rows[-1]["sha256"] == ID.sha256
+    assert set(rows[0]["probs"]) == set(LABELS)
+
+    from edgecls.runtime.sinks import jsonlog
+
+    monkeypatch.setattr(jsonlog, "stdout_is_journal", lambda: True)
+    monkeypatch.setenv("LOGS_DIRECTORY", str(tmp_path / "svc"))
+    assert jsonlog.records_file(config(json=True)) == tmp_path / "svc" / "records.jsonl"
+    monkeypatch.setattr(jsonlog, "stdout_is_journal", lambda: False)
+    assert jsonlog.records_file(config(json=True)) is None
+
+
+# --- queues ------------------------------------------------------------------------------------
+
+
+def test_a_slow_output_never_blocks_a_live_loop_and_its_drops_are_counted():
+    class Slow:
+        name, wants_images = "slow", False
+
+        def open(self, context):
+            pass
+
+        def handle(self, event):
+            time.sleep(0.05)
+
+        def close(self):
+            pass
+
+    ctx = context()
+    sinks = Sinks([Slow()], ctx, depth=4).open()
+    t0 = time.perf_counter()
+    for i in range(200):
+        sinks.publish(record(i, image=False))
+    offered = time.perf_counter() - t0
+    sinks.close()
+    assert ctx.summary.outputs_dropped["slow"] >= 190
+    assert offered < 0.05 * 20  # far less than the sink's own time: nothing waited on it
+    ctx = context(live=False)  # a file: the loop waits instead, nothing dropped
+    sinks = Sinks([Slow()], ctx, depth=4).open()
+    for i in range(10):
+        sinks.publish(record(i, image=False))
+    sinks.close()
+    assert not ctx.summary.outputs_dropped
+
+
+def test_summary_is_constant_size_and_its_percentiles_are_close():
+    stats = LatencyStats()
+    rng = np.random.default_rng(1)
+    values = rng.lognormal(1.0, 0.6, 100_000)
+    size_before = stats.counts.nbytes
+    for v in values:
+        stats.add(float(v))
+    assert stats.counts.nbytes == size_before and stats.count == 100_000
+    for q in (50, 90, 99):
+        assert stats.percentile(q) == pytest.approx(np.percentile(values, q), rel=0.015)
+    buckets = stats.cumulative_buckets()
+    assert buckets[-1] == ("+Inf", 100_000) and all(
+        a[1] <= b[1] for a, b in itertools.pairwise(buckets)
+    )
+    summary = Summary()
+    assert "latencies_ms" not in summary.__dict__
+
+
+# --- device file -------------------------------------------------------------------------------
+
+
+def test_device_file_sets_options_and_the_command_line_wins(tmp_path):
+    f = tmp_path / "device.yaml"
+    f.write_text(
+        "bundle: /opt/bundle\nsource: 0\ntrigger: [def]\nconsecutive: 3\ngpio: 17\n"
+        "mqtt: mqtt://user:${MQTT_PASS}@broker:1883/line/1\nhttp: 0.0.0.0:8080\n"
+        "save-max-mb: 500\n"
+    )
+    import os
+
+    os.environ["MQTT_PASS"] = "s3cret"
+    opts = merge_options(read_device_file(f), {"consecutive": 5})
+    cfg = opts.to_config()
+    assert cfg.source == "0" and cfg.decision.trigger == ("def",) and cfg.decision.consecutive == 5
+    assert cfg.gpio.pin == "17" and cfg.mqtt.password == "s3cret" and cfg.mqtt.prefix == "line/1"
+    assert cfg.http.host == "0.0.0.0" and cfg.http.port == 8080 and cfg.save_max_mb == 500
+    for text, match in (
+        ("mqqt: mqtt://x\n", "mqqt: unknown key"),
+        ("consecutive: three\n", "consecutive: must be a number"),
+        ("headless: maybe\n", "headless: must be true or false"),
+        ("- a list\n", "top level"),
+        ("source: [\n", "not valid YAML"),
+    ):
+        f.write_text(text)
+        with pytest.raises(EdgeclsError, match=match) as e:
+            read_device_file(f)
+        assert "\n" not in str(e.value)
+    shipped = read_device_file(ROOT / "device" / "device.yaml")
+    assert "source" in shipped and "bundle" in shipped
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"roi": "1,2,3"}, "--roi"),
+        ({"roi": "0,0,0,5"}, "--roi"),
+        ({"mqtt": "http://x/y"}, "--mqtt"),
+        ({"mqtt": "mqtt://x:99999/y"}, "--mqtt"),
+        ({"http": "localhost:port"}, "--http"),
+        ({"min_confidence": 2.0}, "--min-confidence"),
+        ({"max_frames": 0}, "--max-frames"),
+        ({"gpio": "17"}, "--trigger"),
+        ({"window": 5}, None),
+    ],
+)
+def test_bad_run_options_are_one_line_errors(options, match):
+    if match is None:  # --window without --min-hits is caught against the bundle's labels
+        with pytest.raises(EdgeclsError, match="--window and --min-hits"):
+            config(**options).decision.validate(list(LABELS))
+        return
+    with pytest.raises(EdgeclsError, match=match):
+        config(**options)
+
+
+# --- MQTT on a real broker ---------------------------------------------------------------------
+
+
+@pytest.fixture()
+def broker(tmp_path):
+    b = Mosquitto(tmp_path / "broker").start()
+    yield b
+    b.stop()
+
+
+def test_mqtt_records_decisions_status_and_a_broker_restart_lose_nothing(broker):
+    sub = Subscriber(broker, "line/#")
+    logs = []
+    cfg = config(mqtt=f"{broker.url}/line", trigger="def")
+    ctx = context(logs)
+    sinks = build_sinks(cfg, ctx).open()
+    (mqtt,) = [r.sink for r in sinks.runners]
+    assert mqtt.connected.wait(10)
+    for i in range(50):
+        sinks.publish(record(i))
+    assert sub.wait_for(lambda s: len(s.on("/records")) >= 50)
+    broker.stop()  # the broker goes away mid-run...
+    for i in range(50, 150):
+        sinks.publish(record(i))
+        time.sleep(0.002)
+    broker.start()  # ...and comes back on the same port
+    for i in range(150, 200):
+        sinks.publish(record(i))
+    assert sub.wait_for(lambda s: len({r["frame"] for r in s.on("/records")}) == 200, 30)
+    sinks.close()
+    assert sub.wait_for(lambda s: s.on("/status")[-1:] == ["offline"])
+    sub.close()
+    frames = {r["frame"] for r in sub.on("/records")}
+    assert frames == set(range(200))
+    assert "online" in sub.on("/status")
+    assert any("lost the broker" in m for m in logs) and any("reconnected" in m for m in logs)
+    assert not ctx.summary.outputs_dropped
+    row = sub.on("/records")[0]
+    assert {"label", "confidence", "probs", "frame", "time", "source", "bundle", "artifact",
+            "sha256", "latency_ms"} <= set(row)  # fmt: skip
+
+
+def test_mqtt_without_a_broker_runs_on_says_so_and_counts_overflow(tmp_path):
+    logs = []
+    port = free_port()  # nothing listens here
+    cfg = config(mqtt=f"mqtt://127.0.0.1:{port}/x", mqtt_queue=20)
+    ctx = context(logs)
+    t0 = time.perf_counter()
+    sinks = build_sinks(cfg, ctx).open()
+    for i in range(100):
+        sinks.publish(record(i))
+    deadline = time.monotonic() + 10
+    while not any("no broker" in m for m in logs) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    sinks.close()
+    assert time.perf_counter() - t0 < 10  # it never waited for the broker
+    assert any("no broker at 127.0.0.1" in m for m in logs)
+    assert ctx.summary.outputs_dropped["mqtt"] >= 80  # 20 kept, the rest counted
+    assert sum("mqtt queue full" in m for m in logs) == 1
+
+
+def test_mqtt_last_will_says_offline_when_the_board_dies(broker, tmp_path):
+    import subprocess
+
+    sub = Subscriber(broker, "dead/status", client_id="will-watcher")
+    child = tmp_path / "child.py"
+    child.write_text(
+        "import sys, time, threading\n"
+        f"sys.path[:0] = [{str(ROOT)!r}, {str(ROOT / 'tests')!r}]\n"
+        "from test_line_outputs import config, context, build_sinks\n"
+        f"s = build_sinks(config(mqtt={broker.url + '/dead'!r}), context()).open()\n"
+        "s.runners[0].sink.connected.wait(10)\n"
+        "print('up', flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    proc = subprocess.Popen([sys.executable, str(child)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "up"
+    assert sub.wait_for(lambda s: "online" in s.on("/status"))
+    proc.kill()  # no clean disconnect: the broker sends the will after the keepalive lapses
+    proc.wait()
+    assert sub.wait_for(lambda s: s.on("/status")[-1:] == ["offline"], timeout=60)
+    sub.close()
+
+
+# --- HTTP --------------------------------------------------------------------------------------
+
+
+def _get(url: str, headers: dict | None = None):
+    req = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def test_http_metrics_latest_health_and_live_view():
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = free_port()
+    cfg = config(http=str(port), stall_seconds=0.5, trigger="def")
+    ctx = context(triggers=frozenset({"def"}))
+    sinks = build_sinks(cfg, ctx).open()
+    base = f"http://127.0.0.1:{port}"
+    assert _get(base + "/health")[0] == 503  # no frame yet
+    assert _get(base + "/latest")[0] == 503
+    s = ctx.summary
+    for i in range(30):
+        r = record(i, "def" if i % 3 == 0 else "ok")
+        s.frames += 1
+        s.classified += 1
+        s.labels[r.label] += 1
+        s.latency.add(r.latency_ms)
+        s.last_frame = time.monotonic()
+        sinks.publish(r)
+    s.add_dropped("mqtt", 3)
+    time.sleep(0.2)
+    code, body = _get(base + "/health")
+    assert code == 200 and json.loads(body)["status"] == "ok"
+    code, body = _get(base + "/latest")
+    assert code == 200 and json.loads(body)["frame"] == 29
+    code, body = _get(base + "/metrics")
+    assert code == 200
+    fams = {f.name: f for f in text_string_to_metric_families(body.decode())}
+    value = {f: {tuple(sorted(x.labels.items())): x.value for x in fams[f].samples} for f in fams}
+    assert value["edgecls_frames"][()] == 30
+    assert value["edgecls_label_frames"][(("label", "def"),)] == 10
+    assert value["edgecls_outputs_dropped"][(("output", "mqtt"),)] == 3
+    hist = fams["edgecls_inference_latency_milliseconds"].samples
+    lat = {x.labels.get("le"): x.value for x in hist if x.name.endswith("_bucket")}
+    assert lat["1.0"] == 0 and lat["2.0"] == 30 and lat["+Inf"] == 30
+    assert "edgecls_drift_score" in fams and "edgecls_fps" in fams
+    # the live view: OpenCV reads frames from the MJPEG stream
+    feeder = threading.Thread(
+        target=lambda: [(sinks.publish(record(100 + i)), time.sleep(0.02)) for i in range(150)],
+        daemon=True,
+    )
+    feeder.start()
+    cap = cv2.VideoCapture(base + "/", cv2.CAP_FFMPEG)
+    assert cap.isOpened()
+    ok, frame = cap.read()
+    assert ok and frame.shape == (48, 64, 3)
+    cap.release()
+    feeder.join()
+    time.sleep(0.7)  # longer than stall_seconds without a frame
+    code, body = _get(base + "/health")
+    assert code == 503 and "stalled" in json.loads(body)["status"]
+    sinks.close()
+
+
+def test_http_auth_guards_everything_but_health():
+    port = free_port()
+    cfg = config(http=f"127.0.0.1:{port}", http_token="t0ken", http_user="ops:pw")
+    ctx = context()
+    sinks = build_sinks(cfg, ctx).open()
+    base = f"http://127.0.0.1:{port}"
+    import base64
+
+    basic = "Basic " + base64.b64encode(b"ops:pw").decode()
+    try:
+        assert _get(base + "/metrics")[0] == 401
+        assert _get(base + "/metrics", {"Authorization": "Bearer nope"})[0] == 401
+        assert _get(base + "/metrics", {"Authorization": "Bearer t0ken"})[0] == 200
+        assert _get(base + "/metrics", {"Authorization": basic})[0] == 200
+        assert _get(base + "/health")[0] == 503  # open, and no frame yet
+    finally:
+        sinks.close()
+    busy = build_sinks(config(http=str(port)), context()).open()
+    try:
+        with pytest.raises(EdgeclsError, match="cannot listen"):
+            build_sinks(config(http=str(port)), context()).open()
+    finally:
+        busy.close()
