@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import importlib.abc
 import os
+import re
+import shutil
 import socket
+import subprocess
 import sys
 import threading
 import types
@@ -15,6 +18,7 @@ from typing import ClassVar
 import cv2
 import numpy as np
 import pytest
+import tomllib
 from typer.testing import CliRunner
 
 from edgecls.cli import app
@@ -341,3 +345,105 @@ def test_doctor_without_picamera2(monkeypatch):
     assert report["picamera2"] == "not installed" and report["libcamera_cameras"] == []
     assert report["runtime_status"]["onnxruntime"] == "ok"
     assert "CPUExecutionProvider" in report["onnxruntime_providers"]
+
+
+# --- the install script and the unit as it would be installed ---------------------------------
+
+INSTALL = REPO / "device" / "install.sh"
+
+
+def _install(*args: str, path: str | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": path or os.environ["PATH"]}
+    return subprocess.run(
+        ["bash", str(INSTALL), *args], capture_output=True, text=True, env=env, timeout=60
+    )
+
+
+def _systemd_version() -> int:
+    if not shutil.which("systemd-analyze"):
+        return 0
+    out = subprocess.run(["systemd-analyze", "--version"], capture_output=True, text=True).stdout
+    match = re.match(r"systemd (\d+)", out)
+    return int(match.group(1)) if match else 0
+
+
+@pytest.mark.skipif(not shutil.which("shellcheck"), reason="shellcheck not installed")
+def test_install_script_is_shellcheck_clean():
+    result = subprocess.run(["shellcheck", str(INSTALL)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout
+
+
+@pytest.mark.skipif(_systemd_version() < 250, reason="needs systemd-analyze security --offline")
+@pytest.mark.parametrize("board", ["pi", "jetson"])
+def test_unit_as_installed_verifies_and_is_sandboxed(board, tmp_path):
+    rendered = _install("--print-unit", "--board", board, "--venv", sys.prefix)
+    assert rendered.returncode == 0, rendered.stderr
+    unit = tmp_path / "edgecls.service"
+    unit.write_text(rendered.stdout)
+    text = rendered.stdout
+    assert not re.search(r"@[A-Z]+@", text)  # every field filled in
+    for line in (
+        f"ExecStart={sys.prefix}/bin/edgecls run --config /etc/edgecls/device.yaml",
+        "Type=notify",
+        "NotifyAccess=main",
+        "RestartPreventExitStatus=2",
+        "StandardOutput=null",
+        "ProtectSystem=strict",
+        "CapabilityBoundingSet=",
+    ):
+        assert line in text.splitlines(), line
+    assert re.search(r"^WatchdogSec=\d+$", text, re.MULTILINE)
+    assert ("DeviceAllow=\n" in text) is (board == "jetson")  # the Jetson lifts the device filter
+    verify = subprocess.run(
+        ["systemd-analyze", "verify", str(unit)], capture_output=True, text=True
+    )
+    assert verify.returncode == 0, verify.stderr
+    security = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--threshold=45", str(unit)],
+        capture_output=True,
+        text=True,
+    )
+    score = float(re.search(r"Overall exposure level for \S+: ([\d.]+)", security.stdout).group(1))
+    print(f"\n[{board}] systemd-analyze security: {score}")
+    assert security.returncode == 0 and score <= 4.5, security.stdout[-2000:]
+
+
+def test_install_refuses_32_bit_arm(tmp_path):
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "uname").write_text('#!/bin/sh\n[ "$1" = -m ] && echo armv7l || echo Linux\n')
+    (fake / "uname").chmod(0o755)
+    venv = tmp_path / "venv"
+    result = _install("--no-apt", "--venv", str(venv), path=f"{fake}:{os.environ['PATH']}")
+    assert result.returncode == 1
+    assert "32-bit ARM (armv7l)" in result.stderr and "LiteRT" in result.stderr
+    assert "64-bit" in result.stderr and not venv.exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["--bogus"], "unknown option --bogus"),
+        (["--venv"], "--venv needs a value"),
+        (["--board", "beaglebone"], "expected pi, jetson or generic"),
+        (["--ort-wheel", "/nonexistent/onnxruntime_gpu.whl"], "no such file"),
+        (["--service", "/nonexistent/bundle"], "no manifest.json"),
+    ],
+)
+def test_install_bad_option_is_exit_2(args, says):
+    result = _install(*args)
+    assert result.returncode == 2 and says in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+def _names(requirements: list[str]) -> set[str]:
+    return {re.split(r"[<>=!~; \[]", r.strip(), maxsplit=1)[0].lower() for r in requirements}
+
+
+def test_device_requirements_match_the_device_extra():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    wanted = _names(project["dependencies"] + project["optional-dependencies"]["device"])
+    lines = (REPO / "device" / "requirements.txt").read_text().splitlines()
+    listed = _names([x for x in lines if x.strip() and not x.startswith("#")])
+    assert listed == wanted
+    assert not listed & {"tensorflow", "keras", "tf2onnx", "shap"}
