@@ -19,6 +19,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
+import cv2
 import numpy as np
 
 from edgecls.errors import EdgeclsError
@@ -34,8 +35,9 @@ def image_features(image_rgb: np.ndarray) -> np.ndarray:
     x = image_rgb.astype(np.float32)
     mean = x.mean(axis=(0, 1))
     std = x.std(axis=(0, 1))
-    grey = x.mean(axis=2)
-    sharp = np.abs(np.diff(grey, axis=0)).mean() + np.abs(np.diff(grey, axis=1)).mean()
+    # log of the Laplacian's variance: the usual focus measure, and on a log scale a blur moves it
+    # by the same amount whatever the scene
+    sharp = np.log1p(cv2.Laplacian(x.mean(axis=2), cv2.CV_32F).var())
     return np.concatenate([mean, std, [sharp]]).astype(np.float64)
 
 
@@ -75,10 +77,13 @@ def _round(a: np.ndarray) -> list[float]:
 
 def psi(reference_counts, window_counts) -> float:
     """Population stability index of two histograms (counts), smoothed so empty bins stay finite."""
-    r = np.asarray(reference_counts, dtype=np.float64) + 0.5
-    w = np.asarray(window_counts, dtype=np.float64) + 0.5
-    r, w = r / r.sum(), w / w.sum()
+    r, w = (_share(np.asarray(c, dtype=np.float64)) for c in (reference_counts, window_counts))
     return float(np.sum((w - r) * np.log(w / r)))
+
+
+def _share(counts: np.ndarray, floor: float = 1e-3) -> np.ndarray:
+    share = counts / max(counts.sum(), 1.0) + floor
+    return share / share.sum()
 
 
 class DriftMonitor:
@@ -96,7 +101,7 @@ class DriftMonitor:
         if self.mean.shape != (len(FEATURES),) or self.ref_hist.shape != (CONF_BINS,):
             raise EdgeclsError("manifest drift_reference has the wrong shape; re-export")
         # a spread of ~0 (a set of near-identical images) would make any change infinite
-        self.spread = np.maximum(spread, np.maximum(0.05 * np.abs(self.mean), 1.0))
+        self.spread = np.maximum(spread, np.maximum(0.05 * np.abs(self.mean), 1e-3))
         self.window = window
         self.threshold = threshold
         self.features: deque[np.ndarray] = deque(maxlen=window)
