@@ -31,7 +31,7 @@ def model_and_frames(insects_run, insects_data):
 
 
 def monitor_score(predictor, reference, frames, change=lambda f: f) -> dict:
-    """Stream 240 frames (test images in a shuffled cycle, changed by `change`) through a monitor."""
+    """240 frames (test images, shuffled, changed by `change`) through a fresh monitor."""
     rng = np.random.default_rng(0)
     order = rng.permutation(np.resize(np.arange(len(frames)), 240))
     monitor = DriftMonitor(reference, window=200, threshold=1.0)
