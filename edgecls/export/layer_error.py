@@ -32,6 +32,7 @@ class LayerError:
     error: float  # per-channel RMS error / std, in [0, 1]
     rmse_scale: float  # RMSE in quantization steps (about 0.29 is pure rounding)
     float_nodes: tuple[str, ...]  # the nodes to keep in float so this tensor is never quantized
+    position: int = 0  # of its producer in the graph's (topological) order
 
 
 @dataclass
@@ -84,7 +85,7 @@ class _ChannelStats:
         mean = self.s / self.n
         var = np.maximum(self.s2 / self.n - mean**2, 0.0)
         mse = self.e2 / self.n
-        keep = var > max(float(var.max()) * 1e-6, 1e-20)
+        keep = var > 1e-12  # dead channels; a relative cut would hide a 1000x range imbalance
         ratio = np.minimum(mse[keep] / var[keep], 1.0) if keep.any() else np.zeros(1)
         rmse = float(np.sqrt(mse.mean()))
         return float(np.sqrt(ratio.mean())), rmse / self.scale if self.scale else 0.0
@@ -182,8 +183,9 @@ def tflite_layer_errors(ctx, denylisted_nodes: tuple[str, ...] = ()) -> LayerRep
             op_of.get(q, "?"),
             *stats[q].figures(),
             float_closure(nodes, q, TFLITE_PASSTHROUGH, TFLITE_ACTIVATIONS),
+            position,
         )
-        for q in verified
+        for position, q in enumerate(n.outputs[0] for n in nodes)
     ]
     weighted = {n.name: n.op for n in nodes if n.op in TFLITE_WEIGHTED}
     return ranked(LayerReport("tflite", layers, weighted, sum(map(len, batches))))
@@ -245,6 +247,7 @@ def onnx_layer_errors(ctx, qdq_path) -> LayerReport:
     float_graph = onnx.load(str(ctx.onnx_prepared)).graph
     nodes = [Node(n.name, n.op_type, tuple(n.input), tuple(n.output)) for n in float_graph.node]
     op_of = {t: n.op for n in nodes for t in n.outputs}
+    position = {t: i for i, n in enumerate(nodes) for t in n.outputs}
     qdq_producers = {t: n.op_type for n in model.graph.node for t in n.output}
     fused = {t for t in pairs if op_of.get(_float_name(t)) != qdq_producers.get(t, "input")}
     batches = error_batches(ctx)
@@ -263,6 +266,7 @@ def onnx_layer_errors(ctx, qdq_path) -> LayerReport:
             op_of.get(_float_name(t), "input"),
             *stats[t].figures(),
             float_closure(nodes, _float_name(t), ONNX_PASSTHROUGH, ONNX_ACTIVATIONS),
+            position.get(_float_name(t), -1),
         )
         for t in pairs
     ]

@@ -21,7 +21,12 @@ MIXED_PRECISION = "int8-mixed"
 MIXED_FILES = {"tflite": "model_int8_mixed.tflite", "onnx": "model_int8_mixed.onnx"}
 BIAS_IMAGES = 32  # calibration images for the bias correction's E[x]
 
-Evaluate = Callable[[Path], dict]  # artifact -> parity figures with passed, agreement, drop
+Evaluate = Callable[[Path], object]  # artifact -> parity figures (passed, agreement, drop)
+
+
+def _figure(parity, name: str):
+    """A parity figure from the manifest's ParityFigures or a plain dict."""
+    return parity[name] if isinstance(parity, dict) else getattr(parity, name)
 
 
 @dataclass(frozen=True)
@@ -78,7 +83,7 @@ class RepairResult:
     format: str
     passed: bool
     changes: Changes
-    parity: dict | None  # of the written artifact; None when nothing beat the plain int8
+    parity: object | None  # of the written artifact; None when nothing beat the plain int8
     attempts: list[Attempt]
     seconds: float
 
@@ -137,8 +142,9 @@ def layer_errors(fmt: str, ctx: ExportContext, artifact: Path) -> LayerReport:
     return QUANTIZERS[fmt].errors(ctx, artifact)
 
 
-def _score(parity: dict) -> tuple:
-    return (parity["passed"], parity["agreement"], -parity["accuracy_drop"])
+def _score(parity) -> tuple:
+    passed, agreement = _figure(parity, "passed"), _figure(parity, "agreement")
+    return (passed, agreement, -_figure(parity, "accuracy_drop"))
 
 
 class _Search:
@@ -150,7 +156,7 @@ class _Search:
         self.attempts: list[Attempt] = []
         self.best: tuple | None = None  # (parity, ctx, changes, path)
 
-    def attempt(self, ctx: ExportContext, changes: Changes) -> dict:
+    def attempt(self, ctx: ExportContext, changes: Changes) -> bool:
         t0 = time.perf_counter()
         path = self.workdir / f"{self.fmt}-try{len(self.attempts)}{self.ext}"
         self.quantizer.write(ctx, path, tuple(changes.float_nodes), changes.calibration)
@@ -158,19 +164,19 @@ class _Search:
         self.attempts.append(
             Attempt(
                 changes.summary(),
-                parity["passed"],
-                parity["agreement"],
-                parity["accuracy_drop"],
+                _figure(parity, "passed"),
+                _figure(parity, "agreement"),
+                _figure(parity, "accuracy_drop"),
                 round(time.perf_counter() - t0, 2),
             )
         )
         if self.best is None or _score(parity) > _score(self.best[0]):
             self.best = (parity, ctx, changes, path)
-        return parity
+        return bool(_figure(parity, "passed"))
 
     @property
     def passed(self) -> bool:
-        return self.best is not None and self.best[0]["passed"]
+        return self.best is not None and bool(_figure(self.best[0], "passed"))
 
 
 def _repaired_models(ctx: ExportContext, options: RepairOptions):
@@ -193,15 +199,25 @@ def _repaired_models(ctx: ExportContext, options: RepairOptions):
 
 
 MIN_LAYER_ERROR = 0.01  # below this a layer's rounding is ordinary: keeping it in float won't help
+BAD_SHARE = 0.5  # layers within this share of the worst error count as bad alike
+
+
+def _search_order(report: LayerReport) -> list:
+    """Bad layers upstream first (an early layer's damage shows again in the layers after it, and
+    keeping it in float often cures those too), then the rest worst first."""
+    top = report.layers[0].error if report.layers else 0.0
+    useful = [x for x in report.layers if x.error >= MIN_LAYER_ERROR]
+    bad = sorted((x for x in useful if x.error >= BAD_SHARE * top), key=lambda x: x.position)
+    return bad + [x for x in useful if x not in bad]
 
 
 def _keep_in_float(search: _Search, report: LayerReport, options: RepairOptions) -> None:
-    """Worst layers first, each step adding the nodes that keep one more tensor in float, as long
-    as fewer than `max_float_fraction` of the conv/dense layers end in float."""
+    """Each step adds the nodes that keep one more tensor in float, as long as fewer than
+    `max_float_fraction` of the conv/dense layers end in float."""
     _, ctx, base, _ = search.best
     total, nodes, steps = len(report.weighted), [], 0
-    for layer in report.layers:
-        if layer.error < MIN_LAYER_ERROR or steps >= options.max_steps:
+    for layer in _search_order(report):
+        if steps >= options.max_steps:
             break
         candidate = nodes + [n for n in layer.float_nodes if n not in nodes]
         in_float = sum(n in report.weighted for n in candidate)
@@ -211,7 +227,7 @@ def _keep_in_float(search: _Search, report: LayerReport, options: RepairOptions)
         changes = replace(
             base, float_nodes=list(nodes), float_layers=in_float, weighted_layers=total
         )
-        if search.attempt(ctx, changes)["passed"]:
+        if search.attempt(ctx, changes):
             return
 
 
@@ -232,12 +248,12 @@ def repair(
     search.workdir.mkdir(parents=True, exist_ok=True)
     search.best = (plain[1], ctx, Changes(), plain[0])  # the bar to beat
     for variant, changes in _repaired_models(ctx, options):
-        if search.attempt(variant, changes)["passed"]:
+        if search.attempt(variant, changes):
             break
     methods = [m for m in search.quantizer.methods[1:] if m in options.calibration_methods]
     for method in methods if not search.passed else []:
         _, best_ctx, best_changes, _ = search.best
-        if search.attempt(best_ctx, replace(best_changes, calibration=method))["passed"]:
+        if search.attempt(best_ctx, replace(best_changes, calibration=method)):
             break
     if not search.passed:
         parity, best_ctx, changes, path = search.best
