@@ -168,7 +168,7 @@ ort_source() {
 }
 
 install_python_packages() {
-  local tmp skip="#" ort
+  local tmp skip="#" ort left_out pins
   tmp="$(mktemp -d)"
   ort="$(ort_source)"
   # System OpenCV and NVIDIA's onnxruntime-gpu are built against numpy 1.x.
@@ -176,7 +176,10 @@ install_python_packages() {
   [ "$system_site" -eq 1 ] && skip="$skip|opencv"
   [ "$ort" != pypi ] && skip="$skip|onnxruntime"
   grep -v -E "^($skip)" "$here/requirements.txt" >"$tmp/requirements.txt"
-  say "pip install -r requirements.txt (without: ${skip#\#|}) -c $(tr '\n' ' ' <"$tmp/constraints.txt")"
+  left_out="${skip#\#}"
+  left_out="${left_out#|}"
+  pins="$(cat "$tmp/constraints.txt")"
+  say "pip install -r requirements.txt${left_out:+, leaving out ${left_out//|/ }}${pins:+, with $pins}"
   "${pip[@]}" install -r "$tmp/requirements.txt" -c "$tmp/constraints.txt"
   case "$ort" in
     wheel)
