@@ -15,6 +15,7 @@ zero, while the tensor-wide figures stay small.
 
 from __future__ import annotations
 
+import warnings
 from collections import deque
 from dataclasses import asdict, dataclass, field
 
@@ -149,10 +150,12 @@ def tflite_layer_errors(ctx, denylisted_nodes: tuple[str, ...] = ()) -> LayerRep
     from edgecls.runtime.backends import litert_runtime
 
     interpreter_cls = litert_runtime()[0]
-    it = interpreter_cls(
-        model_content=quantize_int8(ctx, denylisted_nodes, debug=True),
-        experimental_preserve_all_tensors=True,
-    )
+    with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": it is
+        warnings.simplefilter("ignore", UserWarning)
+        it = interpreter_cls(
+            model_content=quantize_int8(ctx, denylisted_nodes, debug=True),
+            experimental_preserve_all_tensors=True,
+        )
     ops = it._get_ops_details()  # as the QuantizationDebugger reads them
     verified = {o["inputs"][0]: o["inputs"][1] for o in ops if o["op_name"] == "NumericVerify"}
     details = {q: it._get_tensor_details(q, 0) for q in verified}
