@@ -21,10 +21,13 @@ class ClusterTask:
     workers: int = 1
     task_type: str = "worker"
     index: int = 0
+    has_chief: bool = False  # a cluster with a `chief` task: worker 0 is then not the chief
 
     @property
     def is_chief(self) -> bool:
-        return self.task_type == "chief" or (self.task_type == "worker" and self.index == 0)
+        if self.task_type == "chief":
+            return True
+        return not self.has_chief and self.index == 0
 
 
 def cluster_task(environ=os.environ) -> ClusterTask:
@@ -45,7 +48,7 @@ def cluster_task(environ=os.environ) -> ClusterTask:
         raise EdgeclsError(f"TF_CONFIG task type {task_type!r}: edgecls runs chief and worker")
     if workers < 1:
         raise EdgeclsError("TF_CONFIG names no workers: list them under cluster.worker")
-    return ClusterTask(workers, task_type, index)
+    return ClusterTask(workers, task_type, index, bool(cluster.get("chief")))
 
 
 def _one():
