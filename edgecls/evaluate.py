@@ -1,15 +1,20 @@
-"""Metrics and reports for any `Predictor` on a labelled split, in fixed order."""
+"""`edgecls evaluate` and `edgecls predict` as library calls: any model (.keras, .tflite, .onnx)
+with its labels and input path, metrics from scikit-learn, reports written atomically."""
 
 from __future__ import annotations
 
+import csv
 import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgecls.folders import Split
-from edgecls.runtime.preprocess import load_batch
+from edgecls.errors import EdgeclsError
+from edgecls.folders import Split, load_eval_split
+from edgecls.runtime.labels import check_outputs, load_labels
+from edgecls.runtime.preprocess import InputSpec
+from edgecls.schema import from_dict, write_text_atomic
 
 
 @dataclass
@@ -28,87 +33,78 @@ class Evaluation:
         return float((self.y_pred == self.y_true).mean()) if len(self.y_true) else float("nan")
 
 
-def predict_split(predictor, split: Split, batch_size: int = 64, progress=None) -> np.ndarray:
+def predict_split(
+    predictor, split: Split, batch_size: int = 64, progress=None, spec: InputSpec | None = None
+) -> np.ndarray:
     """Probabilities for every image of the split, in the split's order."""
-    size = predictor.input_size
+    spec = spec or InputSpec(*predictor.input_size)
     chunks = []
     for i in range(0, len(split.paths), batch_size):
-        chunks.append(predictor.predict(load_batch(split.paths[i : i + batch_size], size)))
+        chunks.append(predictor.predict(spec.load_batch(split.paths[i : i + batch_size])))
         if progress is not None:
             progress(min(batch_size, len(split.paths) - i))
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
 
-def evaluate(predictor, split: Split, classes: list[str], progress=None) -> Evaluation:
-    probs = predict_split(predictor, split, progress=progress)
+def evaluate(predictor, split: Split, classes: list[str], progress=None, spec=None) -> Evaluation:
+    probs = predict_split(predictor, split, progress=progress, spec=spec)
     return Evaluation(classes, list(split.paths), np.asarray(split.labels), probs)
 
 
-def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, n: int) -> np.ndarray:
-    cm = np.zeros((n, n), dtype=np.int64)
-    np.add.at(cm, (y_true, y_pred), 1)
-    return cm
-
-
 def metrics(ev: Evaluation) -> dict:
-    n = len(ev.classes)
-    cm = confusion_matrix(ev.y_true, ev.y_pred, n)
-    per_class = {}
-    for i, name in enumerate(ev.classes):
-        tp, support = cm[i, i], cm[i].sum()
-        predicted = cm[:, i].sum()
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {
-            "precision": float(precision),
-            "recall": float(recall),
-            "f1": float(f1),
-            "support": int(support),
+    """scikit-learn's metrics, every class listed even when absent from the data."""
+    from sklearn.metrics import classification_report, confusion_matrix
+
+    ids = list(range(len(ev.classes)))
+    report = classification_report(
+        ev.y_true,
+        ev.y_pred,
+        labels=ids,
+        target_names=ev.classes,
+        output_dict=True,
+        zero_division=0,
+    )
+    per_class = {
+        name: {
+            "precision": report[name]["precision"],
+            "recall": report[name]["recall"],
+            "f1": report[name]["f1-score"],
+            "support": int(report[name]["support"]),
         }
-    supports = np.array([c["support"] for c in per_class.values()])
-    macro = {
-        k: float(np.mean([c[k] for c in per_class.values()])) for k in ("precision", "recall", "f1")
+        for name in ev.classes
     }
-    weighted = {
-        k: float(np.average([c[k] for c in per_class.values()], weights=supports))
-        if supports.sum()
-        else 0.0
-        for k in ("precision", "recall", "f1")
+    average = {
+        key: {
+            k: report[avg][f]
+            for k, f in (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score"))
+        }
+        for key, avg in (("macro_avg", "macro avg"), ("weighted_avg", "weighted avg"))
     }
     return {
         "accuracy": ev.accuracy,
         "n": len(ev.y_true),
         "classes": ev.classes,
         "per_class": per_class,
-        "macro_avg": macro,
-        "weighted_avg": weighted,
-        "confusion_matrix": cm.tolist(),
+        **average,
+        "confusion_matrix": confusion_matrix(ev.y_true, ev.y_pred, labels=ids).tolist(),
     }
 
 
-def classification_report(m: dict) -> str:
-    width = max(12, *(len(c) for c in m["classes"]))
-    head = f"{'':>{width}}  precision  recall  f1-score  support"
-    rows = [head, ""]
-    for name, c in m["per_class"].items():
-        rows.append(
-            f"{name:>{width}}  {c['precision']:9.3f}  {c['recall']:6.3f}  {c['f1']:8.3f}"
-            f"  {c['support']:7d}"
-        )
-    rows.append("")
-    rows.append(f"{'accuracy':>{width}}  {'':9}  {'':6}  {m['accuracy']:8.3f}  {m['n']:7d}")
-    for key, label in (("macro_avg", "macro avg"), ("weighted_avg", "weighted avg")):
-        a = m[key]
-        rows.append(
-            f"{label:>{width}}  {a['precision']:9.3f}  {a['recall']:6.3f}  {a['f1']:8.3f}"
-            f"  {m['n']:7d}"
-        )
-    return "\n".join(rows) + "\n"
+def classification_report_text(ev: Evaluation) -> str:
+    from sklearn.metrics import classification_report
+
+    ids = list(range(len(ev.classes)))
+    return classification_report(
+        ev.y_true, ev.y_pred, labels=ids, target_names=ev.classes, digits=3, zero_division=0
+    )
 
 
-def plot_confusion_matrix(m: dict, path: Path) -> None:
-    import matplotlib
+def plot_confusion_matrix(m: dict, path: Path) -> bool:
+    """confusion_matrix.png; False where matplotlib is not installed (a device-only install)."""
+    try:
+        import matplotlib
+    except ImportError:
+        return False
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -135,21 +131,101 @@ def plot_confusion_matrix(m: dict, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def write_predictions(ev: Evaluation, path: Path) -> None:
-    lines = ["path,true,predicted,confidence"]
-    for p, t, y, prob in zip(ev.paths, ev.y_true, ev.y_pred, ev.probs.max(axis=1), strict=True):
-        lines.append(f"{p},{ev.classes[t]},{ev.classes[y]},{prob:.6f}")
-    path.write_text("\n".join(lines) + "\n")
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "true", "predicted", "confidence"])
+        for p, t, y, prob in zip(ev.paths, ev.y_true, ev.y_pred, ev.probs.max(axis=1), strict=True):
+            writer.writerow([p, ev.classes[t], ev.classes[y], f"{prob:.6f}"])
 
 
 def write_reports(ev: Evaluation, out: Path, extra: dict | None = None) -> dict:
     """metrics.json, classification_report.txt, confusion_matrix.png, predictions.csv."""
-    out.mkdir(parents=True, exist_ok=True)
-    m = {**metrics(ev), **(extra or {})}
-    (out / "metrics.json").write_text(json.dumps(m, indent=2) + "\n")
-    (out / "classification_report.txt").write_text(classification_report(m))
-    plot_confusion_matrix(m, out / "confusion_matrix.png")
-    write_predictions(ev, out / "predictions.csv")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        m = {**metrics(ev), **(extra or {})}
+        if not plot_confusion_matrix(m, out / "confusion_matrix.png"):
+            m["confusion_matrix_png"] = "not drawn: matplotlib is not installed"
+        write_text_atomic(out / "metrics.json", json.dumps(m, indent=2) + "\n")
+        write_text_atomic(out / "classification_report.txt", classification_report_text(ev))
+        write_predictions(ev, out / "predictions.csv")
+    except OSError as exc:
+        raise EdgeclsError(
+            f"--out {out}: cannot write the reports ({exc.strerror or exc})"
+        ) from None
     return m
+
+
+@dataclass
+class LabelledModel:
+    """A model file with the labels and input path it was made with: an artifact's own
+    metadata first, then --labels or labels.txt beside it, then the run's config.json."""
+
+    path: Path
+    predictor: object
+    classes: list[str]
+    spec: InputSpec
+
+
+def open_model(model: Path, labels: Path | None = None) -> LabelledModel:
+    from edgecls.runs import resolve_source
+    from edgecls.runtime.backends import load_predictor
+
+    model = Path(model)
+    predictor = load_predictor(model)
+    meta = getattr(predictor, "metadata", None) or {}
+    if labels is None and "labels" in meta:
+        classes = list(meta["labels"])
+        spec = from_dict(InputSpec, meta["input"], f"{model} (embedded metadata)")
+    else:
+        if labels is None and not (model.parent / "labels.txt").is_file():
+            raise EdgeclsError(f"no labels.txt beside {model}: pass --labels FILE")
+        source = resolve_source(model, labels) if model.suffix == ".keras" else None
+        classes = source.labels if source else load_labels(labels or model.parent / "labels.txt")
+        spec = (source or _Bare()).input_spec(predictor.input_size)
+    check_outputs(predictor, classes, model)
+    return LabelledModel(model, predictor, classes, spec)
+
+
+class _Bare:
+    """A .tflite/.onnx without metadata (converted by hand): today's input path."""
+
+    def input_spec(self, size):
+        return InputSpec(*size)
+
+
+def evaluate_model(model: Path, data: Path, out: Path | None = None, labels=None, on_skip=None):
+    """`edgecls evaluate`: metrics and reports of any model on a labelled folder."""
+    m = open_model(model, labels)
+    split, skipped = load_eval_split(data, m.classes)
+    for path, why in skipped:
+        if on_skip:
+            on_skip(path, why)
+    out = Path(out or Path(model).parent / "eval")
+    ev = evaluate(m.predictor, split, m.classes, spec=m.spec)
+    return write_reports(ev, out, {"model": str(model), "data": str(data)}), out
+
+
+@dataclass(frozen=True)
+class Prediction:
+    image: Path
+    top: list[tuple[str, float]]  # (label, probability), most likely first
+
+
+def predict_images(model: Path, images, top_k: int = 1, labels=None, on_skip=None):
+    """`edgecls predict`: the top-k labels of each image, in order; unreadable images are
+    reported through `on_skip` and left out."""
+    m = open_model(model, labels)
+    for path in images:
+        try:
+            image = m.spec.load_image(path)
+        except EdgeclsError as exc:
+            if on_skip:
+                on_skip(path, str(exc))
+            continue
+        probs = m.predictor.predict(image[None])[0]
+        order = probs.argsort()[::-1][: max(1, top_k)]
+        yield Prediction(Path(path), [(m.classes[i], float(probs[i])) for i in order])

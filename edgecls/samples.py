@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from edgecls.errors import EdgeclsError
+from edgecls.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -40,15 +41,11 @@ class SampleDataset:
     suffix: str = ".jpg"
 
 
-SAMPLES: dict[str, SampleDataset] = {}
+SAMPLES: Registry[SampleDataset] = Registry("sample dataset")
 
 
 def register_sample(name: str, classes: tuple[str, ...]):
-    def deco(fn: Generator) -> Generator:
-        SAMPLES[name] = SampleDataset(classes, fn)
-        return fn
-
-    return deco
+    return SAMPLES.register(name, lambda fn: SampleDataset(classes, fn))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,6 +265,89 @@ def _legs(img, tf, length, color, width, rng, spiny=False, xs=(0.15, 0.0, -0.15)
                     _line(img, tf(np.array([q, q + np.array([0.04, s * 0.02])])), color, 1)
 
 
+def _beetle(img: np.ndarray, tf, lw: int, rng: np.random.Generator) -> np.ndarray:
+    base = np.array(
+        rng.choice([(20, 20, 25), (30, 60, 30), (20, 40, 90), (60, 30, 20), (25, 45, 70)]),
+        np.float32,
+    ) * rng.uniform(0.7, 1.4)
+    _legs(img, tf, 0.32, (base * 0.7).tolist(), lw, rng)
+    for s in (-1, 1):
+        _line(img, tf([[0.46, s * 0.03], [0.56, s * 0.08], [0.6, s * 0.09]]), base.tolist(), lw)
+    _poly(img, tf(_ellipse_points(-0.06, 0, 0.34, 0.24)), base.tolist())
+    _poly(img, tf(_ellipse_points(0.3, 0, 0.11, 0.16)), (base * 0.85).tolist())
+    _poly(img, tf(_ellipse_points(0.44, 0, 0.07, 0.09)), (base * 0.7).tolist())
+    _line(img, tf([[0.26, 0], [-0.38, 0]]), (base * 0.5).tolist(), lw)
+    _poly(img, tf(_ellipse_points(0.02, -0.1, 0.12, 0.05)), (base + 60).clip(0, 255).tolist())
+    if rng.random() < 0.3:
+        for _ in range(int(rng.integers(2, 6))):
+            px, py = rng.uniform(-0.3, 0.15), rng.uniform(-0.16, 0.16)
+            _poly(img, tf(_ellipse_points(px, py, 0.035, 0.035, 10)), (30, 30, 200))
+    return img
+
+
+def _cockroach(img: np.ndarray, tf, lw: int, rng: np.random.Generator) -> np.ndarray:
+    base = np.array(
+        rng.choice([(30, 60, 110), (20, 40, 80), (40, 80, 140), (25, 35, 60)]), np.float32
+    ) * rng.uniform(0.75, 1.3)
+    _legs(img, tf, 0.5, (base * 0.75).tolist(), lw, rng, spiny=True)
+    for s in (-1, 1):
+        curl = rng.uniform(0.3, 0.9)
+        t = np.linspace(0, 1, 10)[:, None]
+        ant = np.concatenate(
+            [
+                0.48 + t * rng.uniform(0.6, 0.95),
+                s * (0.04 + t * 0.3 * curl + (t**2) * 0.3 * curl),
+            ],
+            1,
+        )
+        _line(img, tf(ant), (base * 0.8).tolist(), lw)
+    for s in (-1, 1):
+        _line(img, tf([[-0.48, s * 0.04], [-0.6, s * 0.1]]), (base * 0.8).tolist(), lw)
+    _poly(img, tf(_ellipse_points(-0.08, 0, 0.44, 0.15)), base.tolist())
+    _line(img, tf([[0.28, 0], [-0.5, 0]]), (base * 0.7).tolist(), lw)
+    _poly(img, tf(_ellipse_points(0.35, 0, 0.12, 0.16)), (base * 1.25).clip(0, 255).tolist())
+    _poly(img, tf(_ellipse_points(0.36, 0, 0.07, 0.1)), (base * 0.8).tolist())
+    _poly(img, tf(_ellipse_points(0.47, 0, 0.04, 0.05)), (base * 0.6).tolist())
+    return img
+
+
+def _dragonfly(img: np.ndarray, tf, lw: int, rng: np.random.Generator) -> np.ndarray:
+    """Long thin abdomen, big eyes, four veined translucent wings."""
+    base = np.array(
+        rng.choice([(180, 120, 40), (40, 40, 190), (60, 150, 60), (40, 80, 120), (150, 150, 60)]),
+        np.float32,
+    ) * rng.uniform(0.75, 1.2)
+    wings = img.copy()
+    for x0, a in ((0.2, 1.35), (0.12, 1.75)):
+        for s in (-1, 1):
+            wl = rng.uniform(0.42, 0.55)
+            c = (x0 + 0.5 * wl * math.cos(a), s * 0.5 * wl * math.sin(a))
+            pts = _ellipse_points(0, 0, wl / 2, 0.055)
+            ang = s * a
+            rot = np.array([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]])
+            _poly(wings, tf(pts @ rot.T + c), (225, 225, 215))
+            vein = np.array([[-wl / 2, 0], [wl / 2, 0]]) @ rot.T + c
+            _line(img, tf(vein), (60, 60, 60), 1)
+    alpha = rng.uniform(0.3, 0.5)
+    img = img * (1 - alpha) + wings * alpha
+    _poly(img, tf(_ellipse_points(-0.22, 0, 0.34, 0.035)), base.tolist())
+    for k in range(6):
+        x = -0.5 + 0.09 * k
+        _line(img, tf([[x, -0.035], [x, 0.035]]), (base * 0.5).tolist(), 1)
+    _poly(img, tf(_ellipse_points(0.17, 0, 0.09, 0.065)), (base * 0.8).tolist())
+    for s in (-1, 1):
+        _poly(
+            img,
+            tf(_ellipse_points(0.28, s * 0.045, 0.05, 0.05)),
+            (base * 1.2).clip(0, 255).tolist(),
+        )
+    _legs(img, tf, 0.15, (30, 30, 30), 1, rng, xs=(0.2, 0.12))
+    return img
+
+
+_BODIES = {"beetles": _beetle, "cockroach": _cockroach, "dragonflies": _dragonfly}
+
+
 def _insect(rng: np.random.Generator, size: int, label: str) -> np.ndarray:
     img = _background(rng, size)
     length = size * rng.uniform(0.38, 0.62)
@@ -275,78 +355,7 @@ def _insect(rng: np.random.Generator, size: int, label: str) -> np.ndarray:
     center = (size / 2 + rng.normal(0, size * 0.08), size / 2 + rng.normal(0, size * 0.08))
     tf = lambda p: _transform(np.asarray(p, np.float64), angle, length, center)  # noqa: E731
     lw = max(1, round(size / 110))
-    if label == "beetles":
-        base = np.array(
-            rng.choice([(20, 20, 25), (30, 60, 30), (20, 40, 90), (60, 30, 20), (25, 45, 70)]),
-            np.float32,
-        ) * rng.uniform(0.7, 1.4)
-        _legs(img, tf, 0.32, (base * 0.7).tolist(), lw, rng)
-        for s in (-1, 1):
-            _line(img, tf([[0.46, s * 0.03], [0.56, s * 0.08], [0.6, s * 0.09]]), base.tolist(), lw)
-        _poly(img, tf(_ellipse_points(-0.06, 0, 0.34, 0.24)), base.tolist())
-        _poly(img, tf(_ellipse_points(0.3, 0, 0.11, 0.16)), (base * 0.85).tolist())
-        _poly(img, tf(_ellipse_points(0.44, 0, 0.07, 0.09)), (base * 0.7).tolist())
-        _line(img, tf([[0.26, 0], [-0.38, 0]]), (base * 0.5).tolist(), lw)
-        _poly(img, tf(_ellipse_points(0.02, -0.1, 0.12, 0.05)), (base + 60).clip(0, 255).tolist())
-        if rng.random() < 0.3:
-            for _ in range(int(rng.integers(2, 6))):
-                px, py = rng.uniform(-0.3, 0.15), rng.uniform(-0.16, 0.16)
-                _poly(img, tf(_ellipse_points(px, py, 0.035, 0.035, 10)), (30, 30, 200))
-    elif label == "cockroach":
-        base = np.array(
-            rng.choice([(30, 60, 110), (20, 40, 80), (40, 80, 140), (25, 35, 60)]), np.float32
-        ) * rng.uniform(0.75, 1.3)
-        _legs(img, tf, 0.5, (base * 0.75).tolist(), lw, rng, spiny=True)
-        for s in (-1, 1):
-            curl = rng.uniform(0.3, 0.9)
-            t = np.linspace(0, 1, 10)[:, None]
-            ant = np.concatenate(
-                [
-                    0.48 + t * rng.uniform(0.6, 0.95),
-                    s * (0.04 + t * 0.3 * curl + (t**2) * 0.3 * curl),
-                ],
-                1,
-            )
-            _line(img, tf(ant), (base * 0.8).tolist(), lw)
-        for s in (-1, 1):
-            _line(img, tf([[-0.48, s * 0.04], [-0.6, s * 0.1]]), (base * 0.8).tolist(), lw)
-        _poly(img, tf(_ellipse_points(-0.08, 0, 0.44, 0.15)), base.tolist())
-        _line(img, tf([[0.28, 0], [-0.5, 0]]), (base * 0.7).tolist(), lw)
-        _poly(img, tf(_ellipse_points(0.35, 0, 0.12, 0.16)), (base * 1.25).clip(0, 255).tolist())
-        _poly(img, tf(_ellipse_points(0.36, 0, 0.07, 0.1)), (base * 0.8).tolist())
-        _poly(img, tf(_ellipse_points(0.47, 0, 0.04, 0.05)), (base * 0.6).tolist())
-    else:  # dragonflies: long thin abdomen, big eyes, four veined translucent wings
-        base = np.array(
-            rng.choice(
-                [(180, 120, 40), (40, 40, 190), (60, 150, 60), (40, 80, 120), (150, 150, 60)]
-            ),
-            np.float32,
-        ) * rng.uniform(0.75, 1.2)
-        wings = img.copy()
-        for x0, a in ((0.2, 1.35), (0.12, 1.75)):
-            for s in (-1, 1):
-                wl = rng.uniform(0.42, 0.55)
-                c = (x0 + 0.5 * wl * math.cos(a), s * 0.5 * wl * math.sin(a))
-                pts = _ellipse_points(0, 0, wl / 2, 0.055)
-                ang = s * a
-                rot = np.array([[math.cos(ang), -math.sin(ang)], [math.sin(ang), math.cos(ang)]])
-                _poly(wings, tf(pts @ rot.T + c), (225, 225, 215))
-                vein = np.array([[-wl / 2, 0], [wl / 2, 0]]) @ rot.T + c
-                _line(img, tf(vein), (60, 60, 60), 1)
-        alpha = rng.uniform(0.3, 0.5)
-        img = img * (1 - alpha) + wings * alpha
-        _poly(img, tf(_ellipse_points(-0.22, 0, 0.34, 0.035)), base.tolist())
-        for k in range(6):
-            x = -0.5 + 0.09 * k
-            _line(img, tf([[x, -0.035], [x, 0.035]]), (base * 0.5).tolist(), 1)
-        _poly(img, tf(_ellipse_points(0.17, 0, 0.09, 0.065)), (base * 0.8).tolist())
-        for s in (-1, 1):
-            _poly(
-                img,
-                tf(_ellipse_points(0.28, s * 0.045, 0.05, 0.05)),
-                (base * 1.2).clip(0, 255).tolist(),
-            )
-        _legs(img, tf, 0.15, (30, 30, 30), 1, rng, xs=(0.2, 0.12))
+    img = _BODIES[label](img, tf, lw, rng)
     # occluding grass over some insects, then camera effects
     for _ in range(int(rng.integers(0, 3))):
         p0 = rng.uniform(0, size, 2)
@@ -369,11 +378,9 @@ def insect_image(rng: np.random.Generator, size: int, label: str):
 
 def write_sample(name: str, out: Path, spec: SampleSpec = SampleSpec()) -> dict[str, int]:
     """Write `out/{train,test}/<class>/*` (and `out/masks/...` for defects); returns counts."""
-    if name not in SAMPLES:
-        raise EdgeclsError(f"unknown sample dataset {name!r}: choose one of {', '.join(SAMPLES)}")
+    sample = SAMPLES.get(name)
     if spec.n_train < 1 or spec.n_test < 1 or spec.size < 32:
         raise EdgeclsError("sample sizes: --n-train and --n-test must be >= 1 and --size >= 32")
-    sample = SAMPLES[name]
     counts: dict[str, int] = {}
     for split_index, (split, n) in enumerate((("train", spec.n_train), ("test", spec.n_test))):
         for class_index, label in enumerate(sample.classes):

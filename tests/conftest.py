@@ -46,3 +46,18 @@ def insects_run(insects_data, tmp_path_factory) -> Path:
         )
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def int8_bundle(insects_run, tmp_path_factory) -> Path:
+    """The insect model exported with int8 TFLite and ONNX, once for every test file: tests
+    that change a bundle copy it first."""
+    from typer.testing import CliRunner
+
+    from edgecls.cli import app
+
+    out = tmp_path_factory.mktemp("bundle") / "insects"
+    args = ["export", str(insects_run), "--int8", "--out", str(out), "--calibration-size", "120"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return out

@@ -27,11 +27,8 @@ CLASSES = ["beetles", "cockroach", "dragonflies"]
 
 
 @pytest.fixture(scope="module")
-def bundle(insects_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("device") / "insects"
-    result = CliRunner().invoke(app, ["export", str(insects_run), "--int8", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out
+def bundle(int8_bundle):
+    return int8_bundle
 
 
 @pytest.fixture(scope="module")
@@ -288,7 +285,6 @@ def test_failed_artifact_is_refused_unless_allowed(bundle, known_video, tmp_path
     manifest = json.loads((failed / "manifest.json").read_text())
     for a in manifest["artifacts"]:
         if a["file"] == "model_int8.tflite":
-            a["parity"]["passed"] = False
             a["parity"]["failures"] = ["accuracy drop 5.00 points > 1.0"]
     (failed / "manifest.json").write_text(json.dumps(manifest))
     args = [
@@ -321,8 +317,17 @@ def test_a_bundle_never_checked_on_this_architecture_says_so(bundle, known_video
     assert f"parity was checked on riscv64, not on {platform.machine()}" in result.output
     assert "--record" in result.output
 
+    figures = {"accuracy": 0.5, "agreement": 0.5, "max_abs_prob_diff": 0.5, "runtime": "test"}
     manifest["parity"]["device_checks"] = [
-        {"architecture": platform.machine(), "board": "test bench", "date": "d", "passed": False}
+        {
+            "architecture": platform.machine(),
+            "board": "test bench",
+            "date": "d",
+            "data": "somewhere",
+            "n": 10,
+            "reference": "model_float32.tflite",
+            "artifacts": {"model_int8.tflite": {**figures, "failures": ["agreement 0.5 < 0.97"]}},
+        }
     ]
     (elsewhere / "manifest.json").write_text(json.dumps(manifest))
     result = CliRunner().invoke(app, args)
@@ -358,15 +363,15 @@ def test_missing_delegate_falls_back_with_one_warning_or_fails_under_strict(bund
 def test_auto_picks_the_fastest_passed_artifact_and_caches_it(bundle, monkeypatch, tmp_path):
     import edgecls.runtime.select as select
 
-    monkeypatch.setattr(select, "CACHE", tmp_path / "auto.json")
+    monkeypatch.setenv("EDGECLS_CACHE", str(tmp_path))
     b = load_bundle(bundle)
     first = select.choose(b)
     assert "fastest measured" in first.reason and "(cached)" not in first.reason
     for a in b.artifacts:
-        assert a["file"] in first.reason
+        assert a.file in first.reason
     again = select.choose(b)
-    assert "(cached)" in again.reason and again.artifact["file"] == first.artifact["file"]
-    assert select.choose(b, backend="onnxruntime").artifact["format"] == "onnx"
+    assert "(cached)" in again.reason and again.artifact.file == first.artifact.file
+    assert select.choose(b, backend="onnxruntime").artifact.format == "onnx"
 
 
 def test_benchmark_and_doctor(bundle, insects_data):

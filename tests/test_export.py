@@ -13,16 +13,6 @@ from edgecls.runtime.preprocess import load_image
 CLASSES = ["beetles", "cockroach", "dragonflies"]
 
 
-@pytest.fixture(scope="module")
-def int8_bundle(insects_run, tmp_path_factory):
-    out = tmp_path_factory.mktemp("bundle") / "insects"
-    result = CliRunner().invoke(
-        app, ["export", str(insects_run), "--int8", "--out", str(out), "--calibration-size", "120"]
-    )
-    assert result.exit_code == 0, result.output
-    return out
-
-
 def test_int8_bundle_holds_proven_artifacts(int8_bundle):
     files = {p.name for p in int8_bundle.iterdir()}
     assert {
@@ -36,16 +26,18 @@ def test_int8_bundle_holds_proven_artifacts(int8_bundle):
     } <= files
     assert not any(p.name.startswith(".") for p in int8_bundle.parent.iterdir())  # no temp left
     m = json.loads((int8_bundle / "manifest.json").read_text())
-    assert m["schema_version"] == 1 and m["labels"] == CLASSES
+    assert m["schema_version"] == 2 and m["labels"] == CLASSES
     assert m["input"]["height"] == 64 and m["input"]["color"] == "RGB"
+    assert m["input"]["preprocessing"] == "rgb8-stretch-area-linear-exact/2"
     by = {(a["format"], a["precision"]): a for a in m["artifacts"]}
     for a in m["artifacts"]:
         assert a["sha256"] == sha256(int8_bundle / a["file"])
         assert a["bytes"] == (int8_bundle / a["file"]).stat().st_size
-        assert {"accuracy", "accuracy_drop", "agreement", "max_abs_prob_diff", "passed"} <= set(
+        assert {"accuracy", "accuracy_drop", "agreement", "max_abs_prob_diff", "failures"} <= set(
             a["parity"]
         )
-        assert a["parity"]["passed"], a
+        assert "passed" not in a["parity"]  # derived from the failures, not stored twice
+        assert a["parity"]["failures"] == [], a
     for fmt in ("tflite", "onnx"):
         assert by[(fmt, "float32")]["parity"]["max_abs_prob_diff"] <= 1e-4
         assert by[(fmt, "int8")]["parity"]["accuracy_drop"] <= 1.0
@@ -113,11 +105,21 @@ def test_wrong_calibration_preprocessing_is_caught(insects_run, tmp_path, monkey
     assert "parity gate failed" in result.output
     m = json.loads((out / "manifest.json").read_text())
     by = {a["precision"]: a["parity"] for a in m["artifacts"]}
-    assert by["float32"]["passed"] and not by["int8"]["passed"]
+    assert not by["float32"]["failures"] and by["int8"]["failures"]
     assert "FAIL" in (out / "parity.md").read_text()
 
 
-def test_parity_command_rechecks_a_bundle_without_tensorflow(int8_bundle, insects_data):
+def strict_copy(bundle, dest):
+    """A copy of the bundle whose float32 gate is exact: the float32 ONNX artifact, 1e-7 away
+    from the float32 TFLite reference, then fails it for real."""
+    copy = shutil.copytree(bundle, dest)
+    m = json.loads((copy / "manifest.json").read_text())
+    m["parity"]["thresholds"]["float_tolerance"] = 0.0
+    (copy / "manifest.json").write_text(json.dumps(m))
+    return copy
+
+
+def test_parity_command_rechecks_a_bundle_without_tensorflow(int8_bundle, insects_data, tmp_path):
     import subprocess
     import sys
 
@@ -125,7 +127,7 @@ def test_parity_command_rechecks_a_bundle_without_tensorflow(int8_bundle, insect
         "import sys, json\n"
         "from edgecls.runtime.parity import check_bundle\n"
         f"r = check_bundle({str(int8_bundle)!r}, {str(insects_data / 'test')!r})\n"
-        "print(json.dumps([a['parity']['passed'] for a in r['artifacts']]))\n"
+        "print(json.dumps([f.passed for f in r.figures.values()]))\n"
         "print('tensorflow' in sys.modules)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -133,9 +135,10 @@ def test_parity_command_rechecks_a_bundle_without_tensorflow(int8_bundle, insect
     assert json.loads(passed) == [True] * 4
     assert tf_loaded == "False"
     result = CliRunner().invoke(
-        app, ["parity", str(int8_bundle), "--data", str(insects_data), "--min-agreement", "1.01"]
+        app, ["parity", str(strict_copy(int8_bundle, tmp_path / "b")), "--data", str(insects_data)]
     )
     assert result.exit_code == 1 and "parity gate failed" in result.output
+    assert "model_float32.onnx" in result.output and "max |Δprob|" in result.output
 
 
 def test_parity_record_says_where_the_bundle_was_checked(
@@ -144,24 +147,29 @@ def test_parity_record_says_where_the_bundle_was_checked(
     import os
     import platform
 
-    bundle = shutil.copytree(int8_bundle, tmp_path / "b")
+    bundle = strict_copy(int8_bundle, tmp_path / "b")
     hashes = {p.name: sha256(p) for p in bundle.iterdir() if p.suffix in (".tflite", ".onnx")}
     data = str(insects_data / "test")
 
     def manifest():
         return json.loads((bundle / "manifest.json").read_text())["parity"]
 
-    failing = ["parity", str(bundle), "--data", data, "--record", "--min-agreement", "1.01"]
+    failing = ["parity", str(bundle), "--data", data, "--record"]
     result = CliRunner().invoke(app, failing)
     assert result.exit_code == 1, result.output
     p = manifest()
     assert p["checked_on"] == [platform.machine()]  # a failed check does not count
-    assert not p["device_checks"][-1]["passed"] and "FAIL" in (bundle / "parity.md").read_text()
+    last = p["device_checks"][-1]["artifacts"].values()
+    assert any(a["failures"] for a in last) and "FAIL" in (bundle / "parity.md").read_text()
 
+    m = json.loads((bundle / "manifest.json").read_text())
+    m["parity"]["thresholds"]["float_tolerance"] = 1e-4  # the export's gate again
+    (bundle / "manifest.json").write_text(json.dumps(m))
     result = CliRunner().invoke(app, ["parity", str(bundle), "--data", data, "--record"])
     assert result.exit_code == 0, result.output
     check = manifest()["device_checks"][-1]
-    assert check["passed"] and check["architecture"] == platform.machine() and check["n"] == 150
+    assert not any(a["failures"] for a in check["artifacts"].values())
+    assert check["architecture"] == platform.machine() and check["n"] == 150
     assert check["artifacts"]["model_int8.tflite"]["runtime"].startswith("LiteRT")
     assert len(manifest()["device_checks"]) == 2
     assert hashes == {n: sha256(bundle / n) for n in hashes}  # artifacts untouched
@@ -196,7 +204,7 @@ def test_fp16_and_dynamic_artifacts(insects_run, tmp_path):
         ("onnx", "float16"),
     }
     for a in m["artifacts"]:
-        assert a["parity"]["passed"], a
+        assert a["parity"]["failures"] == [], a
         load_predictor(out / a["file"])
 
 

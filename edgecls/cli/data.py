@@ -35,14 +35,14 @@ def data_calibration(
         ..., "--from", help="labelled images (class folders or a split layout)"
     ),
     out: Path = typer.Option(Path("calibration_data"), help="where to copy the sample"),
-    n: int = typer.Option(200, "--size", help="number of images"),
+    n: int = typer.Option(200, "--size", min=1, help="number of images"),
     seed: int = typer.Option(0),
 ):
     """Pick a representative, class-balanced calibration set for int8 export."""
     from edgecls.export.calibration import MIN_RECOMMENDED, write_calibration_set
 
     written = write_calibration_set(from_, out, n, seed)
-    classes = sorted({p.parent.name for p in written})
+    classes = sorted({p.relative_to(out).parts[0] for p in written if p.parent != out})
     console.print(
         f"copied {len(written)} images from {len(classes)} classes to {out}", highlight=False
     )

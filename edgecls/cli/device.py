@@ -71,7 +71,7 @@ def run(
 def benchmark(
     bundle: Path = typer.Argument(..., help="bundle folder (export/NAME)"),
     data: Path | None = typer.Option(None, help="labelled images: adds accuracy per artifact"),
-    runs: int = typer.Option(50, help="timed runs per artifact after warm-up"),
+    runs: int = typer.Option(50, min=1, help="timed runs per artifact after warm-up"),
     threads: int | None = typer.Option(None, help="inference threads; default all cores"),
     delegate: str = typer.Option("auto", help="LiteRT delegate"),
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
@@ -102,6 +102,9 @@ def benchmark(
         ]
         table.add_row(*row, *([f"{r['accuracy']:.4f}"] if data else []))
     console.print(table)
+    for r in report["artifacts"]:
+        for w in r["warnings"]:
+            err.print(f"warning: {r['file']}: {w}", markup=False, highlight=False)
 
 
 @command()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import platform
 from pathlib import Path
 
 import typer
@@ -11,34 +12,15 @@ from rich.table import Table
 from edgecls.cli.common import command, console, err, fail, runtime_options
 
 
-def _parity_table(manifest: dict, title: str) -> None:
+def _parity_table(rows, title: str) -> None:
+    from edgecls.runtime.parity import PARITY_COLUMNS
+
     table = Table(title=title)
-    for col in (
-        "artifact",
-        "precision",
-        "size",
-        "accuracy",
-        "drop",
-        "agreement",
-        "max |Δp|",
-        "gate",
-    ):
-        table.add_column(
-            col, justify="left" if col in ("artifact", "precision", "gate") else "right"
-        )
-    for a in manifest["artifacts"]:
-        r = a["parity"]
-        gate = "[green]pass[/]" if r["passed"] else "[bold red]FAIL[/] " + "; ".join(r["failures"])
-        table.add_row(
-            a["file"],
-            a["precision"],
-            f"{a['bytes'] / 1024:,.0f} KiB",
-            f"{r['accuracy']:.4f}",
-            f"{r['accuracy_drop']:+.2f}",
-            f"{r['agreement']:.4f}",
-            f"{r['max_abs_prob_diff']:.1e}",
-            gate,
-        )
+    for col in PARITY_COLUMNS:
+        left = col in ("artifact", "precision", "gate")
+        table.add_column(col, justify="left" if left else "right")
+    for row in rows:
+        table.add_row(*row.cells(markdown=False))
     console.print(table)
 
 
@@ -57,22 +39,23 @@ def export(
     calibration: Path | None = typer.Option(
         None, help="calibration images; default calibration_data/, else the run's training split"
     ),
-    calibration_size: int = typer.Option(200, help="class-balanced calibration sample size"),
+    calibration_size: int = typer.Option(200, min=1, help="class-balanced calibration sample size"),
     eval_data: Path | None = typer.Option(
         None, help="labelled images for parity; default the run's test split"
     ),
     labels: Path | None = typer.Option(None, help="labels.txt for a bare .keras file"),
     max_drop: float = typer.Option(
-        1.0, help="gate: most accuracy points a quantized artifact may lose"
+        1.0, min=0.0, max=100.0, help="gate: most accuracy points a quantized artifact may lose"
     ),
     min_agreement: float = typer.Option(
-        0.97, help="gate: least top-1 agreement with the float model"
+        0.97, min=0.0, max=1.0, help="gate: least top-1 agreement with the float model"
     ),
     seed: int = typer.Option(0),
 ):
     """Export TFLite and ONNX artifacts with a parity gate against the float model."""
     from edgecls.export import ExportConfig, export_bundle
-    from edgecls.runtime.parity import ParityThresholds
+    from edgecls.runtime.manifest import ParityThresholds
+    from edgecls.runtime.parity import parity_rows
 
     precisions = (
         ("float32",)
@@ -95,12 +78,11 @@ def export(
         thresholds=ParityThresholds(max_drop=max_drop, min_agreement=min_agreement),
     )
     result = export_bundle(config, console)
-    _parity_table(
-        result.manifest, f"{result.out} (parity on {result.manifest['parity']['n']} images)"
-    )
+    m = result.manifest
+    _parity_table(parity_rows(m.artifacts), f"{result.out} (parity on {m.parity.n} images)")
     console.print(f"bundle: {result.out}  (manifest.json, parity.md, labels.txt)")
     if not result.passed:
-        failed = [a["file"] for a in result.manifest["artifacts"] if not a["parity"]["passed"]]
+        failed = [a.file for a in m.artifacts if not a.passed]
         fail(
             f"parity gate failed for {', '.join(failed)}; see {result.out / 'parity.md'}",
             code=1,
@@ -111,8 +93,12 @@ def export(
 def parity(
     bundle: Path = typer.Argument(..., help="bundle folder (export/NAME)"),
     data: Path = typer.Option(..., help="labelled images: DIR/<class>/* or a split layout"),
-    max_drop: float | None = typer.Option(None, help="default: the bundle's threshold"),
-    min_agreement: float | None = typer.Option(None, help="default: the bundle's threshold"),
+    max_drop: float | None = typer.Option(
+        None, min=0.0, max=100.0, help="default: the bundle's threshold"
+    ),
+    min_agreement: float | None = typer.Option(
+        None, min=0.0, max=1.0, help="default: the bundle's threshold"
+    ),
     as_json: bool = typer.Option(False, "--json", help="print the figures as JSON"),
     delegate: str = typer.Option("auto", help="LiteRT delegate, as for `edgecls run`"),
     threads: int | None = typer.Option(None, help="inference threads; default all cores"),
@@ -128,15 +114,13 @@ def parity(
         bundle, data, max_drop=max_drop, min_agreement=min_agreement, options=options
     )
     if as_json:
-        print(json.dumps(report, indent=2))
+        print(json.dumps(report.to_dict(), indent=2))
     else:
         _parity_table(
-            report,
-            f"{bundle} on {data} ({report['parity']['n']} images, "
-            f"{report['parity']['checked_on'][0]})",
+            report.rows, f"{bundle} on {data} ({len(report.y_true)} images, {platform.machine()})"
         )
     if record:
-        path = record_check(bundle, report)
+        path = record_check(report)
         (err if as_json else console).print(f"recorded in {path}", highlight=False)
-    if not all(a["parity"]["passed"] for a in report["artifacts"]):
+    if not report.passed:
         fail("parity gate failed on this data", code=1)

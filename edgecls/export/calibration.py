@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecls.errors import EdgeclsError
-from edgecls.runtime.preprocess import is_image_file, read_image, resize
+from edgecls.runtime.preprocess import InputSpec, is_image_file
 
 MIN_RECOMMENDED = 100
 
@@ -50,12 +50,13 @@ def round_robin(groups: dict, n: int, seed: int = 0) -> list[Path]:
     return picked
 
 
-def load_calibration(paths: list[Path], size: tuple[int, int]) -> tuple[np.ndarray, list[Path]]:
-    """uint8 images through `resize`; unreadable files are skipped and returned."""
+def load_calibration(paths: list[Path], spec: InputSpec) -> tuple[np.ndarray, list[Path]]:
+    """uint8 images through the model's own input path; unreadable files are skipped and
+    returned."""
     images, skipped = [], []
     for p in paths:
         try:
-            images.append(resize(read_image(p), size))
+            images.append(spec.load_image(p))
         except EdgeclsError:
             skipped.append(p)
     if not images:
@@ -67,13 +68,31 @@ def load_calibration(paths: list[Path], size: tuple[int, int]) -> tuple[np.ndarr
 
 
 def write_calibration_set(source: Path, out: Path, n: int = 200, seed: int = 0) -> list[Path]:
-    """`edgecls data calibration`: copy a balanced sample to out/<class>/, keeping a README."""
+    """`edgecls data calibration`: copy a balanced sample to out/<class>/<relative path>, keeping
+    nested folders, never overwriting a file that is already there."""
+    if n < 1:
+        raise EdgeclsError(f"--size {n}: must be at least 1")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise EdgeclsError(f"--out {out}: is a file; give a folder for the calibration set")
+    source = Path(source)
+    root = source / "train" if (source / "train").is_dir() else source
     picked = balanced_sample(source, n, seed)
-    out.mkdir(parents=True, exist_ok=True)
+    plan = [(p, out / p.relative_to(root)) for p in picked]
+    taken = [str(dest) for _, dest in plan if dest.exists()]
+    if taken:
+        raise EdgeclsError(
+            f"--out {out}: already holds {taken[0]} (and {len(taken) - 1} more of the files to "
+            "copy); give an empty folder"
+        )
     written = []
-    for p in picked:
-        dest = out / p.parent.name / p.name
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(p, dest)
-        written.append(dest)
+    try:
+        for p, dest in plan:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(p, dest)
+            written.append(dest)
+    except OSError as exc:
+        raise EdgeclsError(
+            f"--out {out}: cannot copy ({exc.strerror or exc}) after {len(written)} files"
+        ) from None
     return written

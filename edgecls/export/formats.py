@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from edgecls.registry import Registry
+
 PRECISIONS = ("float32", "float16", "dynamic", "int8")
 FORMATS = ("tflite", "onnx")
 
@@ -18,17 +20,13 @@ class ArtifactFormat:
     needs_calibration: bool = False
 
 
-ARTIFACT_FORMATS: dict[tuple[str, str], ArtifactFormat] = {}
+ARTIFACT_FORMATS: Registry[ArtifactFormat] = Registry("export format")
 
 
 def register_format(fmt: str, precision: str, file: str, needs_calibration: bool = False):
-    def deco(fn):
-        ARTIFACT_FORMATS[(fmt, precision)] = ArtifactFormat(
-            fmt, precision, file, fn, needs_calibration
-        )
-        return fn
-
-    return deco
+    return ARTIFACT_FORMATS.register(
+        (fmt, precision), lambda fn: ArtifactFormat(fmt, precision, file, fn, needs_calibration)
+    )
 
 
 def planned(formats: tuple[str, ...], precisions: tuple[str, ...]) -> list[ArtifactFormat]:

@@ -10,6 +10,7 @@ so metrics, parity, benchmark and the camera loop never special-case a format.
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,7 +20,9 @@ from typing import Protocol
 import numpy as np
 
 from edgecls.errors import EdgeclsError
+from edgecls.registry import Registry
 from edgecls.runtime.delegates import choose_delegate
+from edgecls.runtime.tflite_metadata import read_metadata
 
 
 class Predictor(Protocol):
@@ -27,6 +30,7 @@ class Predictor(Protocol):
     input_size: tuple[int, int]
     description: str  # what actually runs: runtime, delegate or providers, threads
     warnings: list[str]
+    metadata: dict | None  # what the artifact says about itself (labels, input spec)
 
     def predict(self, batch: np.ndarray) -> np.ndarray: ...
 
@@ -54,19 +58,15 @@ class Backend:
     loader: Callable[..., Predictor] | str  # "module:attr" for backends that live outside runtime/
 
 
-BACKENDS: dict[str, Backend] = {}
+BACKENDS: Registry[Backend] = Registry("backend")
 
 
 def register_backend(name: str, suffixes: tuple[str, ...]):
-    def deco(cls):
-        BACKENDS[name] = Backend(name, suffixes, cls)
-        return cls
-
-    return deco
+    return BACKENDS.register(name, lambda cls: Backend(name, suffixes, cls))
 
 
 # The float Keras model needs TensorFlow, which never comes to the board: it is looked up lazily.
-BACKENDS["keras"] = Backend("keras", (".keras",), "edgecls.keras_predictor:KerasPredictor")
+BACKENDS.add("keras", Backend("keras", (".keras",), "edgecls.keras_predictor:KerasPredictor"))
 
 
 def backend_for(path: Path) -> Backend:
@@ -115,6 +115,17 @@ def dequantize(values: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
 
 
 LOGITS = "logits"  # an output of this name gets the softmax here (see export.context)
+METADATA_KEY = "edgecls"  # the artifact's own metadata entry (see export.metadata)
+
+
+def _metadata(raw: bytes | str | None, path: Path) -> dict | None:
+    if raw is None:
+        return None
+    try:
+        meta = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise EdgeclsError(f"{path}: its edgecls metadata is not valid JSON; re-export") from None
+    return meta if isinstance(meta, dict) else None
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -214,6 +225,10 @@ class LiteRTPredictor:
             "output": _io(out["dtype"], *out["quantization"], self.logits),
         }
         self.warnings = [choice.warning] if choice.warning else []
+        try:
+            self.metadata = _metadata(read_metadata(path.read_bytes(), METADATA_KEY), path)
+        except ValueError as exc:
+            raise EdgeclsError(f"{path}: {exc}") from None
         self.description = (
             f"LiteRT ({source}), delegate {choice.description}, {options.num_threads} threads"
         )
@@ -309,6 +324,8 @@ class OnnxRuntimePredictor:
             "output": _io(out_type, 0.0, 0, self.logits),
         }
         active = self.session.get_providers()
+        custom = self.session.get_modelmeta().custom_metadata_map
+        self.metadata = _metadata(custom.get(METADATA_KEY), path)
         self.warnings = []
         if options.providers and options.providers[0] not in active:
             self.warnings.append(f"{options.providers[0]} not available; running on {active[0]}")
@@ -325,19 +342,3 @@ class OnnxRuntimePredictor:
             for i in range(0, len(batch), chunk)
         ]
         return _probabilities(outputs, self.logits)
-
-
-def check_outputs(predictor, labels: list[str], model: Path) -> None:
-    """A model whose output count differs from its labels would label frames wrongly: refuse it."""
-    probe = predictor.predict(np.zeros((1, *predictor.input_size, 3), np.uint8))
-    if probe.shape[-1] != len(labels):
-        raise EdgeclsError(f"{model} has {probe.shape[-1]} outputs but {len(labels)} labels")
-
-
-def load_labels(path: Path) -> list[str]:
-    if not path.is_file():
-        raise EdgeclsError(f"{path}: labels file not found (one class name per line)")
-    labels = [line.strip() for line in path.read_text().splitlines() if line.strip()]
-    if len(labels) < 2:
-        raise EdgeclsError(f"{path}: needs at least two labels, one per line")
-    return labels

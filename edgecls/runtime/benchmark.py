@@ -8,7 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecls.runtime.backends import RuntimeOptions, load_predictor
+from edgecls.errors import EdgeclsError
+from edgecls.runtime.backends import RuntimeOptions
 from edgecls.runtime.bundle import load_bundle
 from edgecls.runtime.select import measure_latency
 
@@ -22,30 +23,27 @@ def benchmark_bundle(
 ) -> dict:
     bundle = load_bundle(bundle_dir)
     images = labels = None
+    if runs < 1 or warmup < 0:
+        raise EdgeclsError(f"--runs {runs}: must be at least 1")
     if data is not None:
         from edgecls.folders import load_eval_split
-        from edgecls.runtime.preprocess import load_batch
 
         split, _ = load_eval_split(Path(data), bundle.labels)
-        spec = bundle.input_spec
-        images, labels = (
-            load_batch(split.paths, (spec.height, spec.width)),
-            np.asarray(split.labels),
-        )
+        images, labels = bundle.input_spec.load_batch(split.paths), np.asarray(split.labels)
     rows = []
     for a in bundle.artifacts:
-        path = bundle.verified_path(a, allow_failed=True)
         t0 = time.perf_counter()
-        predictor = load_predictor(path, options)
+        predictor = bundle.load(a, options, allow_failed=True)
         load_ms = (time.perf_counter() - t0) * 1000
         lat = measure_latency(predictor, runs=runs, warmup=warmup)
         row = {
-            "file": a["file"],
-            "format": a["format"],
-            "precision": a["precision"],
-            "bytes": a["bytes"],
-            "parity_passed": a["parity"]["passed"],
+            "file": a.file,
+            "format": a.format,
+            "precision": a.precision,
+            "bytes": a.bytes,
+            "parity_passed": a.passed,
             "runtime": predictor.description,
+            "warnings": list(predictor.warnings),  # e.g. a delegate that fell back to the CPU
             "load_ms": round(load_ms, 2),
             **{f"p{q}_ms": round(float(np.percentile(lat, q)), 3) for q in (50, 90, 99)},
             "fps": round(1000.0 / float(np.median(lat)), 1),

@@ -1,18 +1,16 @@
-"""Reading a bundle on the device: the manifest, sha256 checks, and which artifacts may run."""
+"""A bundle on the device: its validated manifest, and artifacts that load only when their bytes
+are the ones parity proved and their own metadata agrees with the manifest."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import platform
 from dataclasses import dataclass
 from pathlib import Path
 
 from edgecls.errors import EdgeclsError
+from edgecls.runtime.manifest import Artifact, Manifest, check_embedded, load_manifest
 from edgecls.runtime.preprocess import InputSpec
-
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
 
 
 def sha256(path: Path) -> str:
@@ -23,90 +21,81 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-@dataclass
+@dataclass(frozen=True)
 class Bundle:
     root: Path
-    manifest: dict
+    manifest: Manifest
 
     @property
     def labels(self) -> list[str]:
-        return list(self.manifest["labels"])
+        return list(self.manifest.labels)
 
     @property
     def input_spec(self) -> InputSpec:
-        return InputSpec.from_dict(self.manifest["input"])
+        return self.manifest.input
 
     @property
-    def artifacts(self) -> list[dict]:
-        return list(self.manifest["artifacts"])
+    def artifacts(self) -> tuple[Artifact, ...]:
+        return self.manifest.artifacts
 
-    def artifact(self, file: str) -> dict:
-        for a in self.artifacts:
-            if a["file"] == file or Path(file).name == a["file"]:
-                return a
-        raise EdgeclsError(
-            f"{self.root}: no artifact {file!r} in the manifest "
-            f"(has: {', '.join(a['file'] for a in self.artifacts)})"
-        )
+    def artifact(self, file: str) -> Artifact:
+        return self.manifest.artifact(file)
 
-    def verified_path(self, artifact: dict, allow_failed: bool = False) -> Path:
-        """The artifact's path, only if its bytes are the ones the parity check proved."""
-        path = self.root / artifact["file"]
+    def verified_path(self, artifact: Artifact, allow_failed: bool = False) -> Path:
+        """The artifact's path, only if it lies in the bundle and its bytes are the ones the
+        parity check proved (and, unless allowed, it passed that check)."""
+        path = self.root / artifact.file
+        if path.is_symlink() or not path.resolve().is_relative_to(self.root.resolve()):
+            raise EdgeclsError(f"{path}: points outside the bundle folder; copy the whole bundle")
         if not path.is_file():
             raise EdgeclsError(f"{path}: listed in the manifest but missing; copy the whole bundle")
-        if sha256(path) != artifact["sha256"]:
+        if sha256(path) != artifact.sha256:
             raise EdgeclsError(
                 f"{path}: sha256 differs from the manifest (corrupt or altered copy); "
                 "copy the bundle again"
             )
-        if not artifact.get("parity", {}).get("passed", False) and not allow_failed:
+        if not artifact.passed and not allow_failed:
             raise EdgeclsError(
                 f"{path}: failed its parity gate at export "
-                f"({'; '.join(artifact['parity'].get('failures', []))}); "
+                f"({'; '.join(artifact.parity.failures)}); "
                 "re-export, or pass --allow-failed to run it anyway"
             )
         return path
+
+    def load(self, artifact: Artifact, options=None, allow_failed: bool = False):
+        """A Predictor for the artifact, refused before the first frame if it is not the model
+        the manifest describes (labels, input size and preprocessing, output count)."""
+        from edgecls.runtime.backends import RuntimeOptions, load_predictor
+
+        path = self.verified_path(artifact, allow_failed)
+        predictor = load_predictor(path, options or RuntimeOptions())
+        check_embedded(self.root, artifact, predictor.metadata, self.manifest)
+        if tuple(predictor.input_size) != self.input_spec.size:
+            raise EdgeclsError(
+                f"{path}: takes {predictor.input_size[0]}x{predictor.input_size[1]} images but "
+                f"the manifest says {self.input_spec.height}x{self.input_spec.width}; re-export"
+            )
+        return predictor
 
     def unchecked_here(self) -> str | None:
         """Why this machine's results are unproven, if they are: kernels differ between
         architectures, so a parity check elsewhere does not carry over by itself."""
         here = platform.machine()
-        parity = self.manifest.get("parity", {})
-        checked = parity.get("checked_on", [])
-        if here in checked:
+        parity = self.manifest.parity
+        if here in parity.checked_on:
             return None
-        failed = [
-            c
-            for c in parity.get("device_checks", [])
-            if c["architecture"] == here and not c["passed"]
-        ]
+        failed = [c for c in parity.device_checks if c.architecture == here and not c.passed]
         if failed:
             return (
-                f"parity FAILED on {here} ({failed[-1]['board']}, {failed[-1]['date']}); "
+                f"parity FAILED on {here} ({failed[-1].board}, {failed[-1].date}); "
                 f"see {self.root / 'parity.md'}"
             )
         return (
-            f"parity was checked on {', '.join(checked) or 'no machine'}, not on {here}; run "
-            f"`edgecls parity {self.root} --data DIR --record` here to prove it"
+            f"parity was checked on {', '.join(parity.checked_on) or 'no machine'}, not on "
+            f"{here}; run `edgecls parity {self.root} --data DIR --record` here to prove it"
         )
 
 
 def load_bundle(root: Path) -> Bundle:
     root = Path(root)
-    path = root / MANIFEST
-    if not path.is_file():
-        raise EdgeclsError(f"{root}: not a bundle (no {MANIFEST}); make one with `edgecls export`")
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise EdgeclsError(f"{path}: not valid JSON ({exc})") from None
-    version = manifest.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise EdgeclsError(
-            f"{path}: schema version {version} is not supported "
-            f"(this edgecls reads {SCHEMA_VERSION}); upgrade edgecls on this machine"
-        )
-    for key in ("labels", "input", "artifacts"):
-        if key not in manifest:
-            raise EdgeclsError(f"{path}: manifest has no {key!r}")
-    return Bundle(root, manifest)
+    return Bundle(root, load_manifest(root))

@@ -18,9 +18,8 @@ import cv2
 import numpy as np
 
 from edgecls.errors import EdgeclsError
-from edgecls.runtime.backends import RuntimeOptions, load_predictor
+from edgecls.runtime.backends import RuntimeOptions
 from edgecls.runtime.bundle import load_bundle
-from edgecls.runtime.preprocess import frame_to_input
 from edgecls.runtime.select import choose
 from edgecls.runtime.sources import CaptureSettings, SourceEnded, open_source
 
@@ -91,12 +90,23 @@ class _Stop:
 
     def __init__(self):
         self.event = threading.Event()
+        self._also: list[threading.Event] = []
         self._previous = {}
+
+    def follow(self, event: threading.Event | None) -> None:
+        """Also set `event` (a live source's own) on a signal, so its waits end too."""
+        if event is not None and event is not self.event:
+            self._also.append(event)
+
+    def _set(self, *_):
+        self.event.set()
+        for event in self._also:
+            event.set()
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, lambda *_: self.event.set())
+                self._previous[sig] = signal.signal(sig, self._set)
         return self.event
 
     def __exit__(self, *exc):
@@ -193,18 +203,22 @@ def run(config: RunConfig, out=None, log=None, source=None) -> Summary:
             f"--save-labels {','.join(unknown)}: not in the bundle's labels "
             f"({', '.join(bundle.labels)})"
         )
-    choice = choose(bundle, config.backend, config.artifact, config.runtime, config.allow_failed)
-    predictor = load_predictor(choice.path, config.runtime)
+    choice = choose(
+        bundle, config.backend, config.artifact, config.runtime, config.allow_failed, log=log
+    )
+    predictor = choice.predictor
     for w in [*predictor.warnings, bundle.unchecked_here()]:
         if w:
             log(f"warning: {w}")
     labels = bundle.labels
-    size = (bundle.input_spec.height, bundle.input_spec.width)
-    source = source or open_source(config.source, config.capture)
+    spec = bundle.input_spec
+    stopper = _Stop()
+    source = source or open_source(config.source, config.capture, stopper.event)
+    stopper.follow(getattr(source, "stop", None))
     log(
-        f"running {choice.artifact['file']} "
-        f"({choice.artifact['format']} {choice.artifact['precision']}, "
-        f"parity {'passed' if choice.artifact['parity']['passed'] else 'FAILED'}) "
+        f"running {choice.artifact.file} "
+        f"({choice.artifact.format} {choice.artifact.precision}, "
+        f"parity {'passed' if choice.artifact.passed else 'FAILED'}) "
         f"on {predictor.description}; "
         f"chosen: {choice.reason}; source: {source.name}"
     )
@@ -213,7 +227,7 @@ def run(config: RunConfig, out=None, log=None, source=None) -> Summary:
     outputs = _Outputs(config, log)
     start = last_status = time.perf_counter()
     try:
-        with _Stop() as stop:
+        with stopper as stop:
             while not stop.is_set():
                 if config.max_frames is not None and summary.classified >= config.max_frames:
                     break
@@ -228,7 +242,7 @@ def run(config: RunConfig, out=None, log=None, source=None) -> Summary:
                 if frame.index % config.every:
                     continue
                 t0 = time.perf_counter()
-                probs = predictor.predict(frame_to_input(frame.image, size)[None])[0]
+                probs = predictor.predict(spec.frame_to_input(frame.image)[None])[0]
                 latency = (time.perf_counter() - t0) * 1000
                 summary.classified += 1
                 summary.latencies_ms.append(latency)
@@ -273,5 +287,7 @@ def run(config: RunConfig, out=None, log=None, source=None) -> Summary:
         summary.reconnects = getattr(source, "reconnects", 0)
         source.close()
         outputs.close()
+        if getattr(source, "ended_early", None):
+            log(f"warning: {source.ended_early}")
         log(summary.text())
     return summary

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 
 from edgecls.errors import EdgeclsError
+from edgecls.registry import Registry
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -23,8 +24,43 @@ cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
 
 
 @dataclass(frozen=True)
+class Preprocessing:
+    """One version of the input path: how a decoded RGB image becomes the model's pixels."""
+
+    id: str
+    interpolation: int  # the final resize, after area-averaging by the largest integer factor
+    legacy_resize: str  # how config.json / manifests before identifiers described it
+
+
+PREPROCESSING: Registry[Preprocessing] = Registry("preprocessing")
+for _p in (
+    # edgecls 0.1 before 2026-11-23: INTER_LINEAR rounds differently on ARM NEON and x86
+    Preprocessing(
+        "rgb8-stretch-area-linear/1",
+        cv2.INTER_LINEAR,
+        "stretch: cv2.INTER_AREA by the largest integer factor, then cv2.INTER_LINEAR",
+    ),
+    Preprocessing(
+        "rgb8-stretch-area-linear-exact/2",
+        cv2.INTER_LINEAR_EXACT,
+        "stretch: cv2.INTER_AREA by the largest integer factor, then cv2.INTER_LINEAR_EXACT",
+    ),
+):
+    PREPROCESSING.add(_p.id, _p)
+CURRENT = "rgb8-stretch-area-linear-exact/2"
+
+
+def preprocessing_from_legacy(resize_text: str) -> str:
+    """The identifier of a run or bundle written before identifiers existed."""
+    for p in PREPROCESSING.values():
+        if p.legacy_resize == resize_text:
+            return p.id
+    raise EdgeclsError(f"unknown resize description {resize_text!r}: retrain with this edgecls")
+
+
+@dataclass(frozen=True)
 class InputSpec:
-    """What the model expects; recorded in config.json and the bundle manifest."""
+    """What the model expects; recorded in config.json, the bundle manifest and each artifact."""
 
     height: int
     width: int
@@ -33,19 +69,41 @@ class InputSpec:
     layout: str = "NHWC"
     dtype: str = "uint8"
     value_range: tuple[int, int] = (0, 255)
-    resize: str = (
-        "stretch: cv2.INTER_AREA by the largest integer factor, then cv2.INTER_LINEAR_EXACT"
-    )
+    preprocessing: str = CURRENT
+
+    def __post_init__(self):
+        if self.height < 1 or self.width < 1:
+            raise ValueError(f"input size {self.height}x{self.width} must be positive")
+        fixed = {"channels": 3, "color": "RGB", "layout": "NHWC", "dtype": "uint8"}
+        for name, want in fixed.items():
+            if getattr(self, name) != want:
+                raise ValueError(f"input {name} {getattr(self, name)!r}: edgecls feeds {want!r}")
+        if tuple(self.value_range) != (0, 255):
+            raise ValueError(f"input value_range {self.value_range}: edgecls feeds [0, 255]")
+        if self.preprocessing not in PREPROCESSING:
+            raise ValueError(
+                f"preprocessing {self.preprocessing!r} is not known to this edgecls (knows "
+                f"{PREPROCESSING.choices()}): upgrade edgecls here or re-export the bundle"
+            )
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return (self.height, self.width)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "value_range": list(self.value_range)}
 
-    @classmethod
-    def from_dict(cls, d: dict) -> InputSpec:
-        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        if "value_range" in known:
-            known["value_range"] = tuple(known["value_range"])
-        return cls(**known)
+    def resize(self, image: np.ndarray) -> np.ndarray:
+        return resize(image, self.size, self.preprocessing)
+
+    def load_image(self, path: str | Path) -> np.ndarray:
+        return self.resize(read_image(path))
+
+    def load_batch(self, paths: list[Path]) -> np.ndarray:
+        return load_batch(paths, self.size, self.preprocessing)
+
+    def frame_to_input(self, frame: np.ndarray) -> np.ndarray:
+        return frame_to_input(frame, self.size, self.preprocessing)
 
 
 def is_image_file(path: Path) -> bool:
@@ -100,7 +158,7 @@ def read_image(path: str | Path) -> np.ndarray:
     return image
 
 
-def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def resize(image: np.ndarray, size: tuple[int, int], preprocessing: str = CURRENT) -> np.ndarray:
     """Resize to (height, width), stretching: the one resize every path uses.
 
     Area-averaging by the largest integer factor removes aliasing; bilinear does the rest. It looks
@@ -117,23 +175,28 @@ def resize(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         image = cv2.resize(
             image, (image.shape[1] // k, image.shape[0] // k), interpolation=cv2.INTER_AREA
         )
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR_EXACT)
+    interpolation = PREPROCESSING.get(preprocessing).interpolation
+    return cv2.resize(image, (width, height), interpolation=interpolation)
 
 
-def load_image(path: str | Path, size: tuple[int, int]) -> np.ndarray:
+def load_image(path: str | Path, size: tuple[int, int], preprocessing: str = CURRENT) -> np.ndarray:
     """Read and resize a file: what training, evaluation and calibration feed the model."""
-    return resize(read_image(path), size)
+    return resize(read_image(path), size, preprocessing)
 
 
-def frame_to_input(frame_bgr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def frame_to_input(
+    frame_bgr: np.ndarray, size: tuple[int, int], preprocessing: str = CURRENT
+) -> np.ndarray:
     """A camera/video frame (BGR, as OpenCV delivers it) as the model's RGB input. Resizing first
     and swapping channels after gives the same pixels for less work."""
     if frame_bgr.dtype == np.uint8 and frame_bgr.ndim == 3 and frame_bgr.shape[2] == 3:
-        return cv2.cvtColor(resize(frame_bgr, size), cv2.COLOR_BGR2RGB)
-    return resize(to_rgb8(frame_bgr), size)
+        return cv2.cvtColor(resize(frame_bgr, size, preprocessing), cv2.COLOR_BGR2RGB)
+    return resize(to_rgb8(frame_bgr), size, preprocessing)
 
 
-def load_batch(paths: list[Path], size: tuple[int, int]) -> np.ndarray:
+def load_batch(
+    paths: list[Path], size: tuple[int, int], preprocessing: str = CURRENT
+) -> np.ndarray:
     if not paths:
         return np.zeros((0, *size, 3), dtype=np.uint8)
-    return np.stack([load_image(p, size) for p in paths])
+    return np.stack([load_image(p, size, preprocessing) for p in paths])

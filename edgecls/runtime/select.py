@@ -1,6 +1,7 @@
-"""Which artifact runs: among those that passed parity, ONNX on CUDA/TensorRT where present, else
-the fastest by a short measured warm-up on this machine (cached per machine and bundle). int8
-beats float32 on ARM boards but not on every x86 CPU, so it is measured, never assumed."""
+"""Which artifact runs: among those that passed parity, ONNX on TensorRT/CUDA where present (int8
+first on TensorRT), else the fastest by a short measured warm-up on this machine (cached per
+machine and bundle). int8 beats float32 on ARM boards but not on every x86 CPU, so it is
+measured, never assumed."""
 
 from __future__ import annotations
 
@@ -15,19 +16,18 @@ from pathlib import Path
 import numpy as np
 
 from edgecls.errors import EdgeclsError
-from edgecls.runtime.backends import RuntimeOptions, load_predictor
+from edgecls.runtime.backends import RuntimeOptions
 from edgecls.runtime.bundle import Bundle
+from edgecls.runtime.manifest import Artifact
+from edgecls.schema import write_json_atomic
 
 BACKEND_FORMATS = {"litert": "tflite", "onnxruntime": "onnx"}
-CACHE = (
-    Path(os.environ.get("EDGECLS_CACHE", Path.home() / ".cache" / "edgecls")) / "auto-backend.json"
-)
 
 
 @dataclass
 class Choice:
-    artifact: dict
-    path: Path
+    artifact: Artifact
+    predictor: object  # the loaded Predictor, checked against the manifest
     reason: str
 
 
@@ -45,7 +45,7 @@ def measure_latency(predictor, runs: int = 20, warmup: int = 3) -> np.ndarray:
 
 
 def _cache_key(bundle: Bundle, options: RuntimeOptions) -> str:
-    shas = "".join(a["sha256"] for a in bundle.artifacts)
+    shas = "".join(a.sha256 for a in bundle.artifacts)
     ident = "|".join(
         map(
             str,
@@ -74,6 +74,72 @@ def _gpu_providers() -> list[str]:
     ]
 
 
+def _cache_path() -> Path:
+    base = os.environ.get("EDGECLS_CACHE") or Path.home() / ".cache" / "edgecls"
+    return Path(base) / "auto-backend.json"
+
+
+def read_cache(log) -> dict:
+    """The measured latencies; a missing, unreadable or corrupt cache (a full disk, a power cut)
+    is a warning and a fresh measurement, never a failed start."""
+    path = _cache_path()
+    try:
+        cache = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        log(f"warning: ignoring the backend cache {path} ({exc}); measuring again")
+        return {}
+    if not isinstance(cache, dict):
+        log(f"warning: ignoring the backend cache {path} (not a JSON object); measuring again")
+        return {}
+    return cache
+
+
+def write_cache(cache: dict, log) -> None:
+    path = _cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(path, cache)
+    except OSError as exc:
+        log(
+            f"warning: cannot write the backend cache {path} ({exc.strerror or exc}); the next "
+            "start measures again (set EDGECLS_CACHE to a writable folder)"
+        )
+
+
+def _candidates(bundle: Bundle, backend: str, options, allow_failed: bool) -> list[Artifact]:
+    if backend != "auto" and backend not in BACKEND_FORMATS:
+        raise EdgeclsError(f"--backend {backend!r}: choose auto, {', '.join(BACKEND_FORMATS)}")
+    if backend == "auto" and options.delegate != "auto":
+        backend = "litert"  # delegates exist only for LiteRT
+    candidates = [a for a in bundle.artifacts if allow_failed or a.passed]
+    if backend != "auto":
+        candidates = [a for a in candidates if a.format == BACKEND_FORMATS[backend]]
+    if not candidates:
+        raise EdgeclsError(
+            f"{bundle.root}: no artifact {'for ' + backend + ' ' if backend != 'auto' else ''}"
+            "passed its parity gate; re-export, or pass --allow-failed"
+        )
+    return candidates
+
+
+def _gpu_choice(bundle, candidates, backend, options, allow_failed) -> Choice | None:
+    """On a GPU board: a passing int8 ONNX when TensorRT is there (it takes symmetric int8 QDQ),
+    else fp16/fp32 ONNX, on the best GPU provider."""
+    gpu = _gpu_providers()
+    if not gpu or backend not in ("auto", "onnxruntime"):
+        return None
+    rank = {"float16": 1, "float32": 2}
+    if gpu[0] == "TensorrtExecutionProvider":
+        rank["int8"] = 0
+    onnx = [a for a in candidates if a.format == "onnx" and a.precision in rank]
+    if not onnx:
+        return None
+    a = min(onnx, key=lambda a: rank[a.precision])
+    return Choice(a, bundle.load(a, options, allow_failed), f"ONNX Runtime on {gpu[0]}")
+
+
 def choose(
     bundle: Bundle,
     backend: str = "auto",
@@ -81,51 +147,35 @@ def choose(
     options: RuntimeOptions = RuntimeOptions(),
     allow_failed: bool = False,
     use_cache: bool = True,
+    log=lambda msg: None,
 ) -> Choice:
+    """The artifact to run, loaded and checked, and why it was chosen."""
     if artifact:
         a = bundle.artifact(artifact)
-        return Choice(a, bundle.verified_path(a, allow_failed), "chosen with --artifact")
-    if backend != "auto" and backend not in BACKEND_FORMATS:
-        raise EdgeclsError(f"--backend {backend!r}: choose auto, {', '.join(BACKEND_FORMATS)}")
-    if backend == "auto" and options.delegate != "auto":
-        backend = "litert"  # delegates exist only for LiteRT
-    candidates = [a for a in bundle.artifacts if allow_failed or a["parity"]["passed"]]
-    if backend != "auto":
-        candidates = [a for a in candidates if a["format"] == BACKEND_FORMATS[backend]]
-    if not candidates:
-        raise EdgeclsError(
-            f"{bundle.root}: no artifact {'for ' + backend + ' ' if backend != 'auto' else ''}"
-            "passed its parity gate; re-export, or pass --allow-failed"
-        )
-    gpu = _gpu_providers()
-    onnx = [
-        a for a in candidates if a["format"] == "onnx" and a["precision"] in ("float32", "float16")
-    ]
-    if gpu and onnx and backend in ("auto", "onnxruntime"):
-        a = sorted(onnx, key=lambda a: a["precision"] != "float16")[0]
-        return Choice(a, bundle.verified_path(a, allow_failed), f"ONNX Runtime on {gpu[0]}")
-    paths = {a["file"]: bundle.verified_path(a, allow_failed) for a in candidates}
+        return Choice(a, bundle.load(a, options, allow_failed), "chosen with --artifact")
+    candidates = _candidates(bundle, backend, options, allow_failed)
+    gpu = _gpu_choice(bundle, candidates, backend, options, allow_failed)
+    if gpu is not None:
+        return gpu
+    predictors = {a.file: bundle.load(a, options, allow_failed) for a in candidates}
     if len(candidates) == 1:
-        return Choice(candidates[0], paths[candidates[0]["file"]], "only eligible artifact")
+        a = candidates[0]
+        return Choice(a, predictors[a.file], "only eligible artifact")
     key = _cache_key(bundle, options)
-    cache = json.loads(CACHE.read_text()) if use_cache and CACHE.is_file() else {}
+    cache = read_cache(log) if use_cache else {}
     timings = cache.get(key)
-    cached = timings is not None
+    cached = isinstance(timings, dict) and all(a.file in timings for a in candidates)
     if not cached:
-        timings = {}
-        for a in candidates:
-            timings[a["file"]] = float(
-                np.median(measure_latency(load_predictor(paths[a["file"]], options)))
-            )
+        timings = {f: float(np.median(measure_latency(p))) for f, p in predictors.items()}
         if use_cache:
-            CACHE.parent.mkdir(parents=True, exist_ok=True)
-            cache[key] = timings
-            CACHE.write_text(json.dumps(cache, indent=1))
-    eligible = {a["file"]: timings.get(a["file"], float("inf")) for a in candidates}
-    best = min(candidates, key=lambda a: eligible[a["file"]])
-    others = ", ".join(f"{f} {t:.2f} ms" for f, t in sorted(eligible.items(), key=lambda kv: kv[1]))
+            write_cache({**cache, key: timings}, log)
+    best = min(candidates, key=lambda a: timings[a.file])
+    others = ", ".join(
+        f"{a.file} {timings[a.file]:.2f} ms"
+        for a in sorted(candidates, key=lambda a: timings[a.file])
+    )
     return Choice(
         best,
-        paths[best["file"]],
+        predictors[best.file],
         f"fastest measured on this machine{' (cached)' if cached else ''}: {others}",
     )

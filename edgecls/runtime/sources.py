@@ -11,6 +11,7 @@ from __future__ import annotations
 import queue
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +20,7 @@ import cv2
 import numpy as np
 
 from edgecls.errors import EdgeclsError
+from edgecls.registry import Registry
 from edgecls.runtime.preprocess import image_paths, is_image_file, read_image
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".h264", ".ts")
@@ -44,18 +46,21 @@ class SourceEnded(Exception):
 
 
 def _valid(image) -> bool:
+    """A frame the preprocessing can take: colour or grey, 8 or 16 bit."""
     return (
         isinstance(image, np.ndarray)
-        and image.ndim == 3
         and image.size > 0
-        and image.dtype == np.uint8
+        and (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4)))
     )
 
 
 class FileSource:
-    """A video file, read in order."""
+    """A video file, read in order. Damaged frames in the middle are skipped and counted (the
+    decoder picks up at the next good one); only a long run of failures is the end, and an end
+    well before the container's frame count is reported."""
 
     live = False
+    MAX_GAP = 50  # consecutive unreadable frames taken as the end of the file
 
     def __init__(self, path: str):
         self.name = path
@@ -64,23 +69,34 @@ class FileSource:
             raise EdgeclsError(
                 f"--source {path}: cannot open this video (unknown codec or not a video)"
             )
+        self.total = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self.fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
         self._index = 0
+        self._pending: list[Frame] = []
         self.reconnects = 0
+        self.ended_early: str | None = None
 
     def read(self) -> Frame:
-        ok, image = self._cap.read()
-        if not ok:
-            # OpenCV reports both the end and an undecodable frame as "not ok": tell them apart by
-            # whether the position still moves
-            total = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
-            if total <= 0 or self._index >= total - 1:
-                raise SourceEnded
-            self._index += 1
-            if not self._cap.grab():
-                raise SourceEnded
-            return Frame(self._index - 1, None)
-        self._index += 1
-        return Frame(self._index - 1, image if _valid(image) else None)
+        if self._pending:
+            return self._pending.pop(0)
+        gap = 0
+        while gap < self.MAX_GAP:
+            ok, image = self._cap.read()
+            if ok:
+                frames = [Frame(self._index + i, None) for i in range(gap)]
+                frames.append(Frame(self._index + gap, image if _valid(image) else None))
+                self._index += gap + 1
+                self._pending = frames[1:]
+                return frames[0]
+            gap += 1
+            if self.total and self._index + gap >= self.total:
+                break
+        if self.total and self._index < self.total - 1:
+            self.ended_early = (
+                f"{self.name}: ended after {self._index} of {self.total} frames "
+                "(truncated or damaged file)"
+            )
+        raise SourceEnded
 
     def close(self) -> None:
         self._cap.release()
@@ -98,6 +114,7 @@ class ImageFolderSource:
         self.name = spec
         self._iter: Iterator[tuple[int, Path]] = enumerate(self.paths)
         self.reconnects = 0
+        self.fps = 0.0
 
     def read(self) -> Frame:
         try:
@@ -114,7 +131,15 @@ class ImageFolderSource:
 
 
 class LiveSource:
-    """A camera, stream or pipeline: newest frame only, reopened with back-off when it drops."""
+    """A camera, stream or pipeline: newest frame only, reopened with back-off when it drops or
+    stalls.
+
+    Ownership: each capture object belongs to the one worker thread that opened it; only that
+    thread reads or releases it. A stalled worker (stuck inside `read()` on a silent socket) is
+    abandoned, not touched: a new worker opens a new capture, and the old one releases its own
+    when its read returns. Every wait wakes on the stop event, so a signal ends the loop within
+    a fraction of a second even while the source is down.
+    """
 
     live = True
 
@@ -127,6 +152,7 @@ class LiveSource:
         max_backoff: float = 30.0,
         max_reconnects: int | None = None,
         log=None,
+        stop: threading.Event | None = None,
     ):
         self.name = name
         self._opener = opener
@@ -134,96 +160,123 @@ class LiveSource:
         self._max_backoff = max_backoff
         self._max_reconnects = max_reconnects
         self._log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+        self.stop = stop or threading.Event()
         self._cond = threading.Condition()
         self._latest: np.ndarray | None = None
-        self._seq = 0
-        self._taken = 0
-        self._failed = False
-        self._stop = threading.Event()
+        self._seq = self._taken = 0
+        self._generation = 0
+        self._reading = False  # the current worker holds an open capture
+        self._gave_up = False
         self.reconnects = 0
         self.dropped_frames = 0  # frames replaced before the model saw them
-        self._cap = self._open_or_fail()
-        self._thread = self._start()
-
-    def _open_or_fail(self):
-        cap = self._opener()
+        self.last_frame = time.monotonic()
+        cap = opener()  # the first open in the caller's thread: a wrong source fails at start
         if cap is None or not cap.isOpened():
+            if cap is not None:
+                cap.release()
             raise EdgeclsError(
                 f"--source {self.name}: cannot open (no such camera, stream or "
                 "pipeline; check the index/URL and that nothing else holds it)"
             )
-        return cap
+        self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) if hasattr(cap, "get") else 0.0
+        self._spawn(cap)
 
-    def _start(self) -> threading.Thread:
-        self._failed = False
-        thread = threading.Thread(target=self._capture, args=(self._cap,), daemon=True)
-        thread.start()
-        return thread
+    def _spawn(self, cap=None, reason: str = "") -> None:
+        with self._cond:
+            self._generation += 1
+            self._reading = cap is not None
+            args = (self._generation, cap, reason)
+        threading.Thread(target=self._worker, args=args, daemon=True, name=self.name).start()
 
-    def _capture(self, cap) -> None:
-        while not self._stop.is_set():
+    def _current(self, generation: int) -> bool:
+        return generation == self._generation and not self.stop.is_set()
+
+    def _worker(self, generation: int, cap, reason: str) -> None:
+        """Open (with back-off), read until the capture fails, release it, and again."""
+        while self._current(generation):
+            if cap is None:
+                cap = self._reopen(generation, reason)
+                if cap is None:
+                    return
+            try:
+                self._read_all(generation, cap)
+            finally:
+                cap.release()  # this thread's own capture, never another's
+            cap, reason = None, "stopped delivering frames"
+
+    def _read_all(self, generation: int, cap) -> None:
+        while self._current(generation):
             ok, image = cap.read()
             with self._cond:
+                if generation != self._generation:
+                    return  # abandoned after a stall: a newer worker owns the source
                 if not ok:
-                    self._failed = True
+                    self._reading = False
                     self._cond.notify_all()
                     return
                 if self._seq > self._taken:
                     self.dropped_frames += 1
                 self._latest, self._seq = image, self._seq + 1
+                self.last_frame = time.monotonic()
                 self._cond.notify_all()
 
+    def _reopen(self, generation: int, reason: str):
+        delay, attempt = 0.5, 0
+        while self._current(generation):
+            attempt += 1
+            if self._max_reconnects is not None and attempt > self._max_reconnects + 1:
+                with self._cond:
+                    self._gave_up = True
+                    self._cond.notify_all()
+                return None
+            self._log(
+                f"source {self.name} {reason}; reopening in {delay:.1f} s (attempt {attempt})"
+            )
+            if self.stop.wait(delay):
+                return None
+            cap = self._opener()
+            if cap is not None and cap.isOpened():
+                with self._cond:
+                    if generation != self._generation:
+                        cap.release()
+                        return None
+                    self._reading = True
+                    self.reconnects += 1
+                    self.last_frame = time.monotonic()
+                self._log(f"source {self.name} reopened")
+                return cap
+            if cap is not None:
+                cap.release()
+            delay = min(delay * 2, self._max_backoff)
+        return None
+
     def read(self) -> Frame:
-        while True:
-            with self._cond:
-                self._cond.wait_for(
-                    lambda: self._seq > self._taken or self._failed or self._stop.is_set(),
-                    timeout=self._timeout,
-                )
-                if self._stop.is_set():
+        """The newest frame; waits (waking on stop) while the source is down or reconnecting."""
+        with self._cond:
+            while True:
+                if self.stop.is_set() or self._gave_up:
                     raise SourceEnded
                 if self._seq > self._taken:
                     self._taken = self._seq
                     image = self._latest
                     return Frame(self._seq - 1, image if _valid(image) else None)
-                reason = (
-                    "stopped delivering frames"
-                    if self._failed
-                    else f"no frame for {self._timeout:.0f} s"
-                )
-            self._reconnect(reason)
+                stalled = self._reading and time.monotonic() - self.last_frame > self._timeout
+                if stalled:
+                    break
+                self._cond.wait(timeout=0.1)
+        self._spawn(None, f"no frame for {self._timeout:.0f} s")
 
-    def _reconnect(self, reason: str) -> None:
-        self._cap.release()
-        delay = 0.5
-        attempt = 0
-        while not self._stop.is_set():
-            attempt += 1
-            if (
-                self._max_reconnects is not None
-                and self.reconnects + attempt > self._max_reconnects + 1
-            ):
-                raise SourceEnded
-            self._log(
-                f"source {self.name} {reason}; reopening in {delay:.1f} s (attempt {attempt})"
-            )
-            if self._stop.wait(delay):
-                raise SourceEnded
-            cap = self._opener()
-            if cap is not None and cap.isOpened():
-                self.reconnects += 1
-                self._log(f"source {self.name} reopened")
-                self._cap = cap
-                self._thread = self._start()
-                return
-            delay = min(delay * 2, self._max_backoff)
-        raise SourceEnded
+        return self.read()
+
+    @property
+    def seconds_since_frame(self) -> float:
+        return time.monotonic() - self.last_frame
 
     def close(self) -> None:
-        self._stop.set()
+        self.stop.set()
         with self._cond:
+            self._generation += 1  # every worker sees it is no longer current
             self._cond.notify_all()
-        self._cap.release()
 
 
 class Prefetch:
@@ -241,9 +294,8 @@ class Prefetch:
         self._thread = threading.Thread(target=self._fill, daemon=True)
         self._thread.start()
 
-    @property
-    def reconnects(self) -> int:
-        return self._source.reconnects
+    def __getattr__(self, name: str):  # reconnects, fps, ended_early: the wrapped source's
+        return getattr(self._source, name)
 
     def _fill(self) -> None:
         try:
@@ -299,49 +351,83 @@ def _camera_opener(index: int, settings: CaptureSettings):
     return open_camera
 
 
+# How long a stream may take to open or to deliver the next frame before OpenCV's FFmpeg backend
+# gives up (so a silent socket ends a read instead of blocking a thread for good).
+STREAM_TIMEOUT_MS = 5000
+
+
+def _stream_opener(url: str):
+    params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
+    params += [cv2.CAP_PROP_READ_TIMEOUT_MSEC, STREAM_TIMEOUT_MS]
+    return lambda: cv2.VideoCapture(url, cv2.CAP_FFMPEG, params)
+
+
+def _gstreamer(spec: str, settings: CaptureSettings, stop) -> LiveSource:
+    from edgecls.runtime.cameras import check_gstreamer
+
+    check_gstreamer(spec)
+    opener = lambda: cv2.VideoCapture(spec, cv2.CAP_GSTREAMER)  # noqa: E731
+    return LiveSource("gstreamer pipeline", opener, stop=stop)
+
+
+def _picamera2(spec: str, settings: CaptureSettings, stop) -> LiveSource:
+    from edgecls.runtime.cameras import make_picamera2_source
+
+    return make_picamera2_source(spec, settings, stop=stop)
+
+
+def _is_picamera2(spec: str) -> bool:
+    from edgecls.runtime.cameras import matches_picamera2
+
+    return matches_picamera2(spec)
+
+
+def _is_images(spec: str) -> bool:
+    path = Path(spec)
+    return (
+        path.is_dir() or any(ch in spec for ch in "*?[") or (path.is_file() and is_image_file(path))
+    )
+
+
 @dataclass(frozen=True)
 class SourceKind:
-    name: str
     matches: Callable[[str], bool]
-    make: Callable[[str, CaptureSettings], object]
+    make: Callable[[str, CaptureSettings, threading.Event | None], object]
 
 
-SOURCES: list[SourceKind] = [
+SOURCES: Registry[SourceKind] = Registry("source kind")
+SOURCES.add(
+    "camera",
     SourceKind(
-        "camera", str.isdigit, lambda s, c: LiveSource(f"camera {s}", _camera_opener(int(s), c))
+        str.isdigit,
+        lambda s, c, stop: LiveSource(f"camera {s}", _camera_opener(int(s), c), stop=stop),
     ),
+)
+SOURCES.add("picamera2", SourceKind(_is_picamera2, _picamera2))
+SOURCES.add("gstreamer", SourceKind(lambda s: "!" in s, _gstreamer))
+SOURCES.add(
+    "stream",
     SourceKind(
-        "gstreamer",
-        lambda s: "!" in s,
-        lambda s, c: LiveSource(
-            "gstreamer pipeline", lambda: cv2.VideoCapture(s, cv2.CAP_GSTREAMER)
-        ),
-    ),
-    SourceKind(
-        "stream",
         lambda s: s.lower().startswith(URL_SCHEMES),
-        lambda s, c: LiveSource(s, lambda: cv2.VideoCapture(s, cv2.CAP_FFMPEG)),
+        lambda s, c, stop: LiveSource(s, _stream_opener(s), stop=stop),
     ),
-    SourceKind(
-        "images",
-        lambda s: (
-            Path(s).is_dir()
-            or any(ch in s for ch in "*?[")
-            or (Path(s).is_file() and is_image_file(Path(s)))
-        ),
-        lambda s, c: Prefetch(ImageFolderSource(s)),
-    ),
-    SourceKind("video", lambda s: Path(s).is_file(), lambda s, c: Prefetch(FileSource(s))),
-]
+)
+SOURCES.add("images", SourceKind(_is_images, lambda s, c, stop: Prefetch(ImageFolderSource(s))))
+SOURCES.add(
+    "video", SourceKind(lambda s: Path(s).is_file(), lambda s, c, stop: Prefetch(FileSource(s)))
+)
 
 
-def open_source(spec: str, settings: CaptureSettings = CaptureSettings()):
-    """The FrameSource for --source: the first kind in SOURCES that recognises it."""
-    for kind in SOURCES:
+def open_source(
+    spec: str, settings: CaptureSettings = CaptureSettings(), stop: threading.Event | None = None
+):
+    """The FrameSource for --source: the first kind in SOURCES that recognises it. A live
+    source's waits wake on `stop` (the loop's signal event)."""
+    for kind in SOURCES.values():
         if kind.matches(spec):
-            return kind.make(spec, settings)
+            return kind.make(spec, settings, stop)
     hint = " (a video file?)" if spec.lower().endswith(VIDEO_SUFFIXES) else ""
     raise EdgeclsError(
         f"--source {spec}: not found{hint}; give a camera index, a video file, an image "
-        "folder or glob, an rtsp/http URL, or a GStreamer pipeline"
+        "folder or glob, an rtsp/http URL, picamera2[:N], or a GStreamer pipeline"
     )

@@ -1,0 +1,54 @@
+"""Whether attributions mean anything: the deletion check and the pointing game."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+DELETION_FRACTION = 0.10
+
+
+def mask_for(image_path: Path) -> Path | None:
+    """The sample's ground-truth mask: DATA/masks/<split>/<class>/<stem>.png."""
+    parts = image_path.resolve().parts
+    if len(parts) < 4:
+        return None
+    root, split, label = Path(*parts[:-3]), parts[-3], parts[-2]
+    mask = root / "masks" / split / label / f"{image_path.stem}.png"
+    return mask if mask.is_file() else None
+
+
+def deletion_check(model, image: np.ndarray, attribution: np.ndarray, cls: int, rng) -> dict:
+    """Probability of `cls` after replacing the top-attributed vs random 10% of pixels by a blur."""
+    import cv2
+
+    blurred = cv2.GaussianBlur(image, (0, 0), 8)
+    n = int(DELETION_FRACTION * attribution.size)
+    top = np.argsort(attribution.ravel())[::-1][:n]
+    variants = []
+    for idx in [top] + [rng.choice(attribution.size, n, replace=False) for _ in range(3)]:
+        mask = np.zeros(attribution.size, bool)
+        mask[idx] = True
+        mask = mask.reshape(attribution.shape)[..., None]
+        variants.append(np.where(mask, blurred, image))
+    probs = np.asarray(model(np.stack([image, *variants]).astype(np.float32), training=False))[
+        :, cls
+    ]
+    return {
+        "prob": float(probs[0]),
+        "top_drop": float(probs[0] - probs[1]),
+        "random_drop": float(np.mean(probs[0] - probs[2:])),
+    }
+
+
+def pointing_game(attribution: np.ndarray, mask_path: Path, size: tuple[int, int]) -> bool:
+    """Whether the most attributed point (after a light smoothing) lies on the defect."""
+    import cv2
+
+    mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
+    mask = cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST) > 0
+    mask = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # one-pixel tolerance
+    smooth = cv2.GaussianBlur(attribution.astype(np.float32), (0, 0), 1.0)
+    y, x = np.unravel_index(np.argmax(smooth), smooth.shape)
+    return bool(mask[y, x])

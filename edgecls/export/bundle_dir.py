@@ -1,0 +1,98 @@
+"""Where a bundle is written: never over a folder edgecls did not make, never half.
+
+The bundle is assembled in a hidden sibling folder, every file fsynced, then swapped in with two
+renames; the bundle it replaces (an edgecls bundle, checked) is removed only after that."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from edgecls.errors import EdgeclsError
+from edgecls.schema import fsync_dir
+
+# What an edgecls bundle folder holds; anything else in it is the user's and stops the export.
+_BUNDLE_FILE = re.compile(
+    r"(model_[\w-]+\.(tflite|onnx)|labels\.txt|manifest\.json|parity\.md|[\w-]+\.json"
+    r"|\.[\w.-]+\.tmp-\d+)"
+)
+
+
+def _is_bundle(folder: Path) -> bool:
+    try:
+        manifest = json.loads((folder / "manifest.json").read_bytes())
+    except (OSError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "artifacts" in manifest and "schema_version" in manifest
+
+
+def check_destination(out: Path, model: Path) -> None:
+    """Refuse an --out that would destroy or mix what edgecls did not write: a file, the run
+    folder (or any folder holding the model), a non-empty folder that is not an edgecls bundle."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise EdgeclsError(f"--out {out}: is a file; give a folder for the bundle")
+    if out.resolve() in Path(model).resolve().parents:
+        raise EdgeclsError(
+            f"--out {out}: holds the model being exported; give a new folder, e.g. export/NAME"
+        )
+    if not out.is_dir():
+        return
+    entries = list(out.iterdir())
+    if not entries:
+        return
+    foreign = [e.name for e in entries if not (e.is_file() and _BUNDLE_FILE.fullmatch(e.name))]
+    if not _is_bundle(out) or foreign:
+        what = f"holds {', '.join(sorted(foreign)[:3])}" if foreign else "is not an edgecls bundle"
+        raise EdgeclsError(
+            f"--out {out}: {what}; edgecls replaces only its own bundles: give a new or empty "
+            "folder"
+        )
+
+
+@contextlib.contextmanager
+def staged_bundle(out: Path) -> Iterator[Path]:
+    """A temporary folder to write the bundle into; on success it becomes `out` atomically, on
+    any failure it is removed and `out` is left as it was. Disk full or read-only destinations
+    are one error line naming --out."""
+    out = Path(out)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        yield tmp
+        for f in tmp.iterdir():
+            _fsync(f)
+        _swap_in(tmp, out)
+    except OSError as exc:
+        raise EdgeclsError(
+            f"--out {out}: cannot write the bundle ({exc.strerror or exc}); free space or "
+            "choose a writable folder; nothing was changed"
+        ) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _swap_in(new: Path, dest: Path) -> None:
+    old = dest.parent / f".{dest.name}.old-{os.getpid()}"
+    if dest.exists():
+        os.replace(dest, old)
+    try:
+        os.replace(new, dest)
+    except OSError:
+        if old.exists():
+            os.replace(old, dest)
+        raise
+    fsync_dir(dest.parent)
+    shutil.rmtree(old, ignore_errors=True)

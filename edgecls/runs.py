@@ -1,0 +1,96 @@
+"""A run folder (`runs/NAME/`): resolve it (or a bare .keras file), read its labels and config,
+and rebuild the splits it was trained on. TF-free: export and explain both start here."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgecls.errors import EdgeclsError
+from edgecls.folders import Split, SplitConfig, load_folder_dataset
+from edgecls.runtime.labels import load_labels
+from edgecls.runtime.preprocess import CURRENT, InputSpec, preprocessing_from_legacy
+
+MODEL_FILE, LABELS_FILE, CONFIG_FILE = "model.keras", "labels.txt", "config.json"
+
+
+@dataclass(frozen=True)
+class RunSource:
+    """The model to export or explain, with what it means: labels, name, training config."""
+
+    model_path: Path
+    labels: list[str]
+    name: str
+    config: dict | None
+
+    @property
+    def preprocessing(self) -> str:
+        """The input path the model was trained on: runs written before identifiers existed
+        are read under their true (older) one, so calibration and the device match training."""
+        spec = (self.config or {}).get("input") or {}
+        if "preprocessing" in spec:
+            return spec["preprocessing"]
+        if "resize" in spec:
+            return preprocessing_from_legacy(spec["resize"])
+        return CURRENT
+
+    def input_spec(self, size: tuple[int, int]) -> InputSpec:
+        try:
+            return InputSpec(*size, preprocessing=self.preprocessing)
+        except ValueError as exc:
+            raise EdgeclsError(f"{self.model_path.parent / CONFIG_FILE}: {exc}") from None
+
+
+def _read_config(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_bytes().decode("utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise EdgeclsError(f"{path}: not a readable run config ({exc}); retrain") from None
+    if not isinstance(config, dict):
+        raise EdgeclsError(f"{path}: not a run config (a JSON object); retrain")
+    return config
+
+
+def resolve_source(path: Path, labels: Path | None = None) -> RunSource:
+    """A run folder, or a .keras file with labels.txt beside it (or `labels`)."""
+    path = Path(path)
+    if path.is_dir():
+        model = path / MODEL_FILE
+        if not model.is_file():
+            raise EdgeclsError(
+                f"{path}: run folder has no {MODEL_FILE}; train first or pass the model file"
+            )
+        name = path.name
+    elif not path.is_file():
+        raise EdgeclsError(f"{path}: no such run folder or model file")
+    elif path.suffix != ".keras":
+        raise EdgeclsError(f"{path}: give a run folder or a .keras model")
+    else:
+        model = path
+        name = path.parent.name if path.stem == "model" else path.stem
+    labels = labels or model.parent / LABELS_FILE
+    if not labels.is_file():
+        raise EdgeclsError(f"no {LABELS_FILE} beside {model}: pass --labels FILE")
+    return RunSource(model, load_labels(labels), name, _read_config(model.parent / CONFIG_FILE))
+
+
+def run_split(source: RunSource, name: str) -> tuple[Split, str]:
+    """A split of the dataset the run was trained on, rebuilt from its config.json."""
+    cfg = source.config
+    if not cfg or not Path(cfg.get("data", "")).is_dir():
+        raise EdgeclsError(
+            f"{source.model_path}: the training data of this model is not known or not "
+            "here; pass --eval-data DIR (and --calibration DIR for int8)"
+        )
+    try:
+        split_config = SplitConfig(**cfg.get("split", {}))
+    except TypeError as exc:
+        raise EdgeclsError(f"{source.model_path.parent / CONFIG_FILE}: split: {exc}") from None
+    ds = load_folder_dataset(Path(cfg["data"]), split_config)
+    if ds.classes != source.labels:
+        raise EdgeclsError(f"{cfg['data']}: classes {ds.classes} differ from the model's labels")
+    split = ds.splits.get(name) or ds.splits["val"]
+    return split, f"{cfg['data']} ({name} split)"

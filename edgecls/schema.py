@@ -1,0 +1,205 @@
+"""Typed dataclasses from JSON/YAML data, validated in one place: the bundle manifest, run
+configs and the device config file all load through `from_dict`, so a wrong type, a missing or
+unknown key becomes one line naming the file and the field (`artifacts[1].sha256`), never a
+KeyError mid-run. Field annotations are the schema; `__post_init__` adds the checks types cannot
+say (ranges, cross-field consistency) by raising ValueError."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+from edgecls.errors import EdgeclsError
+
+T = TypeVar("T")
+
+
+class SchemaError(EdgeclsError):
+    """Invalid data at `field`; `where` names the file it came from."""
+
+    def __init__(self, where: str, field: str, problem: str):
+        self.where, self.field, self.problem = where, field, problem
+        super().__init__(f"{where}: {field or 'top level'}: {problem}")
+
+
+def from_dict(cls: type[T], data: Any, where: str, *, strict: bool = True) -> T:
+    """Build `cls` from parsed JSON/YAML; `strict` refuses keys the dataclass does not know."""
+    return _convert(cls, data, where, "", strict)
+
+
+def to_dict(obj: Any) -> Any:
+    """The JSON-ready form of a dataclass tree (tuples as lists, Paths as strings); fields that
+    are None are left out, `from_dict` gives them back as their default."""
+    if dataclasses.is_dataclass(obj):
+        return {
+            f.name: to_dict(getattr(obj, f.name))
+            for f in dataclasses.fields(obj)
+            if getattr(obj, f.name) is not None
+        }
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {str(k): to_dict(v) for k, v in obj.items()}
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    """Temp file, fsync, rename: a power cut leaves the old file or the new one, never a 0-byte
+    or half-written one."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+_NAMES = {dict: "an object", list: "a list", str: "a string", bool: "true or false"}
+
+
+def _type_name(tp) -> str:
+    if tp in (int, float):
+        return "a number"
+    return _NAMES.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+def _convert(tp, value, where: str, field: str, strict: bool):
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        return _union(tp, value, where, field, strict)
+    if dataclasses.is_dataclass(tp):
+        return _dataclass(tp, value, where, field, strict)
+    if origin in (list, tuple):
+        return _sequence(tp, origin, value, where, field, strict)
+    if origin is dict or tp is dict:
+        if not isinstance(value, dict):
+            raise SchemaError(where, field, f"must be an object, not {_json_type(value)}")
+        args = typing.get_args(tp)
+        vt = args[1] if args else Any
+        return {k: _convert(vt, v, where, f"{field}.{k}", strict) for k, v in value.items()}
+    if origin is typing.Literal:
+        if value not in typing.get_args(tp):
+            choices = ", ".join(map(repr, typing.get_args(tp)))
+            raise SchemaError(where, field, f"{value!r} is not one of {choices}")
+        return value
+    return _scalar(tp, value, where, field)
+
+
+def _union(tp, value, where, field, strict):
+    args = typing.get_args(tp)
+    if value is None:
+        if type(None) in args:
+            return None
+        raise SchemaError(where, field, "must not be null")
+    last = None
+    for arg in args:
+        if arg is type(None):
+            continue
+        try:
+            return _convert(arg, value, where, field, strict)
+        except SchemaError as exc:
+            last = exc
+    raise last  # type: ignore[misc]
+
+
+def _sequence(tp, origin, value, where, field, strict):
+    if not isinstance(value, (list, tuple)):
+        raise SchemaError(where, field, f"must be a list, not {_json_type(value)}")
+    args = typing.get_args(tp)
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        if len(value) != len(args):
+            raise SchemaError(where, field, f"must have {len(args)} items, not {len(value)}")
+        types_ = args
+    else:
+        types_ = [args[0] if args else Any] * len(value)
+    items = [
+        _convert(t, v, where, f"{field}[{i}]", strict)
+        for i, (t, v) in enumerate(zip(types_, value, strict=True))
+    ]
+    return tuple(items) if origin is tuple else items
+
+
+def _scalar(tp, value, where, field):
+    if tp is Path:
+        if not isinstance(value, str) or not value:
+            raise SchemaError(where, field, "must be a path (a non-empty string)")
+        return Path(value)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool):
+        raise SchemaError(where, field, f"must be a number, not {value!r}")
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise SchemaError(where, field, f"must be {_type_name(tp)}, not {_json_type(value)}")
+    return value
+
+
+def _dataclass(cls, value, where, field, strict):
+    if not isinstance(value, dict):
+        raise SchemaError(where, field, f"must be an object, not {_json_type(value)}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(value) - set(fields))
+    if unknown and strict:
+        raise SchemaError(
+            where,
+            _join(field, unknown[0]),
+            f"unknown key (known: {', '.join(fields)})",
+        )
+    kwargs = {}
+    for name, f in fields.items():
+        if name in value:
+            kwargs[name] = _convert(hints[name], value[name], where, _join(field, name), strict)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise SchemaError(where, _join(field, name), "missing")
+    try:
+        return cls(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise SchemaError(where, field, str(exc)) from None
+
+
+def _join(field: str, name: str) -> str:
+    return f"{field}.{name}" if field else name
+
+
+def _json_type(value) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true/false"
+    if isinstance(value, (int, float)):
+        return f"the number {value}"
+    if isinstance(value, str):
+        return f"the string {value[:40]!r}"
+    return _NAMES.get(type(value), type(value).__name__)
