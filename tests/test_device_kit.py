@@ -25,7 +25,7 @@ from edgecls.cli import app
 from edgecls.errors import EdgeclsError
 from edgecls.runtime import cameras, doctor, systemd
 from edgecls.runtime.preprocess import frame_to_input
-from edgecls.runtime.sources import CaptureSettings, SourceEnded
+from edgecls.runtime.sources import CaptureSettings, SourceEnded, open_source
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -37,19 +37,23 @@ class FakePicamera2:
     """A stand-in with Picamera2's API: records what edgecls asks of it, yields scripted frames."""
 
     opened: ClassVar[list[FakePicamera2]] = []
-    fail_open: Exception | None = None
-    frames_before_drop: int | None = None  # capture_array raises after this many, per camera
+    # One entry per camera opened, in order: frames before it drops (capture_array raises), None
+    # for frames forever, or an exception the constructor raises. Past the end: forever.
+    plan: ClassVar[list] = []
     grey = False
     infos: ClassVar[list[dict]] = [
         {"Model": "imx708", "Location": 2, "Rotation": 180, "Id": "/base/i2c@88000", "Num": 0}
     ]
 
     def __init__(self, camera_num=0):
-        if self.fail_open is not None:
-            raise self.fail_open
+        step = self.plan.pop(0) if self.plan else None
+        if isinstance(step, Exception):
+            raise step
+        self.frames_before_drop = step
         self.camera_num = camera_num
         self.config_args: dict | None = None
-        self.configured = self.started = self.stopped = self.closed = False
+        self.configured = self.started = self.stopped = False
+        self.closed = threading.Event()  # set by close(), from whichever thread releases it
         self.captured = 0
         self.opened.append(self)
 
@@ -59,7 +63,13 @@ class FakePicamera2:
 
     def create_video_configuration(self, main=None, controls=None, **kwargs):
         self.config_args = {"main": main, "controls": controls, **kwargs}
-        return {"use_case": "video", "main": dict(main or {}), "controls": dict(controls or {})}
+        # Picamera2's video configuration runs at 30 FPS unless told otherwise.
+        defaults = {"FrameDurationLimits": (33333, 33333), "NoiseReductionMode": 1}
+        return {
+            "use_case": "video",
+            "main": dict(main),
+            "controls": {**defaults, **(controls or {})},
+        }
 
     def configure(self, config):
         assert config["use_case"] == "video"
@@ -84,7 +94,12 @@ class FakePicamera2:
         self.stopped = True
 
     def close(self):
-        self.closed = True
+        self.closed.set()
+
+
+def _released(cam: FakePicamera2) -> bool:
+    """Stopped and closed; LiveSource's worker releases its capture on its own thread."""
+    return cam.closed.wait(timeout=10) and cam.stopped
 
 
 @pytest.fixture
@@ -94,6 +109,7 @@ def picamera2(monkeypatch):
 
     class Camera(FakePicamera2):
         opened: ClassVar[list] = []
+        plan: ClassVar[list] = []
 
     module.Picamera2 = Camera
     monkeypatch.setitem(sys.modules, "picamera2", module)
@@ -120,6 +136,7 @@ def test_picamera2_frames_are_bgr_with_the_settings_asked(picamera2):
     source = cameras.make_picamera2_source("picamera2:1", CaptureSettings(320, 240, 15))
     try:
         assert source.live and source.reconnects == 0 and "picamera2 camera 1" in source.name
+        assert source.fps == 15.0  # what a recording is written at
         frames = [source.read() for _ in range(3)]
     finally:
         source.close()
@@ -134,7 +151,20 @@ def test_picamera2_frames_are_bgr_with_the_settings_asked(picamera2):
     # Through the loop's own preprocessing: the model sees red as red.
     rgb = frame_to_input(image, (32, 32))
     assert rgb.shape == (32, 32, 3) and tuple(rgb[5, 5]) == (255, 0, 0)
-    assert cam.stopped and cam.closed
+    assert _released(cam)
+
+
+def test_picamera2_through_the_source_table(picamera2):
+    stop = threading.Event()
+    source = open_source("picamera2:0", CaptureSettings(48, 32, 10), stop=stop)
+    try:
+        assert source.read().image.shape == (32, 48, 3)
+        stop.set()  # the loop's signal event ends it
+        with pytest.raises(SourceEnded):
+            source.read()
+    finally:
+        source.close()
+    assert _released(picamera2.opened[0])
 
 
 def test_picamera2_default_size_and_no_frame_rate(picamera2):
@@ -144,6 +174,7 @@ def test_picamera2_default_size_and_no_frame_rate(picamera2):
     assert cam.camera_num == 0
     assert cam.config_args["main"]["size"] == cameras.DEFAULT_SIZE
     assert cam.config_args["controls"] is None
+    assert source.fps == pytest.approx(30.0, abs=0.01)  # Picamera2's default frame duration
 
 
 def test_picamera2_grey_frames_become_three_channels(picamera2):
@@ -165,23 +196,36 @@ def test_picamera2_four_channel_frames_drop_alpha():
 
 
 def test_picamera2_dropped_camera_is_reopened(picamera2):
-    picamera2.frames_before_drop = 2
+    picamera2.plan = [2, None]  # the first camera drops after two frames, the second one works
     logs: list[str] = []
-    source = cameras.make_picamera2_source(
-        "picamera2", CaptureSettings(32, 24), max_reconnects=0, log=logs.append
-    )
+    source = cameras.make_picamera2_source("picamera2", CaptureSettings(32, 24), log=logs.append)
     try:
-        seen = []
-        with pytest.raises(SourceEnded):
-            for _ in range(20):
-                seen.append(source.read())
+        seen = [source.read()]
+        while source.reconnects == 0 or len(seen) < 5:  # each read waits for a new frame
+            seen.append(source.read())
+            assert len(seen) < 500, "never reopened"
     finally:
         source.close()
-    # The camera dropped after two frames, was reopened once, dropped again: the budget ran out.
-    assert source.reconnects == 1 and len(picamera2.opened) == 2
-    assert all(c.stopped and c.closed for c in picamera2.opened)
-    assert any("reopened" in line for line in logs), logs
+    first, second = picamera2.opened
+    assert _released(first) and first.captured == 2 and second.captured >= 1
+    assert source.reconnects == 1 and any("reopened" in line for line in logs), logs
     assert all(f.image.shape == (24, 32, 3) for f in seen)
+    assert _released(second)
+
+
+def test_picamera2_that_cannot_be_reopened_ends_the_source(picamera2):
+    picamera2.plan = [1, RuntimeError("Failed to acquire camera: Device or resource busy")]
+    source = cameras.make_picamera2_source(
+        "picamera2", CaptureSettings(32, 24), max_reconnects=0, log=lambda _: None
+    )
+    try:
+        assert source.read().image.shape == (24, 32, 3)
+        with pytest.raises(SourceEnded):
+            for _ in range(10):
+                source.read()
+    finally:
+        source.close()
+    assert len(picamera2.opened) == 1 and _released(picamera2.opened[0])
 
 
 def test_picamera2_missing_module_is_one_line(monkeypatch):
@@ -194,7 +238,7 @@ def test_picamera2_missing_module_is_one_line(monkeypatch):
 
 
 def test_picamera2_camera_that_cannot_open(picamera2):
-    picamera2.fail_open = IndexError("list index out of range")
+    picamera2.plan = [IndexError("list index out of range")]
     with pytest.raises(EdgeclsError, match=r"cannot open camera 3 .*IndexError"):
         cameras.make_picamera2_source("picamera2:3", CaptureSettings())
 
@@ -220,6 +264,15 @@ def test_gstreamer_pipeline_without_gstreamer_is_one_line(monkeypatch):
     )
     assert cameras.gstreamer_available()
     cameras.check_gstreamer(pipeline)  # no error where OpenCV can run it
+
+
+def test_gstreamer_source_on_pip_opencv_fails_before_opening(monkeypatch):
+    monkeypatch.setattr(cv2, "getBuildInformation", lambda: "    GStreamer: NO\n")
+    opened = []
+    monkeypatch.setattr(cv2, "VideoCapture", lambda *a: opened.append(a))
+    with pytest.raises(EdgeclsError, match="built without GStreamer"):
+        open_source("videotestsrc ! videoconvert ! appsink")
+    assert opened == []  # OpenCV's own "cannot open" never comes into it
 
 
 @pytest.fixture

@@ -80,7 +80,8 @@ class Picamera2Capture:
             self.error = f"{type(exc).__name__}: {exc}"
             return
         try:
-            cam.configure(cam.create_video_configuration(**video_configuration(settings)))
+            config = cam.create_video_configuration(**video_configuration(settings))
+            cam.configure(config)
             cam.start()
         except Exception as exc:  # a bad size or rate for this sensor
             self.error = f"{type(exc).__name__}: {exc}"
@@ -88,6 +89,16 @@ class Picamera2Capture:
                 cam.close()
             return
         self._cam = cam
+        self._props = {
+            cv2.CAP_PROP_FPS: frame_rate(config),
+            cv2.CAP_PROP_FRAME_WIDTH: float(config["main"]["size"][0]),
+            cv2.CAP_PROP_FRAME_HEIGHT: float(config["main"]["size"][1]),
+        }
+
+    def get(self, prop: int) -> float:
+        """OpenCV's property call, for what the loop asks (the frame rate a recording is written
+        at); 0.0 for anything else, as OpenCV answers for what a backend does not know."""
+        return self._props.get(prop, 0.0) if self._cam is not None else 0.0
 
     def isOpened(self) -> bool:  # OpenCV's name, so LiveSource takes it as is
         return self._cam is not None
@@ -118,6 +129,18 @@ def video_configuration(settings: CaptureSettings) -> dict:
     if settings.fps:
         config["controls"] = {"FrameRate": float(settings.fps)}
     return config
+
+
+def frame_rate(config) -> float:
+    """The rate a configuration runs at: its FrameRate control, else the shortest frame duration
+    (Picamera2's video configuration defaults to FrameDurationLimits 33333 us: 30 FPS)."""
+    try:
+        controls = config["controls"] or {}
+        if controls.get("FrameRate"):
+            return float(controls["FrameRate"])
+        return 1e6 / float(controls["FrameDurationLimits"][0])
+    except (KeyError, IndexError, TypeError, ValueError, ZeroDivisionError):
+        return 0.0
 
 
 def make_picamera2_source(spec: str, settings: CaptureSettings, **live_options):
