@@ -19,6 +19,7 @@
 #   --service BUNDLE_DIR    also install and start the systemd service for this bundle
 #   --source SPEC           the service's camera (default 0; picamera2 for a camera module)
 #   --print-unit            print the systemd unit as --service would install it, and exit
+#   --print-config          print the settings file --service would write, and exit
 #   -h, --help              this text
 #
 # Exit status: 0 done, 1 a step failed (its error is above), 2 a bad option.
@@ -35,6 +36,7 @@ system_site=0
 cpu_only=0
 use_apt=1
 print_unit=0
+print_config=0
 board=""
 config=/etc/edgecls/device.yaml
 unit=/etc/systemd/system/edgecls.service
@@ -62,7 +64,8 @@ parse_args() {
       --cpu-only) cpu_only=1; shift ;;
       --no-apt) use_apt=0; shift ;;
       --print-unit) print_unit=1; shift ;;
-      -h|--help) sed -n '2,24p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+      --print-config) print_config=1; shift ;;
+      -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
       *) usage_error "unknown option $1" ;;
     esac
   done
@@ -244,27 +247,27 @@ render_unit() {
   done <"$here/edgecls.service"
 }
 
-# The service's settings: the shipped example with this bundle and source, written once; an
-# existing file is the user's and is never overwritten.
+# The service's settings: the shipped example with this bundle and source.
+config_text() {
+  echo "# edgecls run --config $config: every 'edgecls run' option is a key. Written by install.sh."
+  echo "bundle: $(realpath "$service_bundle")"
+  echo "source: '${service_source//\'/\'\'}'"  # YAML single quotes: pipelines hold : and "
+  if [ -f "$here/device.yaml" ]; then
+    grep -v -E '^(bundle|source):' "$here/device.yaml"
+  else
+    printf '%s\n' "headless: true" "log_file: /var/log/edgecls/records.jsonl"
+  fi
+}
+
+# Written once: an existing file is the user's and is never overwritten.
 write_config() {
-  local bundle tmp
-  bundle="$(realpath "$service_bundle")"
+  local tmp
   if as_root test -e "$config"; then
-    say "keeping $config as it is (set bundle: $bundle there if it should change)"
+    say "keeping $config as it is (its bundle: and source: stay; edit it to change them)"
     return
   fi
   tmp="$(mktemp)"
-  {
-    echo "# edgecls run --config $config: every 'edgecls run' option is a key. Written by install.sh."
-    echo "bundle: $bundle"
-    echo "source: '${service_source//\'/\'\'}'"  # YAML single quotes: pipelines have \" and :
-    if [ -f "$here/device.yaml" ]; then
-      grep -v -E '^(bundle|source):' "$here/device.yaml"
-    else
-      printf '%s\n' "headless: true" "json: true" "log_file: /var/log/edgecls/records.jsonl" \
-        "save_dir: /var/lib/edgecls/frames" "save_max_mb: 500"
-    fi
-  } >"$tmp"
+  config_text >"$tmp"
   as_root install -D -m 0640 -o root -g "$(id -gn "$(service_user)")" "$tmp" "$config"
   rm -f "$tmp"
   say "wrote $config"
@@ -292,6 +295,11 @@ main() {
   detect_board
   if [ "$print_unit" -eq 1 ]; then
     render_unit
+    exit 0
+  fi
+  if [ "$print_config" -eq 1 ]; then
+    [ -n "$service_bundle" ] || usage_error "--print-config needs --service BUNDLE_DIR"
+    config_text
     exit 0
   fi
   check_architecture

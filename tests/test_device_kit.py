@@ -440,7 +440,7 @@ def test_unit_as_installed_verifies_and_is_sandboxed(board, tmp_path):
         "Type=notify",
         "NotifyAccess=main",
         "RestartPreventExitStatus=2",
-        "StandardOutput=null",
+        "EnvironmentFile=-/etc/edgecls/edgecls.env",
         "ProtectSystem=strict",
         "CapabilityBoundingSet=",
     ):
@@ -500,3 +500,26 @@ def test_device_requirements_match_the_device_extra():
     listed = _names([x for x in lines if x.strip() and not x.startswith("#")])
     assert listed == wanted
     assert not listed & {"tensorflow", "keras", "tf2onnx", "shap"}
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "0",
+        "picamera2:1",
+        "nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1280 ! appsink name='x'",
+    ],
+)
+def test_service_settings_file_loads_as_run_options(spec, tmp_path):
+    from edgecls.runtime.runconfig import merge_options, read_device_file
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "manifest.json").write_text("{}")
+    written = _install("--print-config", "--service", str(bundle), "--source", spec)
+    assert written.returncode == 0, written.stderr
+    path = tmp_path / "device.yaml"
+    path.write_text(written.stdout)
+    options = merge_options(read_device_file(path), {})
+    assert options.source == spec and Path(options.bundle) == bundle.resolve()
+    assert options.headless and str(options.log_file).startswith("/var/log/edgecls/")
