@@ -31,7 +31,7 @@ CHATTY_LOGGERS = ("tensorflow", "absl", "tf2onnx", "h5py", "jax", "onnxruntime")
 CHATTY_IMPORTS = ("tensorflow",)
 
 _level = NORMAL
-_fd2_lock = threading.RLock()  # fd 2 is process-wide: one redirection at a time (nesting is fine)
+_fd2_lock = threading.RLock()  # fd 2 is process-wide: one thread redirects it at a time
 
 
 def level() -> int:
@@ -70,19 +70,30 @@ def native_stderr_silenced(enabled: bool | None = None) -> Iterator[None]:
 
     Default: on unless --verbose. Should the block raise, what was captured is written back to
     stderr, since then it may be the explanation. Process-wide, so keep it around short native
-    calls (an interpreter load, a converter), not around a loop with threads that log."""
+    calls (an interpreter load, a converter), not around a loop with threads that log. While
+    another thread holds the redirection, the block runs inside it without waiting: waiting
+    could deadlock against the import lock, and two redirections would restore out of order."""
     if enabled is None:
         enabled = not verbose()
-    if not enabled:
+    if not enabled or not _fd2_lock.acquire(blocking=False):
         yield
         return
-    with _fd2_lock, tempfile.TemporaryFile() as sink:
-        sys.stderr.flush()
-        try:
-            saved = os.dup(2)
-        except OSError:  # no fd 2 at all (closed by a daemon manager): nothing to silence
+    try:
+        with _fd2_to_temporary_file():
             yield
-            return
+    finally:
+        _fd2_lock.release()
+
+
+@contextlib.contextmanager
+def _fd2_to_temporary_file() -> Iterator[None]:
+    sys.stderr.flush()
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 at all (closed by a daemon manager): nothing to silence
+        yield
+        return
+    with tempfile.TemporaryFile() as sink:
         os.dup2(sink.fileno(), 2)
         failed = True
         try:

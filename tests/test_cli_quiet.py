@@ -206,3 +206,37 @@ def test_tensorflow_import_prints_nothing():
     assert result.returncode == 0, result.stderr
     assert not [c for c in CHATTER if c in result.stderr], result.stderr
     assert result.stderr.endswith("done\n")
+
+
+THREADS = """
+import os, threading
+from edgecls import logs
+inside, done = threading.Event(), threading.Event()
+
+def other():
+    with logs.native_stderr_silenced():
+        os.write(2, b"other thread chatter\\n")
+        inside.set()
+        done.wait(30)
+
+t = threading.Thread(target=other)
+t.start()
+inside.wait(30)
+with logs.native_stderr_silenced():  # another thread holds fd 2: runs inside it, never waits
+    os.write(2, b"main thread chatter\\n")
+print("main thread went on", flush=True)
+done.set()
+t.join()
+with logs.native_stderr_silenced():
+    with logs.native_stderr_silenced():  # nested in one thread
+        os.write(2, b"nested chatter\\n")
+    os.write(2, b"outer chatter\\n")
+os.write(2, b"end\\n")
+"""
+
+
+def test_native_silencer_never_waits_for_another_thread_and_nests():
+    result = _python(THREADS)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "main thread went on\n"
+    assert result.stderr.splitlines() == ["end"]  # fd 2 restored once, in order
