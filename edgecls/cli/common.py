@@ -53,7 +53,7 @@ def global_options(
         False,
         "--quiet",
         "-q",
-        help="only results on stdout that were asked for (--json), warnings and errors",
+        help="no progress bars, tables or notes on stdout, only --json output; stderr still warns",
     ),
     verbose: bool = typer.Option(
         False,
@@ -62,7 +62,7 @@ def global_options(
         help="let TensorFlow, converters and delegates print their own logs",
     ),
 ):
-    """Image classifiers from a folder of photos to a camera on an edge board."""
+    """Options for every command; set before any command imports TensorFlow."""
     if quiet and verbose:
         fail("--quiet and --verbose contradict each other: give one")
     logs.configure(logs.QUIET if quiet else logs.VERBOSE if verbose else logs.NORMAL)
