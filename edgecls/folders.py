@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecls.errors import EdgeclsError
-from edgecls.runtime.preprocess import decode_image, is_image_file
+from edgecls.runtime.preprocess import ImageTooLarge, decode_image, is_image_file
 
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -87,8 +87,11 @@ def _check(path: Path) -> tuple[Path, str | None]:
         return path, f"cannot read ({exc.strerror})"
     if not data:
         return path, "empty file"
-    if decode_image(data) is None:
-        return path, "corrupt, truncated or not an image"
+    try:
+        if decode_image(data) is None:
+            return path, "corrupt, truncated or not an image"
+    except ImageTooLarge as exc:
+        return path, str(exc)
     return path, None
 
 

@@ -268,7 +268,7 @@ def test_bad_inputs_are_one_line_errors(insects_run, insects_data, tmp_path):
         (["export", str(insects_run), "--int8", "--calibration", str(no_images)], "no images"),
         (["export", str(insects_run), "--eval-data", str(other)], "moths"),
         (["export", str(insects_run), "--format", "coreml"], "coreml"),
-        (["export", str(insects_run), "--int8", "--onnx-int8", "s8s8"], "--onnx-int8 s8s8"),
+        (["export", str(insects_run), "--int8", "--onnx-int8", "s4s4"], "--onnx-int8 s4s4"),
     ]
     for args, expected in cases:
         result = runner.invoke(app, args)

@@ -39,7 +39,14 @@ class Bundle:
         return self.manifest.artifacts
 
     def artifact(self, file: str) -> Artifact:
-        return self.manifest.artifact(file)
+        """By file name, or by a path to it inside this bundle (`export/NAME/model_int8.tflite`)."""
+        given = Path(file)
+        if given.parent != Path(".") and given.parent.resolve() != self.root.resolve():
+            raise EdgeclsError(
+                f"--artifact {file}: not in the bundle {self.root}; give one of its files "
+                f"({', '.join(self.manifest.files)})"
+            )
+        return self.manifest.artifact(given.name)
 
     def verified_path(self, artifact: Artifact, allow_failed: bool = False) -> Path:
         """The artifact's path, only if it lies in the bundle and its bytes are the ones the

@@ -174,7 +174,7 @@ class Manifest:
 
     def artifact(self, file: str) -> Artifact:
         for a in self.artifacts:
-            if a.file in (file, Path(file).name):
+            if a.file == file:
                 return a
         raise EdgeclsError(
             f"{self.name}: no artifact {file!r} in the manifest (has: {', '.join(self.files)})"

@@ -16,6 +16,7 @@ import numpy as np
 
 from edgecls.errors import EdgeclsError
 from edgecls.registry import Registry
+from edgecls.runtime.image_size import image_size
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -123,26 +124,61 @@ def to_rgb8(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
 
 
+# Decoded images above this many pixels are refused; JPEGs are decoded at 1/2, 1/4 or 1/8 scale
+# (DCT scaling, no full-size buffer) to stay under it. 64 MP is 192 MB as RGB: a 48 MP phone
+# photo decodes in full, a 20000x20000 PNG does not.
+MAX_PIXELS = 64_000_000
+_REDUCED = ((2, cv2.IMREAD_REDUCED_COLOR_2), (4, cv2.IMREAD_REDUCED_COLOR_4))
+_REDUCED += ((8, cv2.IMREAD_REDUCED_COLOR_8),)
+
+
+class ImageTooLarge(EdgeclsError):
+    """An image whose decoded size would exceed MAX_PIXELS."""
+
+
+def _decode_flag(data: bytes) -> int:
+    size = image_size(data)
+    if size is None or size[0] * size[1] <= MAX_PIXELS:
+        return cv2.IMREAD_COLOR
+    w, h = size
+    if data[:2] == b"\xff\xd8":
+        for k, flag in _REDUCED:
+            if (w // k) * (h // k) <= MAX_PIXELS:
+                return flag
+    raise ImageTooLarge(
+        f"{w}x{h} pixels ({w * h / 1e6:.0f} MP) is above the {MAX_PIXELS / 1e6:.0f} MP limit; "
+        "downscale the image"
+    )
+
+
 def decode_image(data: bytes) -> np.ndarray | None:
-    """Decode encoded bytes to RGB uint8, or None when OpenCV cannot read them."""
+    """Decode encoded bytes to RGB uint8, or None when OpenCV cannot read them; ImageTooLarge
+    for an image too large to decode safely."""
     if not data:
         return None
     buf = np.frombuffer(data, dtype=np.uint8)
-    # IMREAD_COLOR applies EXIF orientation and turns grey, alpha, CMYK and 16-bit into 8-bit BGR.
-    image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    # IMREAD_COLOR applies EXIF orientation and turns grey, alpha, CMYK and 16-bit into 8-bit BGR
+    # (the reduced flags likewise).
+    image = cv2.imdecode(buf, _decode_flag(data))
     if image is None or image.size == 0:
         return None
     return to_rgb8(image)
 
 
 def image_paths(spec: str | Path) -> list[Path]:
-    """A file as is, a folder's images (recursive, sorted) or a glob's matching images (sorted)."""
+    """A file as is, a folder's images (recursive, sorted) or a glob's matching images (sorted).
+    Each file once, however many symlinks (or symlink loops) lead to it."""
     path, text = Path(spec), str(spec)
     if path.is_dir():
-        return sorted(p for p in path.rglob("*") if p.is_file() and is_image_file(p))
-    if not path.exists() and any(ch in text for ch in "*?["):
-        return sorted(p for p in map(Path, glob.glob(text, recursive=True)) if is_image_file(p))
-    return [path]
+        found = (p for p in path.rglob("*") if p.is_file() and is_image_file(p))
+    elif not path.exists() and any(ch in text for ch in "*?["):
+        found = (p for p in map(Path, glob.glob(text, recursive=True)) if is_image_file(p))
+    else:
+        return [path]
+    unique: dict[Path, Path] = {}
+    for p in sorted(found, key=lambda p: (len(p.parts), p)):  # the shortest path to a file wins
+        unique.setdefault(p.resolve(), p)
+    return sorted(unique.values())
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -152,7 +188,10 @@ def read_image(path: str | Path) -> np.ndarray:
         data = path.read_bytes()
     except OSError as exc:
         raise EdgeclsError(f"{path}: cannot read file ({exc.strerror})") from None
-    image = decode_image(data)
+    try:
+        image = decode_image(data)
+    except ImageTooLarge as exc:
+        raise EdgeclsError(f"{path}: {exc}") from None
     if image is None:
         raise EdgeclsError(f"{path}: not a readable image (empty, corrupt or unknown format)")
     return image
