@@ -175,7 +175,14 @@ def open_model(model: Path, labels: Path | None = None) -> LabelledModel:
     from edgecls.runtime.backends import load_predictor
 
     model = Path(model)
-    predictor = load_predictor(model)
+    if model.suffix == ".keras":  # the float model: TensorFlow, never on the board
+        from edgecls.keras_predictor import KerasPredictor
+
+        if not model.is_file():
+            raise EdgeclsError(f"{model}: model file not found")
+        predictor = KerasPredictor(model)
+    else:
+        predictor = load_predictor(model)
     meta = getattr(predictor, "metadata", None) or {}
     if labels is None and "labels" in meta:
         classes = list(meta["labels"])

@@ -255,7 +255,7 @@ def test_bad_source_tampered_artifact_unknown_delegate_are_one_line_errors(
     runner = CliRunner()
     cases = [
         (["run", str(bundle), "--source", str(tmp_path / "missing.mp4"), "--headless"], "--source"),
-        (["run", str(bundle), "--source", "7", "--headless"], "cannot open"),
+        (["run", str(bundle), "--source", "7", "--headless"], "cannot open", 1),  # may come
         (
             [
                 "run",
@@ -271,9 +271,9 @@ def test_bad_source_tampered_artifact_unknown_delegate_are_one_line_errors(
         (["run", str(bundle), "--source", str(video), "--delegate", "tpu9000"], "tpu9000"),
         (["run", str(tmp_path), "--source", str(video)], "not a bundle"),
     ]
-    for args, expected in cases:
+    for args, expected, *code in cases:
         result = runner.invoke(app, args)
-        assert result.exit_code == 2, (args, result.output)
+        assert result.exit_code == (code or [2])[0], (args, result.output)
         assert expected in result.output and "Traceback" not in result.output, result.output
         assert len([line for line in result.output.splitlines() if line.startswith("error:")]) == 1
 

@@ -83,7 +83,7 @@ def command(target=app, name: str | None = None):
             try:
                 return fn(*args, **kwargs)
             except EdgeclsError as exc:
-                fail(str(exc))
+                fail(str(exc), exc.exit_code)
             except ModuleNotFoundError as exc:
                 missing_extra(exc)
             except KeyboardInterrupt:

@@ -7,11 +7,12 @@ from pathlib import Path
 import typer
 
 from edgecls.cli.common import command, console, data_app, err
+from edgecls.samples import SAMPLES
 
 
 @command(data_app, "sample")
 def data_sample(
-    name: str = typer.Argument(..., help="casting or insects"),
+    name: str = typer.Argument(..., help=f"one of: {SAMPLES.choices()}"),
     out: Path = typer.Option(..., "--out", help="folder to write the dataset to"),
     n_train: int = typer.Option(400, help="training images per class"),
     n_test: int = typer.Option(60, help="test images per class"),

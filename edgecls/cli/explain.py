@@ -7,6 +7,7 @@ from pathlib import Path
 import typer
 
 from edgecls.cli.common import command, console
+from edgecls.explain.methods import EXPLAINERS
 
 
 @command()
@@ -15,9 +16,7 @@ def explain(
     images: list[str] = typer.Option(
         ..., "--images", help="image, folder or glob; repeat the option for more"
     ),
-    method: str = typer.Option(
-        "gradient", help="gradient (GradientExplainer) or partition (model-agnostic)"
-    ),
+    method: str = typer.Option("gradient", help=f"attribution method: {EXPLAINERS.choices()}"),
     background: int = typer.Option(50, help="background images from the run's training split"),
     max_evals: int = typer.Option(
         500, help="model evaluations (partition) or samples (gradient) per image"

@@ -9,7 +9,6 @@ so metrics, parity, benchmark and the camera loop never special-case a format.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from typing import Protocol
 import numpy as np
 
 from edgecls.errors import EdgeclsError
+from edgecls.logs import native_stderr_silenced
 from edgecls.registry import Registry
 from edgecls.runtime.delegates import choose_delegate
 from edgecls.runtime.tflite_metadata import read_metadata
@@ -55,7 +55,7 @@ class RuntimeOptions:
 class Backend:
     name: str
     suffixes: tuple[str, ...]
-    loader: Callable[..., Predictor] | str  # "module:attr" for backends that live outside runtime/
+    loader: Callable[..., Predictor]
 
 
 BACKENDS: Registry[Backend] = Registry("backend")
@@ -63,10 +63,6 @@ BACKENDS: Registry[Backend] = Registry("backend")
 
 def register_backend(name: str, suffixes: tuple[str, ...]):
     return BACKENDS.register(name, lambda cls: Backend(name, suffixes, cls))
-
-
-# The float Keras model needs TensorFlow, which never comes to the board: it is looked up lazily.
-BACKENDS.add("keras", Backend("keras", (".keras",), "edgecls.keras_predictor:KerasPredictor"))
 
 
 def backend_for(path: Path) -> Backend:
@@ -81,17 +77,7 @@ def load_predictor(path: str | Path, options: RuntimeOptions = RuntimeOptions())
     path = Path(path)
     if not path.is_file():
         raise EdgeclsError(f"{path}: model file not found")
-    loader = backend_for(path).loader
-    if isinstance(loader, str):
-        module, attr = loader.split(":")
-        try:
-            loader = getattr(importlib.import_module(module), attr)
-        except ImportError as exc:
-            raise EdgeclsError(
-                f"{path}: running {path.suffix} models needs the training extra "
-                f"(pip install 'edgecls[train]'): {exc}"
-            ) from None
-    return loader(path, options)
+    return backend_for(path).loader(path, options)
 
 
 def quantize(batch: np.ndarray, dtype: np.dtype, scale: float, zero_point: int) -> np.ndarray:
@@ -159,7 +145,8 @@ def _io(dtype, scale: float, zero_point: int, logits: bool | None = None) -> dic
 
 
 def litert_runtime():
-    """(Interpreter, load_delegate, OpResolverType or None, source): LiteRT first, tf.lite last."""
+    """(Interpreter, load_delegate, OpResolverType or None, source): LiteRT, or tflite-runtime
+    where numpy < 2 (its last release fails to load with numpy 2)."""
     try:
         from ai_edge_litert import interpreter as mod
 
@@ -178,18 +165,8 @@ def litert_runtime():
             )
         except ImportError:
             pass
-    try:  # deprecated, and only on machines that have TensorFlow anyway
-        lite = importlib.import_module("tensorflow").lite
-        return (
-            lite.Interpreter,
-            lite.experimental.load_delegate,
-            lite.experimental.OpResolverType,
-            "tf.lite",
-        )
-    except ImportError:
-        raise EdgeclsError(
-            "no TFLite runtime found: pip install ai-edge-litert (or 'edgecls[device]')"
-        ) from None
+    # tf.lite is deprecated and would pull TensorFlow onto the board side: never used here.
+    raise EdgeclsError("no TFLite runtime found: pip install ai-edge-litert (or 'edgecls[device]')")
 
 
 @register_backend("litert", (".tflite",))
@@ -204,8 +181,9 @@ class LiteRTPredictor:
         if not choice.use_default_xnnpack and resolver is not None:
             kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
         try:
-            self.interpreter = interpreter_cls(model_path=str(path), **kwargs)
-            self.interpreter.allocate_tensors()
+            with native_stderr_silenced():  # "INFO: Created TensorFlow Lite XNNPACK delegate"
+                self.interpreter = interpreter_cls(model_path=str(path), **kwargs)
+                self.interpreter.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise EdgeclsError(f"{path}: not a loadable TFLite model ({first})") from None

@@ -19,7 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgecls.errors import EdgeclsError
+from edgecls.errors import EdgeclsError, SourceUnavailable
 from edgecls.registry import Registry
 from edgecls.runtime.preprocess import image_paths, is_image_file, read_image
 
@@ -174,7 +174,7 @@ class LiveSource:
         if cap is None or not cap.isOpened():
             if cap is not None:
                 cap.release()
-            raise EdgeclsError(
+            raise SourceUnavailable(
                 f"--source {self.name}: cannot open (no such camera, stream or "
                 "pipeline; check the index/URL and that nothing else holds it)"
             )
