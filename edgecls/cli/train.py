@@ -45,6 +45,9 @@ def train(
     ),
     fine_tune: int = typer.Option(0, help="pretrained: unfreeze the top N backbone layers"),
     patience: int | None = typer.Option(None, help=f"early stopping on val_loss ({RECIPE})"),
+    monitor: str | None = typer.Option(
+        None, help=f"val_loss or val_accuracy: early stopping and best weights ({RECIPE})"
+    ),
     val_fraction: float = typer.Option(0.15),
     test_fraction: float = typer.Option(0.15),
     strategy: str = typer.Option(
@@ -88,6 +91,7 @@ def train(
         seed=seed,
         augment=augment,
         patience=patience,
+        monitor=monitor,
         split=SplitConfig(val_fraction, test_fraction, seed),
         strategy=strategy,
         deterministic=deterministic,

@@ -26,9 +26,12 @@ def _metrics_text(logs: dict) -> str:
     return text
 
 
-def keras_callbacks(progress: Progress, steps: int, history: list[dict], patience: int):
+def keras_callbacks(
+    progress: Progress, steps: int, history: list[dict], patience: int, monitor: str = "val_loss"
+):
     """(early stopping, every callback): a bar per epoch with live loss/accuracy that appends
-    each epoch's logs to `history`, then early stopping with the best weights kept."""
+    each epoch's logs to `history`, then early stopping on `monitor` with the best weights
+    kept."""
     import keras
 
     class RichProgress(keras.callbacks.Callback):
@@ -46,6 +49,10 @@ def keras_callbacks(progress: Progress, steps: int, history: list[dict], patienc
             progress.update(self.task, completed=steps, info=_metrics_text(logs))
 
     early = keras.callbacks.EarlyStopping(
-        monitor="val_loss", mode="min", patience=patience, restore_best_weights=True, verbose=0
+        monitor=monitor,
+        mode="min" if monitor.endswith("loss") else "max",
+        patience=patience,
+        restore_best_weights=True,
+        verbose=0,
     )
     return early, [RichProgress(), early]

@@ -50,6 +50,7 @@ class TrainConfig:
     seed: int = 42
     augment: bool = True
     patience: int | None = None
+    monitor: str | None = None  # val_loss | val_accuracy
     split: SplitConfig = field(default_factory=SplitConfig)
     strategy: str = "auto"  # auto | one | mirrored | multi-worker
     deterministic: bool = False
@@ -94,7 +95,10 @@ def resolve(config: TrainConfig) -> TrainConfig:
         epochs=recipe.epochs if config.epochs is None else config.epochs,
         lr=recipe.lr if config.lr is None else config.lr,
         patience=recipe.patience if config.patience is None else config.patience,
+        monitor=recipe.monitor if config.monitor is None else config.monitor,
     )
+    if config.monitor not in ("val_loss", "val_accuracy"):
+        raise EdgeclsError(f"--monitor {config.monitor!r}: choose val_loss or val_accuracy")
     if config.epochs < 1 or config.batch_size < 1:
         raise EdgeclsError("--epochs and --batch-size must be at least 1")
     if config.lr <= 0 or config.patience < 0:
@@ -205,19 +209,28 @@ def feed(config: TrainConfig, dataset: FolderDataset, strategy, scratch: Path) -
     )
 
 
-def fit(config, model, optimizer, strategy, data: LoopData, console) -> tuple[list, bool]:
+@dataclass
+class Fitted:
+    history: list[dict]
+    best_epoch: int  # 1-based; 0 when no epoch finished
+    interrupted: bool
+
+
+def fit(config, model, optimizer, strategy, data: LoopData, console) -> Fitted:
     """Run the epochs with progress; Ctrl-C keeps the best weights so far."""
     history: list[dict] = []
     interrupted = False
     with progress_bar(console) as progress:
-        early, callbacks = _keras_callbacks(progress, data.steps, history, config.patience)
+        early, callbacks = _keras_callbacks(
+            progress, data.steps, history, config.patience, config.monitor
+        )
         try:
             run_epochs(Steps(strategy, model, optimizer), data, config.epochs, callbacks)
         except KeyboardInterrupt:
             interrupted = True
             if early.best_weights is not None:
                 model.set_weights(early.best_weights)
-    return history, interrupted
+    return Fitted(history, early.best_epoch + 1 if history else 0, interrupted)
 
 
 def train(config: TrainConfig, console: Console | None = None) -> TrainResult:
@@ -233,10 +246,10 @@ def train(config: TrainConfig, console: Console | None = None) -> TrainResult:
     with determinism(config.seed, config.deterministic), _workspace(config, task) as run:
         model, optimizer = build(config, strategy, len(dataset.classes), console)
         data = feed(config, dataset, strategy, run.scratch)
-        history, interrupted = fit(config, model, optimizer, strategy, data, console)
+        fitted = fit(config, model, optimizer, strategy, data, console)
         if not task.is_chief:
-            return TrainResult(None, {}, dataset, len(history), _best_epoch(history), False)
-        result = report(config, dataset, model, history, interrupted, run.staging, console)
+            return TrainResult(None, {}, dataset, len(fitted.history), fitted.best_epoch, False)
+        result = report(config, dataset, model, fitted, run.staging, console)
         run.commit()
     result.out = config.out
     return result
@@ -259,16 +272,10 @@ def _workspace(config: TrainConfig, task: ClusterTask):
     return RunFolder(config.out) if task.is_chief else _WorkerScratch()
 
 
-def _best_epoch(history: list[dict]) -> int:
-    if not history:
-        return 0
-    return min(history, key=lambda h: h.get("val_loss", float("inf")))["epoch"]
-
-
-def report(config, dataset, model, history, interrupted, out: Path, console) -> TrainResult:
+def report(config, dataset, model, fitted: Fitted, out: Path, console) -> TrainResult:
     """Model, labels, config, history, curves and test metrics into `out`; loud if the model
     learned nothing."""
-    best_epoch = _best_epoch(history)
+    history, best_epoch, interrupted = fitted.history, fitted.best_epoch, fitted.interrupted
     if interrupted:
         console.print(
             f"[yellow]interrupted[/]: keeping the best weights so far (epoch {best_epoch})"

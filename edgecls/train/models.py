@@ -37,6 +37,10 @@ class Recipe:
     epochs: int = 10
     lr: float = 1e-3
     patience: int = 5
+    # Early stopping and the best weights follow this. A BatchNorm network learning from
+    # scratch has a noisy val_loss whose minimum is often the untrained first epoch (uniform
+    # answers): accuracy picks the epoch that classifies best.
+    monitor: str = "val_loss"
 
 
 @dataclass(frozen=True)
@@ -159,7 +163,7 @@ def _backbone_classifier(config: ModelConfig, num_classes: int, make_backbone, p
     return keras.Model(inputs, outputs, name=config.name.replace("-", "_"))
 
 
-BACKBONE_SCRATCH = Recipe(epochs=30, lr=2e-3, patience=8)
+BACKBONE_SCRATCH = Recipe(epochs=30, lr=2e-3, patience=8, monitor="val_accuracy")
 BACKBONE_PRETRAINED = Recipe(epochs=10, lr=1e-3, patience=5)
 
 
