@@ -73,6 +73,7 @@ class ExportContext:
     io: str = "uint8"  # integer TFLite input/output type: uint8 | int8 | float32
     onnx_int8: str = "u8u8"  # int8 ONNX activation/weight types, see ONNX_INT8
     workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="edgecls-export-")))
+    variants: dict = field(default_factory=dict, repr=False)  # see `variant`
 
     @functools.cached_property
     def saved_model(self) -> Path:
@@ -106,14 +107,20 @@ class ExportContext:
         quant_pre_process(str(self.onnx_float), str(path), skip_symbolic_shape=True)
         return path
 
-    def variant(self, model, name: str) -> ExportContext:
-        """The same export for another float model (equalized, bias-corrected): its own
-        SavedModel, ONNX and calibration, in a sub-folder of this workdir."""
-        workdir = self.workdir / name
-        workdir.mkdir(parents=True, exist_ok=True)
-        return ExportContext(
-            model, self.input_size, self.calibration, self.io, self.onnx_int8, workdir
-        )
+    def variant(self, name: str, make) -> tuple[ExportContext | None, list]:
+        """A repaired float model, `make() -> (model, what changed)` (equalized layer pairs,
+        bias-corrected layers), as its own export: SavedModel, ONNX and calibration in a
+        sub-folder of this workdir. Made once and shared by the formats; (None, []) when the
+        repair found nothing to change."""
+        if name not in self.variants:
+            model, changed = make()
+            workdir = self.workdir / name
+            workdir.mkdir(parents=True, exist_ok=True)
+            ctx = ExportContext(
+                model, self.input_size, self.calibration, self.io, self.onnx_int8, workdir
+            )
+            self.variants[name] = (ctx if changed else None, changed)
+        return self.variants[name]
 
     def calibration_batches(self):
         """Float32 batches of one image, pixels in [0, 255]: the model's own input contract."""

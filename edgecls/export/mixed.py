@@ -14,6 +14,8 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import numpy as np
+
 from edgecls.export.context import ExportContext
 from edgecls.export.layer_error import LayerReport
 
@@ -183,19 +185,18 @@ def _repaired_models(ctx: ExportContext, options: RepairOptions):
     """(context, changes) for each repaired float model: equalized, then bias-corrected."""
     from edgecls.export.equalize import correct_bias, equalize
 
-    model, changes = ctx.model, Changes()
+    base, changes = ctx, Changes()
     if options.equalize:
-        model, pairs = equalize(ctx.model)
-        if pairs:
-            changes = replace(changes, equalized=pairs)
-            yield ctx.variant(model, "equalized"), changes
+        equalized, pairs = ctx.variant("equalized", lambda: equalize(ctx.model))
+        if equalized is not None:
+            base, changes = equalized, replace(changes, equalized=pairs)
+            yield base, changes
     if options.bias_correction:
-        corrected, layers = correct_bias(model, ctx.calibration[:BIAS_IMAGES])
-        if layers:
-            yield (
-                ctx.variant(corrected, "bias-corrected"),
-                replace(changes, bias_corrected=layers),
-            )
+        images = ctx.calibration[:BIAS_IMAGES]
+        name = "bias-corrected" + ("-equalized" if changes.equalized else "")
+        corrected, layers = ctx.variant(name, lambda: correct_bias(base.model, images))
+        if corrected is not None:
+            yield corrected, replace(changes, bias_corrected=layers)
 
 
 MIN_LAYER_ERROR = 0.01  # below this a layer's rounding is ordinary: keeping it in float won't help
@@ -272,22 +273,15 @@ def repair(
     )
 
 
-def measure_latency(paths: dict[str, Path], image, rounds: int = 5, runs: int = 10) -> dict:
+def measure_latency(paths: dict[str, Path], rounds: int = 5, runs: int = 10) -> dict:
     """Median milliseconds per image of each artifact on this machine, rounds alternating
     between artifacts so a busy moment does not land on one of them."""
-    import statistics
-
     from edgecls.runtime.backends import load_predictor
+    from edgecls.runtime.select import measure_latency as latency
 
     predictors = {name: load_predictor(p) for name, p in paths.items()}
-    batch = image[None]
-    for p in predictors.values():
-        p.predict(batch)  # warm-up
-    times: dict[str, list[float]] = {name: [] for name in paths}
-    for _ in range(rounds):
+    times: dict[str, list] = {name: [] for name in paths}
+    for i in range(rounds):
         for name, p in predictors.items():
-            t0 = time.perf_counter()
-            for _ in range(runs):
-                p.predict(batch)
-            times[name].append((time.perf_counter() - t0) / runs * 1000)
-    return {name: round(statistics.median(t), 3) for name, t in times.items()}
+            times[name].extend(latency(p, runs=runs, warmup=3 if i == 0 else 0))
+    return {name: round(float(np.median(t)), 3) for name, t in times.items()}
