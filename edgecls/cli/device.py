@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
 import json
+import typing
 from pathlib import Path
 
 import typer
@@ -11,60 +14,66 @@ from rich.table import Table
 from edgecls.cli.common import command, console, err, runtime_options
 
 
-@command()
-def run(
-    bundle: Path = typer.Argument(..., help="bundle folder (export/NAME)"),
-    source: str = typer.Option(
-        "0", help="camera index, video file, image folder/glob, rtsp/http URL or GStreamer pipeline"
-    ),
-    backend: str = typer.Option("auto", help="auto, litert or onnxruntime"),
-    artifact: str | None = typer.Option(None, help="run this artifact file of the bundle"),
-    delegate: str = typer.Option(
-        "auto", help="auto, none, xnnpack, gpu, nnapi, edgetpu or PATH.so"
-    ),
-    threads: int | None = typer.Option(None, help="inference threads; default all cores"),
-    providers: str | None = typer.Option(None, help="ONNX Runtime providers, comma-separated"),
-    trt_cache: Path | None = typer.Option(None, help="TensorRT engine cache folder"),
-    fp16: bool = typer.Option(False, "--fp16", help="TensorRT fp16 kernels"),
-    strict: bool = typer.Option(False, help="a delegate/provider that cannot load is an error"),
-    allow_failed: bool = typer.Option(False, help="run artifacts that failed their parity gate"),
-    width: int | None = typer.Option(None, help="camera capture width"),
-    height: int | None = typer.Option(None, help="camera capture height"),
-    fps: int | None = typer.Option(None, help="camera capture FPS"),
-    headless: bool = typer.Option(False, help="no window (boards without a display)"),
-    as_json: bool = typer.Option(False, "--json", help="one JSON line per classified frame"),
-    min_confidence: float = typer.Option(0.0, help="below this, a frame is 'uncertain'"),
-    every: int = typer.Option(1, help="classify every Nth frame"),
-    save_dir: Path | None = typer.Option(None, help="save classified frames here"),
-    save_labels: str | None = typer.Option(
-        None, help="only frames of these labels, comma-separated"
-    ),
-    record: Path | None = typer.Option(None, help="write an annotated video (mp4)"),
-    max_frames: int | None = typer.Option(None, help="stop after N classified frames"),
-):
-    """Classify frames from a camera, video, stream or folder with a bundle's artifact."""
-    from edgecls.runtime.loop import RunConfig
+def _run(ctx: typer.Context, config: Path | None = None, **options) -> None:
+    """Classify frames from a camera, video, stream or folder with a bundle's artifact; send
+    records and decisions to the line (JSON log, MQTT, HTTP, GPIO, a command, saved frames)."""
     from edgecls.runtime.loop import run as run_loop
-    from edgecls.runtime.sources import CaptureSettings
+    from edgecls.runtime.runconfig import RunOptions, merge_options, read_device_file
 
-    config = RunConfig(
-        bundle=bundle,
-        source=source,
-        backend=backend,
-        artifact=artifact,
-        runtime=runtime_options(threads, delegate, providers, strict, trt_cache, fp16),
-        capture=CaptureSettings(width, height, fps),
-        allow_failed=allow_failed,
-        headless=headless,
-        json=as_json,
-        min_confidence=min_confidence,
-        every=every,
-        save_dir=save_dir,
-        save_labels=tuple(s.strip() for s in save_labels.split(",")) if save_labels else (),
-        record=record,
-        max_frames=max_frames,
-    )
-    run_loop(config, log=lambda msg: err.print(msg, markup=False, highlight=False))
+    given = {name: value for name, value in options.items() if _given(ctx, name)}
+    chosen = merge_options(read_device_file(config), given) if config else RunOptions(**options)
+    run_loop(chosen.to_config(), log=lambda msg: err.print(msg, markup=False, highlight=False))
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Typed on the command line (or from the environment), not a default: these win over the
+    device file."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name not in ("DEFAULT", "DEFAULT_MAP")
+
+
+def _run_parameters() -> list[inspect.Parameter]:
+    """The command's options, made from RunOptions: one table for the CLI and the device file."""
+    from edgecls.runtime.runconfig import RunOptions
+
+    hints = typing.get_type_hints(RunOptions)
+    kw = inspect.Parameter.KEYWORD_ONLY
+    params = [
+        inspect.Parameter("ctx", kw, annotation=typer.Context),
+        inspect.Parameter(
+            "bundle",
+            kw,
+            default=typer.Argument(
+                None, help="bundle folder (export/NAME), or `bundle:` in --config"
+            ),
+            annotation=hints["bundle"],
+        ),
+        inspect.Parameter(
+            "config",
+            kw,
+            default=typer.Option(
+                None, help="device file (YAML): any option below as a key; flags given here win"
+            ),
+            annotation=Path | None,
+        ),
+    ]
+    for f in dataclasses.fields(RunOptions):
+        if f.name == "bundle":
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        decl = f"{flag}/--no-{flag[2:]}" if hints[f.name] is bool else flag
+        option = typer.Option(f.default, decl, help=f.metadata["help"])
+        params.append(inspect.Parameter(f.name, kw, default=option, annotation=hints[f.name]))
+    return params
+
+
+def _with_signature(fn, params):
+    fn.__signature__ = inspect.Signature(params)
+    fn.__annotations__ = {p.name: p.annotation for p in params}
+    return fn
+
+
+command(name="run")(_with_signature(_run, _run_parameters()))
 
 
 @command()

@@ -1,88 +1,36 @@
-"""`edgecls run`: the camera loop on the board. Reads frames, classifies them with the bundle's
-artifact, reports, and keeps going: corrupt frames are skipped and counted, a dropped live source
-is reopened, Ctrl-C and SIGTERM end cleanly with a summary and flushed outputs."""
+"""`edgecls run`: the camera loop on the board.
+
+Frames become records (label, probabilities, timing, source, bundle identity, ROI); a decision
+rule turns records into decisions; sinks consume both on their own threads (JSON log, MQTT, HTTP,
+GPIO, on-trigger, saved frames, recording, window, drift), so a slow broker or disk never slows
+the loop. Corrupt frames are skipped and counted, a dropped live source is reopened, Ctrl-C and
+SIGTERM end cleanly with a summary and flushed outputs. Memory stays constant however long it runs.
+"""
 
 from __future__ import annotations
 
-import contextlib
-import json
 import signal
 import sys
 import threading
 import time
-from collections import Counter
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 from edgecls.errors import EdgeclsError
-from edgecls.runtime.backends import RuntimeOptions
-from edgecls.runtime.bundle import load_bundle
+from edgecls.runtime import systemd
+from edgecls.runtime.bundle import Bundle, load_bundle
+from edgecls.runtime.decisions import DecisionRule
+from edgecls.runtime.records import Identity, Record, Summary
+from edgecls.runtime.runconfig import RunConfig
 from edgecls.runtime.select import choose
-from edgecls.runtime.sources import CaptureSettings, SourceEnded, open_source
+from edgecls.runtime.sinks import SinkContext, Sinks, build_sinks
+from edgecls.runtime.sinks.recording import source_fps
+from edgecls.runtime.sources import Frame, SourceEnded, open_source
 
+__all__ = ["RunConfig", "Summary", "run"]
 
-@dataclass(frozen=True)
-class RunConfig:
-    bundle: Path
-    source: str
-    backend: str = "auto"
-    artifact: str | None = None
-    runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
-    capture: CaptureSettings = field(default_factory=CaptureSettings)
-    allow_failed: bool = False
-    headless: bool = False
-    json: bool = False
-    min_confidence: float = 0.0
-    every: int = 1  # classify every Nth frame
-    save_dir: Path | None = None
-    save_labels: tuple[str, ...] = ()  # empty: save every classified frame
-    record: Path | None = None
-    max_frames: int | None = None
-
-
-@dataclass
-class Summary:
-    frames: int = 0  # frames read from the source
-    classified: int = 0
-    corrupt: int = 0
-    reconnects: int = 0
-    seconds: float = 0.0
-    latencies_ms: list[float] = field(default_factory=list)
-    labels: Counter = field(default_factory=Counter)
-    saved: int = 0
-
-    def to_dict(self) -> dict:
-        lat = np.asarray(self.latencies_ms) if self.latencies_ms else np.zeros(1)
-        return {
-            "frames": self.frames,
-            "classified": self.classified,
-            "corrupt_frames": self.corrupt,
-            "reconnects": self.reconnects,
-            "seconds": round(self.seconds, 3),
-            "fps": round(self.classified / self.seconds, 2) if self.seconds > 0 else 0.0,
-            "latency_ms": {
-                q: round(float(np.percentile(lat, int(q[1:]))), 3) for q in ("p50", "p90", "p99")
-            },
-            "labels": dict(self.labels),
-            "saved": self.saved,
-        }
-
-    def text(self) -> str:
-        d = self.to_dict()
-        lat = d["latency_ms"]
-        counts = (
-            ", ".join(f"{k} {v}" for k, v in sorted(d["labels"].items(), key=lambda kv: -kv[1]))
-            or "none"
-        )
-        return (
-            f"summary: {d['frames']} frames, {d['classified']} classified, "
-            f"{d['corrupt_frames']} corrupt, "
-            f"{d['reconnects']} reconnects; {d['fps']} FPS; latency p50 {lat['p50']} ms, "
-            f"p90 {lat['p90']} ms, p99 {lat['p99']} ms; labels: {counts}"
-        )
+HEARTBEAT_SECONDS = 2.0
 
 
 class _Stop:
@@ -114,180 +62,184 @@ class _Stop:
             signal.signal(sig, handler)
 
 
-def _overlay(frame: np.ndarray, label: str, confidence: float, fps: float) -> np.ndarray:
-    out = frame.copy()
-    scale = max(0.5, frame.shape[1] / 900)
-    cv2.putText(
-        out,
-        f"{label} {confidence:.2f}",
-        (10, int(30 * scale)),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        scale,
-        (0, 255, 0),
-        max(1, int(2 * scale)),
-        cv2.LINE_AA,
-    )
-    cv2.putText(
-        out,
-        f"{fps:.1f} FPS",
-        (10, int(60 * scale)),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        scale * 0.7,
-        (0, 255, 255),
-        max(1, int(scale)),
-        cv2.LINE_AA,
-    )
-    return out
+@dataclass
+class _Classifier:
+    """Frame -> Record: the ROI crop, the one preprocessing function, the model."""
+
+    predictor: object
+    bundle: Bundle
+    identity: Identity
+    source: str
+    min_confidence: float
+    keep_image: bool
+    keep_input: bool
+
+    def __call__(self, frame: Frame) -> Record:
+        image = self.crop(frame.image)
+        x = self.bundle.input_spec.frame_to_input(image)
+        t0 = time.perf_counter()
+        probs = self.predictor.predict(x[None])[0]
+        latency = (time.perf_counter() - t0) * 1000
+        top = int(np.argmax(probs))
+        confidence = float(probs[top])
+        labels = self.identity.labels
+        return Record(
+            frame=frame.index,
+            time=time.time(),
+            label=labels[top] if confidence >= self.min_confidence else None,
+            top=labels[top],
+            confidence=confidence,
+            probs=tuple(probs.tolist()),
+            latency_ms=latency,
+            source=self.source,
+            identity=self.identity,
+            name=frame.name,
+            image=frame.image if self.keep_image else None,
+            model_input=x if self.keep_input else None,
+        )
+
+    def crop(self, image: np.ndarray) -> np.ndarray:
+        roi = self.identity.roi
+        if roi is None:
+            return image
+        x, y, w, h = roi
+        if x + w > image.shape[1] or y + h > image.shape[0]:
+            raise EdgeclsError(
+                f"--roi {x},{y},{w},{h}: outside the {image.shape[1]}x{image.shape[0]} frame "
+                "of this source; give a region inside it"
+            )
+        return image[y : y + h, x : x + w]
 
 
-class _Outputs:
-    """Window, recording and saved frames: created lazily, always closed."""
-
-    def __init__(self, config: RunConfig, log):
-        self.config = config
-        self.log = log
-        self.writer = None
-        self.window = not config.headless
-        if config.save_dir:
-            config.save_dir.mkdir(parents=True, exist_ok=True)
-
-    def handle(self, frame, index, label, confidence, fps, summary) -> bool:
-        """Returns False when the user closed the window (q or Esc)."""
-        c = self.config
-        if c.save_dir and label is not None and (not c.save_labels or label in c.save_labels):
-            cv2.imwrite(str(c.save_dir / f"frame_{index:07d}_{label}_{confidence:.2f}.jpg"), frame)
-            summary.saved += 1
-        if not (self.window or c.record):
-            return True
-        shown = _overlay(frame, label or "uncertain", confidence, fps)
-        if c.record:
-            if self.writer is None:
-                c.record.parent.mkdir(parents=True, exist_ok=True)
-                self.writer = cv2.VideoWriter(
-                    str(c.record),
-                    cv2.VideoWriter_fourcc(*"mp4v"),
-                    15.0,
-                    (frame.shape[1], frame.shape[0]),
-                )
-            self.writer.write(shown)
-        if self.window:
-            try:
-                cv2.imshow("edgecls", shown)
-                if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
-                    return False
-            except cv2.error:
-                self.log(
-                    "no display available (or OpenCV built headless): continuing with --headless"
-                )
-                self.window = False
-        return True
-
-    def close(self):
-        if self.writer is not None:
-            self.writer.release()
-        if self.window:
-            with contextlib.suppress(cv2.error):
-                cv2.destroyAllWindows()
-
-
-def run(config: RunConfig, out=None, log=None, source=None) -> Summary:
-    """Run the loop until the source ends, max_frames, the window closes, or a signal."""
-    out = out or sys.stdout
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    if config.every < 1:
-        raise EdgeclsError("--every must be at least 1")
-    bundle = load_bundle(config.bundle)
+def _check(config: RunConfig, bundle: Bundle) -> None:
     unknown = sorted(set(config.save_labels) - set(bundle.labels))
     if unknown:
         raise EdgeclsError(
             f"--save-labels {','.join(unknown)}: not in the bundle's labels "
             f"({', '.join(bundle.labels)})"
         )
+    config.decision.validate(bundle.labels)
+
+
+def _drift_sinks(config: RunConfig, bundle: Bundle, log) -> list:
+    reference = getattr(bundle.manifest, "drift_reference", None)
+    if not config.drift.enabled:
+        return []
+    if not reference:
+        log("drift: off (this bundle has no reference statistics; re-export it to add them)")
+        return []
+    from edgecls.runtime.sinks.drift import DriftSink
+
+    return [DriftSink(reference, config.drift.window, config.drift.threshold)]
+
+
+def run(config: RunConfig, out=None, log=None, source=None) -> Summary:
+    """Run the loop until the source ends, max_frames, the window closes, or a signal."""
+    out = out or sys.stdout
+    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    bundle = load_bundle(config.bundle)
+    _check(config, bundle)
     choice = choose(
         bundle, config.backend, config.artifact, config.runtime, config.allow_failed, log=log
     )
-    predictor = choice.predictor
-    for w in [*predictor.warnings, bundle.unchecked_here()]:
+    for w in [*choice.predictor.warnings, bundle.unchecked_here()]:
         if w:
             log(f"warning: {w}")
-    labels = bundle.labels
-    spec = bundle.input_spec
-    stopper = _Stop()
-    source = source or open_source(config.source, config.capture, stopper.event)
-    stopper.follow(getattr(source, "stop", None))
-    log(
-        f"running {choice.artifact.file} "
-        f"({choice.artifact.format} {choice.artifact.precision}, "
-        f"parity {'passed' if choice.artifact.passed else 'FAILED'}) "
-        f"on {predictor.description}; "
-        f"chosen: {choice.reason}; source: {source.name}"
+    identity = Identity(
+        bundle.manifest.name, choice.artifact.file, choice.artifact.sha256,
+        tuple(bundle.labels), config.roi,
+    )  # fmt: skip
+    stopper, summary = _Stop(), Summary()
+    context = SinkContext(
+        summary, stopper.event, log, identity, frozenset(config.decision.trigger), out=out
     )
-
-    summary = Summary()
-    outputs = _Outputs(config, log)
-    start = last_status = time.perf_counter()
+    sinks = build_sinks(config, context, _drift_sinks(config, bundle, log)).open()
+    try:
+        source = source or open_source(config.source, config.capture, stopper.event)
+    except BaseException:
+        sinks.close()
+        raise
+    stopper.follow(getattr(source, "stop", None))
+    context.live = getattr(source, "live", True)
+    context.source_fps = lambda: source_fps(source, config.source)
+    log(
+        f"running {choice.artifact.file} ({choice.artifact.format} {choice.artifact.precision}, "
+        f"parity {'passed' if choice.artifact.passed else 'FAILED'}) on "
+        f"{choice.predictor.description}; chosen: {choice.reason}; source: {source.name}"
+        + (f"; outputs: {', '.join(sinks.names)}" if sinks.names else "")
+    )
+    classify = _Classifier(
+        choice.predictor, bundle, identity, source.name, config.min_confidence,
+        keep_image=sinks.wants_images(), keep_input="drift" in sinks.names,
+    )  # fmt: skip
+    summary.started = time.monotonic()
     try:
         with stopper as stop:
-            while not stop.is_set():
-                if config.max_frames is not None and summary.classified >= config.max_frames:
-                    break
-                try:
-                    frame = source.read()
-                except SourceEnded:
-                    break
-                summary.frames += 1
-                if frame.image is None:
-                    summary.corrupt += 1
-                    continue
-                if frame.index % config.every:
-                    continue
-                t0 = time.perf_counter()
-                probs = predictor.predict(spec.frame_to_input(frame.image)[None])[0]
-                latency = (time.perf_counter() - t0) * 1000
-                summary.classified += 1
-                summary.latencies_ms.append(latency)
-                top = int(probs.argmax())
-                confidence = float(probs[top])
-                label = labels[top] if confidence >= config.min_confidence else None
-                summary.labels[label or "uncertain"] += 1
-                if config.json:
-                    out.write(
-                        json.dumps(
-                            {
-                                "frame": frame.index,
-                                "time": round(time.time(), 3),
-                                "label": label,
-                                "confidence": round(confidence, 4),
-                                "latency_ms": round(latency, 3),
-                                **({"name": frame.name} if frame.name else {}),
-                            }
-                        )
-                        + "\n"
-                    )
-                    out.flush()
-                now = time.perf_counter()
-                elapsed = now - start
-                if not config.json and now - last_status >= 2.0:  # a heartbeat for headless logs
-                    last_status = now
-                    log(
-                        f"{summary.classified} frames, {summary.classified / elapsed:.1f} FPS, "
-                        f"last: {label or 'uncertain'} {confidence:.2f}"
-                    )
-                if not outputs.handle(
-                    frame.image,
-                    frame.index,
-                    label,
-                    confidence,
-                    summary.classified / elapsed if elapsed else 0.0,
-                    summary,
-                ):
-                    break
+            _loop(config, source, classify, sinks, summary, stop, log)
     finally:
-        summary.seconds = time.perf_counter() - start
-        summary.reconnects = getattr(source, "reconnects", 0)
-        source.close()
-        outputs.close()
-        if getattr(source, "ended_early", None):
-            log(f"warning: {source.ended_early}")
-        log(summary.text())
+        _finish(summary, source, sinks, log)
     return summary
+
+
+def _loop(config, source, classify, sinks: Sinks, summary: Summary, stop, log) -> None:
+    rule = DecisionRule(config.decision)
+    watchdog = systemd.Watchdog()
+    last_status = time.monotonic()
+    while not stop.is_set():
+        if config.max_frames is not None and summary.classified >= config.max_frames:
+            return
+        try:
+            frame = source.read()
+        except SourceEnded:
+            return
+        summary.frames += 1
+        summary.last_frame = time.monotonic()
+        summary.reconnects = getattr(source, "reconnects", 0)
+        watchdog.ping()
+        if frame.image is None:
+            summary.corrupt += 1
+            continue
+        if frame.index % config.every:
+            continue
+        record = classify(frame)
+        _count(summary, record)
+        sinks.publish(record)
+        decision = rule.update(record)
+        if decision is not None:
+            summary.decisions += 1
+            sinks.publish(decision)
+        if summary.last_frame - last_status >= HEARTBEAT_SECONDS:
+            last_status = summary.last_frame
+            _heartbeat(config, summary, record, log)
+
+
+def _count(summary: Summary, record: Record) -> None:
+    summary.classified += 1
+    summary.latency.add(record.latency_ms)
+    summary.labels[record.label or "uncertain"] += 1
+    if summary.classified == 1:
+        systemd.ready()
+
+
+def _heartbeat(config, summary: Summary, record: Record, log) -> None:
+    """A line for headless logs (unless records go to stdout), and systemctl status."""
+    text = (
+        f"{summary.classified} frames, {summary.fps():.1f} FPS, "
+        f"last: {record.label or 'uncertain'} {record.confidence:.2f}"
+    )
+    if summary.drift.get("state") == "drift":
+        text += f", DRIFT {summary.drift['score']:.2f}"
+    systemd.status(text)
+    if not config.json:
+        log(text)
+
+
+def _finish(summary: Summary, source, sinks: Sinks, log) -> None:
+    systemd.stopping()
+    summary.seconds = time.monotonic() - summary.started
+    summary.reconnects = getattr(source, "reconnects", 0)
+    source.close()
+    sinks.close()
+    if getattr(source, "ended_early", None):
+        log(f"warning: {source.ended_early}")
+    log(summary.text())

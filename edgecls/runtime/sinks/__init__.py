@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -110,13 +111,16 @@ class SinkRunner:
                 "further failures of this output are counted in the summary"
             )
 
-    def close(self, timeout: float = 5.0) -> None:
-        """Let the sink drain what is queued (up to `timeout`), then close it."""
+    def request_close(self, timeout: float) -> None:
+        """Queue the end marker behind what is already queued."""
         with contextlib.suppress(queue.Full):
-            self.queue.put(self._CLOSE, timeout=timeout)
-        self.thread.join(timeout=timeout)
+            self.queue.put(self._CLOSE, timeout=max(timeout, 0.01))
+
+    def finish(self, deadline: float) -> None:
+        """Wait (until `deadline`) for the sink to drain its queue, then close it."""
+        self.thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if self.thread.is_alive():
-            self.context.log(f"warning: output {self.sink.name} did not finish within {timeout} s")
+            self.context.log(f"warning: output {self.sink.name} did not finish in time")
         try:
             self.sink.close()
         except Exception as exc:
@@ -162,9 +166,13 @@ class Sinks:
         for runner in self.runners:
             runner.offer(event)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 3.0) -> None:
+        """All sinks drain in parallel within `timeout`, so a stop stays quick however many."""
+        deadline = time.monotonic() + timeout
         for runner in self.runners:
-            runner.close()
+            runner.request_close(deadline - time.monotonic())
+        for runner in self.runners:
+            runner.finish(deadline)
 
 
 def build_sinks(config, context: SinkContext, extra: list[Sink] = ()) -> Sinks:

@@ -37,9 +37,6 @@ class RecordingSink:
             raise EdgeclsError(f"--record {self.path}: is a folder; give a file name")
         check_writable_folder(self.path.parent, "--record")
         self.context = context
-        fps = context.source_fps()
-        if fps and fps > 0:
-            self.fps_fixed = fps / self.every
 
     def handle(self, event) -> None:
         if not isinstance(event, Record) or event.image is None or self.broken:
@@ -47,6 +44,9 @@ class RecordingSink:
                 self.context.summary.add_error(self.name)
             return
         if self.writer is None:
+            if self.fps_fixed is None and not self.pending:  # the source is open by now
+                fps = self.context.source_fps()
+                self.fps_fixed = fps / self.every if fps and fps > 0 else None
             fps = self.fps_fixed or self._measured_rate(event)
             if fps is None:
                 return
@@ -94,12 +94,14 @@ class RecordingSink:
 
 
 def source_fps(source, spec: str) -> float | None:
-    """The source's own frame rate where it has one: an attribute of the source, or a video
-    file's header; None for live sources (the recording measures them)."""
+    """A file's own frame rate (the source's `fps`, or the video header); None for a live source,
+    whose delivered rate the recording measures (cameras announce rates they do not keep)."""
+    if getattr(source, "live", True):
+        return None
     fps = getattr(source, "fps", None)
     if fps:
         return float(fps)
-    if getattr(source, "live", True) or not Path(spec).is_file():
+    if not Path(spec).is_file():
         return None
     cap = cv2.VideoCapture(spec)
     try:
