@@ -7,13 +7,47 @@ import functools
 import sys
 
 import typer
+import typer.core
 from rich.console import Console
 from rich.text import Text
 
 from edgecls import __version__, logs
 from edgecls.errors import EdgeclsError
 
+
+def _is(exc: BaseException, name: str) -> bool:
+    """Click's exception classes by name: Typer vendors Click under another module in recent
+    releases, and uses Click itself in older ones."""
+    return any(k.__name__ == name for k in type(exc).__mro__)
+
+
+class OneLineErrors(typer.core.TyperGroup):
+    """Usage errors (a bad option value, a missing argument) as one `error:` line and exit 2,
+    like every other mistake a user can fix, not a usage banner in a box."""
+
+    def main(self, *args, standalone_mode: bool = True, **kwargs):
+        try:
+            code = super().main(*args, standalone_mode=False, **kwargs)
+        except Exception as exc:
+            if _is(exc, "NoArgsIsHelpError"):  # the help was printed: nothing to add
+                code = 2
+            elif _is(exc, "UsageError"):
+                path = exc.ctx.command_path.partition(" ")[2] if exc.ctx else ""
+                hint = f" (see: edgecls {path + ' ' if path else ''}--help)"
+                err.print(Text.assemble(("error: ", "bold red"), exc.format_message() + hint))
+                code = 2
+            elif _is(exc, "Abort"):
+                err.print("interrupted")
+                code = 130
+            else:
+                raise
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=OneLineErrors,
     add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,

@@ -72,10 +72,11 @@ def write_calibration_set(source: Path, out: Path, n: int = 200, seed: int = 0) 
     nested folders, never overwriting a file that is already there."""
     if n < 1:
         raise EdgeclsError(f"--size {n}: must be at least 1")
-    out = Path(out)
+    out, source = Path(out), Path(source)
+    if not source.is_dir():
+        raise EdgeclsError(f"--from {source}: not a folder of labelled images")
     if out.exists() and not out.is_dir():
         raise EdgeclsError(f"--out {out}: is a file; give a folder for the calibration set")
-    source = Path(source)
     root = source / "train" if (source / "train").is_dir() else source
     picked = balanced_sample(source, n, seed)
     plan = [(p, out / p.relative_to(root)) for p in picked]
