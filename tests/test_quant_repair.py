@@ -224,3 +224,78 @@ def test_s8s8_onnx_is_symmetric_int8_and_passes_its_gate(normal, data, tmp_path)
     zeros = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]
     assert zeros and all(z.dtype == np.int8 and not z.any() for z in zeros)
     assert case.parity(out).passed
+
+
+# ---------------------------------------------------------------------------------------------
+# Through `edgecls export`
+
+
+@pytest.fixture(scope="module")
+def broken_run(insects_run, broken, tmp_path_factory):
+    """A copy of the sample run whose model.keras is the broken (float-identical) model."""
+    import shutil
+
+    run = tmp_path_factory.mktemp("broken-run") / "insects"
+    shutil.copytree(insects_run, run)
+    broken.model.save(run / "model.keras")
+    return run
+
+
+def _export(run, out, *extra):
+    from typer.testing import CliRunner
+
+    from edgecls.cli import app
+
+    args = ["export", str(run), "--int8", "--out", str(out), "--calibration-size", "64", *extra]
+    return CliRunner().invoke(app, args)
+
+
+def test_export_repairs_a_failing_int8_and_passes(broken_run, tmp_path):
+    import json
+
+    from edgecls.runtime.bundle import load_bundle
+
+    out = tmp_path / "bundle"
+    result = _export(broken_run, out)
+    assert result.exit_code == 0, result.output
+    assert "model_int8.tflite failed its gate; model_int8_mixed.tflite passes" in result.output
+    m = load_bundle(out).manifest
+    by = {(a.format, a.precision): a for a in m.artifacts}
+    for fmt in FORMATS:
+        plain, mixed = by[(fmt, "int8")], by[(fmt, "int8-mixed")]
+        assert not plain.passed and mixed.passed  # the failed plain int8 stays, marked failed
+        assert plain.worst_layers and plain.worst_layers[0].error > 0.8
+        assert mixed.repair["plain"] == plain.file and mixed.repair["summary"]
+        assert set(mixed.repair["latency_ms"]) == {
+            by[(fmt, "float32")].file,
+            plain.file,
+            mixed.file,
+        }
+        assert mixed.bytes < 0.6 * by[(fmt, "float32")].bytes
+    tables = json.loads((out / "layer_errors.json").read_text())
+    assert set(tables) == {"model_int8.tflite", "model_int8.onnx"}
+    md = (out / "parity.md").read_text()
+    assert "## Per-layer int8 error" in md and "## Repaired int8: `model_int8_mixed.onnx`" in md
+    assert "cross-layer equalization" in md and "| latency (ms) |" in md
+
+
+def test_no_repair_leaves_the_failure(broken_run, tmp_path):
+    out = tmp_path / "bundle"
+    result = _export(broken_run, out, "--no-repair", "--format", "tflite")
+    assert result.exit_code == 1
+    assert "parity gate failed for model_int8.tflite" in result.output
+    assert not (out / "model_int8_mixed.tflite").exists()
+
+
+def test_a_healthy_model_gets_only_the_table_and_s8s8_onnx_passes(insects_run, tmp_path):
+    from edgecls.runtime.bundle import load_bundle
+
+    out = tmp_path / "bundle"
+    result = _export(insects_run, out, "--onnx-int8", "s8s8")
+    assert result.exit_code == 0, result.output
+    m = load_bundle(out).manifest
+    assert {a.precision for a in m.artifacts} == {"float32", "int8"}  # no mixed artifact
+    assert all(a.passed for a in m.artifacts) and m.calibration.onnx_int8 == "s8s8"
+    assert all(a.worst_layers for a in m.artifacts if a.precision == "int8")
+    md = (out / "parity.md").read_text()
+    assert "## Per-layer int8 error" in md and "Repaired" not in md

@@ -24,6 +24,30 @@ def _parity_table(rows, title: str) -> None:
     console.print(table)
 
 
+ONNX_INT8_OPTION = typer.Option(
+    "u8u8",
+    help="int8 ONNX activations/weights: u8u8 (same bits on ARM and x86), u8s8, or s8s8 "
+    "(symmetric int8 QDQ, the form TensorRT takes: for a Jetson)",
+)
+REPAIR_OPTION = typer.Option(
+    True,
+    "--repair/--no-repair",
+    help="when an int8 artifact fails its gate: equalize, recalibrate, then keep its worst "
+    "layers in float, writing model_int8_mixed.* if that passes",
+)
+
+
+def _print_repairs(manifest) -> None:
+    """One line per repaired int8: which failed, which passes instead, and how."""
+    for a in manifest.artifacts:
+        if a.repair:
+            console.print(
+                f"{a.repair['plain']} failed its gate; {a.file} passes ({a.repair['summary']})",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+
 @command()
 def export(
     source: Path = typer.Argument(..., help="run folder (or a .keras file with labels.txt)"),
@@ -33,9 +57,8 @@ def export(
     dynamic: bool = typer.Option(False, "--dynamic", help="dynamic-range TFLite"),
     format: str = typer.Option("tflite,onnx", "--format", help="comma-separated: tflite,onnx"),
     io: str = typer.Option("uint8", help="int8 TFLite input/output type: uint8, int8 or float32"),
-    onnx_int8: str = typer.Option(
-        "u8u8", help="int8 ONNX activations/weights: u8u8 (same bits on ARM and x86) or u8s8"
-    ),
+    onnx_int8: str = ONNX_INT8_OPTION,
+    repair: bool = REPAIR_OPTION,
     calibration: Path | None = typer.Option(
         None, help="calibration images; default calibration_data/, else the run's training split"
     ),
@@ -54,15 +77,12 @@ def export(
 ):
     """Export TFLite and ONNX artifacts with a parity gate against the float model."""
     from edgecls.export import ExportConfig, export_bundle
+    from edgecls.export.mixed import RepairOptions
     from edgecls.runtime.manifest import ParityThresholds
     from edgecls.runtime.parity import parity_rows
 
-    precisions = (
-        ("float32",)
-        + (("float16",) if fp16 else ())
-        + (("dynamic",) if dynamic else ())
-        + (("int8",) if int8 else ())
-    )
+    wanted = {"float16": fp16, "dynamic": dynamic, "int8": int8}
+    precisions = ("float32", *(p for p, on in wanted.items() if on))
     config = ExportConfig(
         source=source,
         out=out,
@@ -76,11 +96,13 @@ def export(
         labels=labels,
         seed=seed,
         thresholds=ParityThresholds(max_drop=max_drop, min_agreement=min_agreement),
+        repair=RepairOptions(enabled=repair),
     )
     result = export_bundle(config, console)
     m = result.manifest
     _parity_table(parity_rows(m.artifacts), f"{result.out} (parity on {m.parity.n} images)")
     console.print(f"bundle: {result.out}  (manifest.json, parity.md, labels.txt)")
+    _print_repairs(m)
     if not result.passed:
         failed = [a.file for a in m.artifacts if not a.passed]
         fail(

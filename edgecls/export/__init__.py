@@ -6,10 +6,11 @@ an interrupted export never leaves a bundle that looks whole (see export/bundle_
 
 from __future__ import annotations
 
+import json
 import platform
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,7 +27,8 @@ from edgecls.export.calibration import (
     round_robin,
 )
 from edgecls.export.context import ONNX_INT8
-from edgecls.export.formats import FORMATS, PRECISIONS, planned
+from edgecls.export.formats import FORMATS, PRECISIONS, ArtifactFormat, planned
+from edgecls.export.mixed import MIXED_FILES, MIXED_PRECISION, RepairOptions
 from edgecls.folders import load_eval_split
 from edgecls.runs import RunSource, resolve_source, run_split
 from edgecls.runtime.backends import load_predictor
@@ -64,6 +66,7 @@ class ExportConfig:
     labels: Path | None = None
     thresholds: ParityThresholds = field(default_factory=ParityThresholds)
     seed: int = 0
+    repair: RepairOptions = field(default_factory=RepairOptions)  # a failed int8 (--no-repair)
 
     def __post_init__(self):
         bad = [f for f in self.formats if f not in FORMATS]
@@ -88,7 +91,12 @@ class ExportResult:
 
     @property
     def passed(self) -> bool:
-        return all(a.passed for a in self.manifest.artifacts)
+        """Every artifact passed, or a failed int8 has a passing int8-mixed of its format."""
+        mixed = {a.format for a in self.manifest.artifacts if a.precision == MIXED_PRECISION}
+        return all(
+            a.passed or (a.precision == "int8" and a.format in mixed)
+            for a in self.manifest.artifacts
+        )
 
 
 @dataclass
@@ -166,6 +174,59 @@ def _artifact(a, ctx, folder: Path, evalset: EvalSet, config: ExportConfig, meta
     )
 
 
+def _int8_checks(artifacts, ctx, folder: Path, evalset, config, meta, console) -> list:
+    """Per-layer error of every int8 artifact (its worst layers in the manifest, all of them in
+    layer_errors.json), and for a failed one the repair search (export/mixed.py): a passing
+    `model_int8_mixed.*` joins the bundle, the failed plain int8 stays as the record."""
+    from edgecls.export.mixed import layer_errors
+    from edgecls.runtime.manifest import LayerErrorRow
+
+    out, tables = [], {}
+    for a in artifacts:
+        if a.precision != "int8":
+            out.append(a)
+            continue
+        with console.status(f"per-layer error of {a.file}"):
+            report = layer_errors(a.format, ctx, folder / a.file)
+        tables[a.file] = report.to_dict()
+        worst = tuple(
+            LayerErrorRow(x.tensor, x.op, round(x.error, 4), round(x.rmse_scale, 3))
+            for x in report.worst(10)
+        )
+        a = replace(a, worst_layers=worst)
+        out.append(a)
+        if not a.passed and config.repair.enabled:
+            mixed = _repaired(a, report, ctx, folder, evalset, config, meta, console)
+            out += [mixed] if mixed else []
+    if tables:
+        write_text_atomic(folder / "layer_errors.json", json.dumps(tables, indent=2) + "\n")
+    return out
+
+
+def _repaired(plain, report, ctx, folder: Path, evalset, config, meta, console):
+    """The int8-mixed artifact of a failed int8 one, with what was done and what it costs; None
+    when the search found nothing that passes."""
+    from edgecls.export.formats import ARTIFACT_FORMATS
+    from edgecls.export.mixed import measure_latency, repair
+
+    def evaluate(path):
+        probs = load_predictor(path).predict(evalset.images)
+        return compare(evalset.reference, probs, evalset.y_true, "int8", config.thresholds)
+
+    file = MIXED_FILES[plain.format]
+    with console.status(f"{plain.file} failed its gate: searching for a repair"):
+        fixed = (folder / plain.file, plain.parity, report)
+        result = repair(plain.format, ctx, fixed, evaluate, folder / file, config.repair)
+    if not result.passed:
+        return None
+    done = ArtifactFormat(plain.format, MIXED_PRECISION, file, lambda ctx, path: None)
+    artifact = _artifact(done, ctx, folder, evalset, config, meta, console)
+    float32 = ARTIFACT_FORMATS.get((plain.format, "float32")).file
+    files = {f: folder / f for f in (float32, plain.file, file)}
+    record = result.to_dict() | {"plain": plain.file, "latency_ms": measure_latency(files)}
+    return replace(artifact, repair=record, convert_seconds=round(result.seconds, 2))
+
+
 def _manifest(out, source, spec, calibration, evalset, config, artifacts) -> Manifest:
     return Manifest(
         schema_version=SCHEMA_VERSION,
@@ -215,6 +276,7 @@ def export_bundle(config: ExportConfig, console: Console | None = None) -> Expor
     try:
         with staged_bundle(out) as folder:
             artifacts = [_artifact(a, ctx, folder, evalset, config, meta, console) for a in plan]
+            artifacts = _int8_checks(artifacts, ctx, folder, evalset, config, meta, console)
             manifest = _manifest(out, source, spec, calib, evalset, config, artifacts)
             write_text_atomic(folder / "labels.txt", "\n".join(source.labels) + "\n")
             save_bundle_files(folder, manifest)

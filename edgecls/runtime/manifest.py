@@ -69,6 +69,17 @@ class ParityFigures:
 
 
 @dataclass(frozen=True)
+class LayerErrorRow:
+    """One layer of an int8 artifact's per-layer error table (the worst ones are kept here; the
+    whole table is in layer_errors.json)."""
+
+    tensor: str
+    op: str
+    error: float  # per-channel RMS error / std, in [0, 1]
+    rmse_scale: float  # RMSE in quantization steps
+
+
+@dataclass(frozen=True)
 class Artifact:
     file: str
     format: Literal["tflite", "onnx"]
@@ -80,6 +91,7 @@ class Artifact:
     parity: ParityFigures
     convert_seconds: float = 0.0
     repair: dict | None = None  # what a repaired/mixed int8 artifact changed (equalized, excluded)
+    worst_layers: tuple[LayerErrorRow, ...] = ()  # int8: the ten worst of its per-layer error
 
     def __post_init__(self):
         _check_file_name(self.file)

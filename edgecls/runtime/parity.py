@@ -129,6 +129,8 @@ def parity_markdown(manifest: Manifest) -> str:
             for r in parity_rows(manifest.artifacts)
         ),
         *_checks_markdown(p.device_checks),
+        *_layers_markdown(manifest.artifacts),
+        *_repair_markdown(manifest.artifacts),
     ]
     failed = [a.file for a in manifest.artifacts if not a.passed]
     lines += [
@@ -156,6 +158,76 @@ def _checks_markdown(checks) -> list[str]:
         bad = [f for f, r in c.artifacts.items() if not r.passed]
         result = "pass" if c.passed else f"**FAIL**: {', '.join(bad)}"
         lines.append(f"| {c.date} | {c.architecture} | {c.board} | {c.n} | {result} |")
+    return lines
+
+
+def _short(tensor: str, width: int = 60) -> str:
+    """A tensor name for a table: TFLite joins fused ops' names with ';', the first says it."""
+    name = tensor.split(";")[0].replace("|", "/")
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
+
+
+def _layers_markdown(artifacts) -> list[str]:
+    """Each int8 artifact's worst layers by per-layer quantization error."""
+    rated = [a for a in artifacts if a.worst_layers]
+    if not rated:
+        return []
+    lines = [
+        "",
+        "## Per-layer int8 error",
+        "",
+        "Each quantized tensor against the float value it stands for, on calibration images: "
+        "RMS error of each channel over that channel's standard deviation, averaged over the "
+        "channels (0: exact, 1: the signal is gone), and the RMSE in quantization steps (about "
+        "0.29 is plain rounding). Ten worst per artifact; every layer in `layer_errors.json`.",
+    ]
+    for a in rated:
+        lines += [
+            "",
+            f"`{a.file}`:",
+            "",
+            "| layer | op | error | RMSE / step |",
+            "|---|---|---:|---:|",
+        ]
+        lines += [
+            f"| `{_short(x.tensor)}` | {x.op} | {x.error:.3f} | {x.rmse_scale:.2f} |"
+            for x in a.worst_layers
+        ]
+    return lines
+
+
+def _repair_markdown(artifacts) -> list[str]:
+    """What the repair of a failed int8 artifact did, what it tried, and what it costs."""
+    by_file = {a.file: a for a in artifacts}
+    lines = []
+    for a in (a for a in artifacts if a.repair):
+        r = a.repair
+        lines += [
+            "",
+            f"## Repaired int8: `{a.file}`",
+            "",
+            f"`{r['plain']}` failed its gate. Changed: {r['summary']} "
+            f"(search {r['seconds']:.1f} s, {len(r['attempts'])} tries).",
+            "",
+            "| try | agreement | drop (points) | gate | seconds |",
+            "|---|---:|---:|---|---:|",
+            *(
+                f"| {t['changes']} | {t['agreement']:.4f} | {t['accuracy_drop']:+.2f} | "
+                f"{'pass' if t['passed'] else 'fail'} | {t['seconds']:.2f} |"
+                for t in r["attempts"]
+            ),
+            "",
+            "Cost beside float32 and plain int8 (latency: median ms per image on the export "
+            "machine):",
+            "",
+            "| artifact | precision | bytes | latency (ms) |",
+            "|---|---|---:|---:|",
+            *(
+                f"| `{f}` | {by_file[f].precision} | {by_file[f].bytes:,} | {ms:.2f} |"
+                for f, ms in r["latency_ms"].items()
+                if f in by_file
+            ),
+        ]
     return lines
 
 
