@@ -1,5 +1,5 @@
 """`python -m edgecls`: the same command line as the `edgecls` script."""
 
-from edgecls.cli import app
+from edgecls.cli import main
 
-app(prog_name="edgecls")
+main()

@@ -643,17 +643,20 @@ def test_an_image_folder_with_a_symlink_loop_is_classified_once_per_file(
     assert summary.classified == 3
 
 
-def test_doctor_reports_a_runtime_that_fails_to_import(monkeypatch):
-    import builtins
+class _BrokenOnnxRuntime:
+    """A meta-path finder that makes `import onnxruntime` fail as a wheel for the wrong CUDA
+    does."""
 
-    real = builtins.__import__
-
-    def broken(name, *args, **kwargs):
-        if name.startswith("onnxruntime"):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "onnxruntime":
             raise ImportError("libonnxruntime.so: cannot open shared object file")
-        return real(name, *args, **kwargs)
+        return None
 
-    monkeypatch.setattr(builtins, "__import__", broken)
+
+def test_doctor_reports_a_runtime_that_fails_to_import(monkeypatch):
+    for name in [m for m in sys.modules if m.split(".")[0] == "onnxruntime"]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setattr(sys, "meta_path", [_BrokenOnnxRuntime(), *sys.meta_path])
     result = CliRunner().invoke(app, ["doctor"])
     assert result.exit_code == 0 and "Traceback" not in result.output
     assert "broken" in result.output and "libonnxruntime" in result.output

@@ -4,6 +4,9 @@ One module per group of commands; importing them registers their commands on `ap
 order of the flow (help lists them so)."""
 
 import importlib
+import os
+import sys
+import threading
 
 from edgecls.cli.common import app
 
@@ -12,7 +15,23 @@ for _group in ("data", "train", "evaluate", "export", "device", "explain"):
 
 
 def main() -> None:
-    app()
+    """The console script. A capture thread can still sit inside native code (a stream that
+    stalled and is past its owner's join); letting the interpreter tear such threads down
+    aborts the process ("FATAL: exception not rethrown"), so after the command has flushed and
+    closed its outputs, a process with threads left ends without that teardown."""
+    try:
+        app(prog_name="edgecls")
+        code = 0
+    except SystemExit as exc:
+        code = exc.code
+    if isinstance(code, str):
+        print(code, file=sys.stderr)
+        code = 1
+    if threading.active_count() > 1:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code or 0)
+    sys.exit(code)
 
 
 __all__ = ["app", "main"]

@@ -167,6 +167,7 @@ class LiveSource:
         self._generation = 0
         self._reading = False  # the current worker holds an open capture
         self._gave_up = False
+        self._workers: list[threading.Thread] = []
         self.reconnects = 0
         self.dropped_frames = 0  # frames replaced before the model saw them
         self.last_frame = time.monotonic()
@@ -186,7 +187,9 @@ class LiveSource:
             self._generation += 1
             self._reading = cap is not None
             args = (self._generation, cap, reason)
-        threading.Thread(target=self._worker, args=args, daemon=True, name=self.name).start()
+        thread = threading.Thread(target=self._worker, args=args, daemon=True, name=self.name)
+        self._workers = [t for t in self._workers if t.is_alive()] + [thread]
+        thread.start()
 
     def _current(self, generation: int) -> bool:
         return generation == self._generation and not self.stop.is_set()
@@ -272,11 +275,17 @@ class LiveSource:
     def seconds_since_frame(self) -> float:
         return time.monotonic() - self.last_frame
 
-    def close(self) -> None:
+    def close(self, timeout: float = 2.0) -> None:
+        """Stop every worker and give each the time to finish its read and release its own
+        capture (a healthy stream answers within a frame; a stalled one within the stream
+        timeout, or the process ends without it)."""
         self.stop.set()
         with self._cond:
             self._generation += 1  # every worker sees it is no longer current
             self._cond.notify_all()
+        deadline = time.monotonic() + timeout
+        for thread in self._workers:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
 
 class Prefetch:
