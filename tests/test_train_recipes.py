@@ -87,3 +87,134 @@ def test_every_registered_model_learns_the_insects_from_scratch(name, insects_da
     assert result.exit_code == 0, result.output
     m = _metrics(out)
     assert m["learned"] and m["accuracy"] >= 0.55, (name, m["accuracy"])  # chance: 1/3
+
+
+TINY = ("--img-size", "32", "--epochs", "2", "--batch-size", "16")
+
+
+def test_deterministic_reruns_give_identical_metrics(tmp_path):
+    from messy import write_messy_folder
+
+    write_messy_folder(tmp_path / "data", n_per_class=30)
+    runs = [tmp_path / "first", tmp_path / "second"]
+    for run in runs:  # augmentation on: its random ops are seeded and deterministic too
+        result = _train(tmp_path / "data", run, *TINY, "--deterministic", "--seed", "5")
+        assert result.exit_code == 0, result.output
+    first, second = (_metrics(r) for r in runs)
+    assert first == second
+    history = [(r / "history.csv").read_text() for r in runs]
+    assert history[0] == history[1] and len(history[0].splitlines()) == 3
+    assert json.loads((runs[0] / "config.json").read_text())["deterministic"] is True
+
+
+def test_a_failed_run_leaves_an_existing_run_folder_exactly_as_it_was(tmp_path, monkeypatch):
+    from messy import write_messy_folder
+
+    import edgecls.train.fit as fit_mod
+
+    write_messy_folder(tmp_path / "data", n_per_class=20)
+    run = tmp_path / "runs" / "r"
+    result = _train(tmp_path / "data", run, *TINY, "--mixed-precision")
+    assert result.exit_code == 0, result.output
+    assert "--mixed-precision: no GPU here" in result.output  # CPU: one line, float32
+    before = _snapshot(run)
+    assert "model.keras" in before and ".scratch" not in str(before)
+
+    # unknown model, and no network for ImageNet weights: one line each, nothing touched
+    result = _train(tmp_path / "data", run, "--model", "nope")
+    assert result.exit_code == 2 and "--model 'nope' is not known" in result.output
+
+    def no_network(*args, **kwargs):
+        raise Exception("URL fetch failure on https://storage.googleapis.com/...: no network")
+
+    monkeypatch.setattr("keras.src.utils.file_utils.get_file", no_network)
+    result = _train(tmp_path / "data", run, *TINY, "--model", "mobilenet-v2")
+    assert result.exit_code == 2 and "could not download ImageNet weights" in result.output
+
+    # a failure in the middle of training (here: a full disk)
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fit_mod, "run_epochs", disk_full)
+    result = _train(tmp_path / "data", run, *TINY)
+    assert result.exit_code == 2 and "No space left on device" in result.output
+    assert "it is as it was" in result.output and "Traceback" not in result.output
+    assert _snapshot(run) == before
+    assert sorted(p.name for p in run.parent.iterdir()) == ["r"]  # no staging left behind
+
+
+def test_out_that_is_not_a_run_folder_is_refused(tmp_path):
+    from messy import write_messy_folder
+
+    write_messy_folder(tmp_path / "data", n_per_class=10)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("precious")
+    result = _train(tmp_path / "data", mine, *TINY)
+    assert result.exit_code == 2
+    assert "not an edgecls run folder" in result.output and "Traceback" not in result.output
+    assert [p.name for p in mine.iterdir()] == ["thesis.txt"]
+    assert (mine / "thesis.txt").read_text() == "precious"
+
+
+def test_decoded_images_past_the_memory_budget_go_to_a_disk_cache(tmp_path):
+    from messy import write_messy_folder
+
+    from edgecls.folders import load_eval_split
+    from edgecls.train.pipeline import CachePolicy, tf_dataset
+
+    write_messy_folder(tmp_path / "data", n_per_class=12)
+    split, _ = load_eval_split(tmp_path / "data", ["a", "b"])
+    assert CachePolicy("auto", 1, tmp_path).choose(10, (64, 64)) == "memory"
+    assert CachePolicy("auto", 1, tmp_path).choose(100, (64, 64)) == "disk"
+    assert CachePolicy("auto", 1, None).choose(100, (64, 64)) == "none"  # stream instead
+
+    def contents(policy):
+        ds = tf_dataset(split, (32, 32), 5, shuffle=True, seed=1, cache=policy, name="t")
+        batches = [(x.numpy(), y.numpy()) for epoch in range(2) for x, y in ds]
+        pairs = sorted(
+            (int(y), x.tobytes()) for xb, yb in batches for x, y in zip(xb, yb, strict=True)
+        )
+        return pairs
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    reference = contents(CachePolicy("memory"))
+    assert contents(CachePolicy("disk", 0, scratch)) == reference
+    assert any(p.name.startswith("t-0") for p in scratch.iterdir())  # the cache file
+    assert contents(CachePolicy("none")) == reference
+
+
+BACKBONE = ("--model", "mobilenet-v2", "--alpha", "0.35", "--img-size", "96", "--batch-size", "16")
+
+
+def _last(run: Path) -> dict[str, float]:
+    rows = (run / "history.csv").read_text().splitlines()
+    return {k: float(v) for k, v in zip(rows[0].split(","), rows[-1].split(","), strict=True)}
+
+
+@pytest.mark.slow
+def test_a_backbone_saved_by_one_run_transfers_to_another(insects_data, casting_data, tmp_path):
+    """Pretrain on the insects, save the backbone, fine-tune all of it on the castings: at the
+    same short budget it learns faster than the same network from scratch."""
+    common = (*BACKBONE, "--no-augment", "--deterministic", "--seed", "1")
+    pre = tmp_path / "pretrain"
+    result = _train(
+        insects_data, pre, *common, "--weights", "none", "--epochs", "8", "--save-backbone"
+    )
+    assert result.exit_code == 0, result.output
+    saved = pre / "backbone.weights.h5"
+    assert saved.is_file() and _metrics(pre)["learned"]
+
+    budget = ("--epochs", "3")
+    scratch, transfer = tmp_path / "scratch", tmp_path / "transfer"
+    result = _train(casting_data, scratch, *common, *budget, "--weights", "none")
+    assert result.exit_code == 0, result.output
+    result = _train(
+        casting_data, transfer, *common, *budget, "--weights", str(saved), "--fine-tune", "1000"
+    )
+    assert result.exit_code == 0, result.output
+    assert json.loads((transfer / "config.json").read_text())["model"]["weights"] == str(saved)
+    s, t = _last(scratch), _last(transfer)
+    assert t["loss"] < s["loss"] - 0.2 and t["accuracy"] > s["accuracy"] + 0.1, (t, s)
+    assert _metrics(transfer)["accuracy"] >= _metrics(scratch)["accuracy"]

@@ -197,6 +197,8 @@ def feed(config: TrainConfig, dataset: FolderDataset, strategy, scratch: Path) -
             name="train",
         )
 
+    # one memory budget for both: validation gets what training leaves
+    val_cache = cache.after(cache.held_mb(len(train_split), size, shuffle=True))
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
         raise EdgeclsError(
@@ -204,7 +206,7 @@ def feed(config: TrainConfig, dataset: FolderDataset, strategy, scratch: Path) -
         )
     return LoopData(
         train=strategy.distribute_datasets_from_function(make),
-        val=tf_dataset(val_split, size, config.batch_size, cache=cache, name="val"),
+        val=tf_dataset(val_split, size, config.batch_size, cache=val_cache, name="val"),
         steps=-(-len(train_split) // config.batch_size),
     )
 

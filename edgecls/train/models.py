@@ -138,14 +138,16 @@ def _load_backbone_weights(backbone, path: Path) -> None:
 
 
 def _backbone_classifier(config: ModelConfig, num_classes: int, make_backbone, preprocess):
-    """Scratch: everything trains, BatchNorm learns its statistics. Pretrained: the backbone is
-    frozen (top `fine_tune` layers excepted) and its BatchNorm stays in inference mode."""
+    """Scratch, or pretrained with every layer unfrozen (`fine_tune` >= depth): everything
+    trains and BatchNorm learns the new data's statistics. Otherwise the backbone is frozen
+    (top `fine_tune` layers excepted) and its BatchNorm stays in inference mode."""
     import keras
     from keras import layers
 
     backbone = _make_backbone(config, make_backbone)
     backbone.name = "backbone"
-    if config.scratch:
+    whole = config.scratch or config.fine_tune >= len(backbone.layers)
+    if whole:
         backbone.trainable = True
         for layer in backbone.layers:  # 0.999 needs thousands of steps before val means anything
             if isinstance(layer, layers.BatchNormalization):
@@ -156,7 +158,7 @@ def _backbone_classifier(config: ModelConfig, num_classes: int, make_backbone, p
             layer.trainable = False
     h, w = config.img_size
     inputs = keras.Input((h, w, 3))
-    x = backbone(preprocess(inputs), training=None if config.scratch else False)
+    x = backbone(preprocess(inputs), training=None if whole else False)
     x = layers.GlobalAveragePooling2D()(x)
     x = layers.Dropout(config.dropout)(x)
     outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)

@@ -6,7 +6,7 @@ So a folder far larger than memory trains in bounded RAM."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +39,18 @@ class CachePolicy:
         if decoded_mb(n_images, size) <= self.memory_mb:
             return "memory"
         return "disk" if self.folder is not None else "none"
+
+
+    def held_mb(self, n_images: int, size: tuple[int, int], shuffle: bool) -> float:
+        """What a dataset under this policy keeps in memory: all of it, or a shuffle buffer."""
+        mode = self.choose(n_images, size)
+        if mode == "memory":
+            return decoded_mb(n_images, size)
+        return decoded_mb(_buffer(n_images, size, self, mode), size) if shuffle else 0.0
+
+    def after(self, used_mb: float) -> CachePolicy:
+        """The same policy with what another dataset holds taken off the budget."""
+        return replace(self, memory_mb=max(0, int(self.memory_mb - used_mb)))
 
 
 def decoded_mb(n_images: int, size: tuple[int, int]) -> float:
@@ -117,9 +129,9 @@ def _decoder(size: tuple[int, int]):
 
 
 def _buffer(n: int, size: tuple[int, int], cache: CachePolicy, mode: str) -> int:
-    """All of a memory cache (the buffer shares its tensors); a disk cache, what the budget
-    holds (at least a few batches' worth)."""
+    """All of a memory cache (the buffer shares its tensors); a disk cache, what half the budget
+    holds (the other half stays for validation), at least a few batches' worth."""
     if mode == "memory":
         return max(1, n)
     per_image_mb = decoded_mb(1, size)
-    return int(max(256, min(n, cache.memory_mb / per_image_mb)))
+    return int(max(256, min(n, cache.memory_mb / 2 / per_image_mb)))

@@ -9,6 +9,7 @@ nothing edgecls did not create is deleted."""
 from __future__ import annotations
 
 import ctypes
+import errno
 import json
 import os
 import shutil
@@ -32,6 +33,7 @@ RUN_ENTRIES = frozenset(
         "backbone.weights.h5",
     }
 )
+_USER_FIXABLE = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM}
 SCRATCH = ".scratch"  # inside the staging folder: disk cache files, removed before the swap
 
 
@@ -99,9 +101,14 @@ class RunFolder:
         self.committed = True
         return self.out
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         if not self.committed:
             shutil.rmtree(self.staging, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in _USER_FIXABLE:
+            raise EdgeclsError(
+                f"--out {self.out}: could not write the run ({exc.strerror}); "
+                f"{'it is as it was' if self.out.exists() else 'nothing was written'}"
+            ) from None
 
 
 def _fsync_dir(path: Path) -> None:
