@@ -143,6 +143,8 @@ def _get(url):
             return r.status, r.read()
     except urllib.error.HTTPError as e:
         return e.code, e.read()
+    except urllib.error.URLError:  # not listening yet
+        return 0, b""
 
 
 def _wait_status(url, code, timeout=20.0):
@@ -166,21 +168,24 @@ def test_http_on_a_live_camera_that_stalls(bundle, insects_data):
     with MjpegServer(frames, fps=20) as cam:
 
         def probe():
-            assert _wait_status(base + "/health", 200)
-            seen["metrics"] = _get(base + "/metrics")[1].decode()
-            seen["latest"] = json.loads(_get(base + "/latest")[1])
-            cap = cv2.VideoCapture(base + "/", cv2.CAP_FFMPEG)
-            seen["view"] = cap.read()[1] if cap.isOpened() else None
-            cap.release()
-            cam.stall()
-            seen["stalled"] = _wait_status(base + "/health", 503)
-            os.kill(os.getpid(), signal.SIGTERM)
+            try:
+                seen["flowing"] = _wait_status(base + "/health", 200)
+                seen["metrics"] = _get(base + "/metrics")[1].decode()
+                seen["latest"] = json.loads(_get(base + "/latest")[1])
+                cap = cv2.VideoCapture(base + "/", cv2.CAP_FFMPEG)
+                seen["view"] = cap.read()[1] if cap.isOpened() else None
+                cap.release()
+                cam.stall()
+                seen["stalled"] = _wait_status(base + "/health", 503)
+            finally:
+                os.kill(os.getpid(), signal.SIGTERM)  # whatever happened, end the loop
 
         thread = threading.Thread(target=probe, daemon=True)
         thread.start()
         cfg = options(bundle, cam.url, http=str(port), stall_seconds=1.0, trigger="beetles")
         summary = run(cfg.to_config(), log=lambda m: None)
         thread.join(5)
+    assert seen["flowing"]
     fams = {f.name: f for f in text_string_to_metric_families(seen["metrics"])}
     assert fams["edgecls_frames"].samples[0].value >= 1
     want = {"edgecls_label_frames", "edgecls_inference_latency_milliseconds", "edgecls_fps"}
