@@ -66,40 +66,9 @@ def train(
     ),
 ):
     """Train a classifier and write model.keras, labels, metrics and reports to a run folder."""
-    from edgecls.folders import SplitConfig
-    from edgecls.train import TrainConfig, unique_run_dir
+    config = train_config(**locals())
     from edgecls.train import train as run_training
-    from edgecls.train.models import ModelConfig
 
-    MODELS.get(model)  # one line for an unknown name, before the sample is written
-    STRATEGIES.get(strategy)
-    if data is None:
-        data = DEFAULT_SAMPLE
-        if not (data / "train").is_dir():
-            from edgecls.samples import write_sample
-
-            console.print(f"no --data: writing the casting sample to {data}")
-            write_sample("casting", data)
-    name = f"{data.resolve().name}-{model}"
-    config = TrainConfig(
-        data=data,
-        out=out or unique_run_dir(Path("runs") / name),
-        model=ModelConfig(model, _size(img_size), alpha, weights, fine_tune),
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        seed=seed,
-        augment=augment,
-        patience=patience,
-        monitor=monitor,
-        split=SplitConfig(val_fraction, test_fraction, seed),
-        strategy=strategy,
-        deterministic=deterministic,
-        mixed_precision=mixed_precision,
-        cache=cache,
-        cache_mb=cache_mb,
-        save_backbone=save_backbone,
-    )
     result = run_training(config, console)
     if result.out is None:
         console.print("done: this worker is not the chief; the chief wrote the run folder")
@@ -108,6 +77,33 @@ def train(
     console.print(f"model: {result.out / 'model.keras'}")
     if save_backbone:
         console.print(f"backbone: {result.out / 'backbone.weights.h5'}")
+
+
+def train_config(data: Path | None, model: str, out: Path | None, **o):
+    """The command's options as a TrainConfig; unknown names fail before any work."""
+    from edgecls.folders import SplitConfig
+    from edgecls.train import TrainConfig, unique_run_dir
+    from edgecls.train.models import ModelConfig
+
+    MODELS.get(model)  # one line for an unknown name, before the sample is written
+    STRATEGIES.get(o["strategy"])
+    if data is None:
+        data = DEFAULT_SAMPLE
+        if not (data / "train").is_dir():
+            from edgecls.samples import write_sample
+
+            console.print(f"no --data: writing the casting sample to {data}")
+            write_sample("casting", data)
+    size = _size(o.pop("img_size"))
+    model_config = ModelConfig(model, size, o.pop("alpha"), o.pop("weights"), o.pop("fine_tune"))
+    split = SplitConfig(o.pop("val_fraction"), o.pop("test_fraction"), o["seed"])
+    return TrainConfig(
+        data=data,
+        out=out or unique_run_dir(Path("runs") / f"{data.resolve().name}-{model}"),
+        model=model_config,
+        split=split,
+        **o,
+    )
 
 
 def metrics_table(m: dict, title: str) -> None:
