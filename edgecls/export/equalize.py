@@ -134,22 +134,34 @@ def _weight_shift(kernel: np.ndarray) -> np.ndarray:
     return (np.round(flat / scale) * scale - flat).reshape(kernel.shape)
 
 
-def correct_bias(model, images: np.ndarray) -> tuple[object, list[str]]:
-    """A copy of `model` whose Conv2D/Dense biases absorb the mean output shift of int8 weights,
-    dW * E[x], E[x] measured per input channel on `images` (uint8, through the float model)."""
+def _bias_layers(model) -> tuple[list[str], int]:
+    """Names of the Conv2D/Dense layers with a bias to correct, and how many conv/dense layers
+    the model has (depthwise included)."""
     import keras
 
-    new = copy_model(model)
-    targets = [
-        layer
-        for layer in new.layers
-        if isinstance(layer, keras.layers.Conv2D | keras.layers.Dense)
-        and not isinstance(layer, keras.layers.DepthwiseConv2D | keras.layers.Conv2DTranspose)
-        and getattr(layer, "use_bias", False)
-        and layer.get_config().get("groups", 1) == 1
+    weighted = [x for x in model.layers if isinstance(x, keras.layers.Conv2D | keras.layers.Dense)]
+    names = [
+        x.name
+        for x in weighted
+        if not isinstance(x, keras.layers.DepthwiseConv2D | keras.layers.Conv2DTranspose)
+        and getattr(x, "use_bias", False)
+        and x.get_config().get("groups", 1) == 1
     ]
-    if not targets:
+    return names, len(weighted)
+
+
+def correct_bias(model, images: np.ndarray) -> tuple[object, list[str]]:
+    """A copy of `model` whose Conv2D/Dense biases absorb the mean output shift of int8 weights,
+    dW * E[x], E[x] measured per input channel on `images` (uint8, through the float model).
+    Nothing when fewer than half the conv/dense layers have a bias (MobileNets: batch norm
+    carries it): correcting the head alone is not worth a conversion."""
+    import keras
+
+    names, total = _bias_layers(model)
+    if not names or 2 * len(names) < total:
         return model, []
+    new = copy_model(model)
+    targets = [new.get_layer(name) for name in names]
     probe = keras.Model(new.inputs, [layer.input for layer in targets])
     inputs = probe.predict(images.astype(np.float32), batch_size=16, verbose=0)
     inputs = inputs if isinstance(inputs, list) else [inputs]

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 # Batches of calibration images the error is measured on (the first ERROR_IMAGES of them).
-ERROR_IMAGES = 32
+ERROR_IMAGES = 16
 BATCH = 16
 
 
