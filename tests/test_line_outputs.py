@@ -47,7 +47,8 @@ def record(i: int, label: str | None = "ok", conf: float = 0.9, image=True) -> R
     )
 
 
-def context(logs: list | None = None, live: bool = True, **kw) -> SinkContext:
+def context(logs: list | None = None, live: bool = False, **kw) -> SinkContext:
+    """live=False: the test's events all arrive (a full queue waits); live=True: drops count."""
     logs = [] if logs is None else logs
     return SinkContext(
         summary=Summary(), stop=threading.Event(), log=logs.append, identity=ID, live=live, **kw
@@ -239,7 +240,7 @@ def test_recording_uses_the_source_frame_rate_and_is_playable(tmp_path):
     events = [record(i) for i in range(70)]
     for i, r in enumerate(events):
         r.time = 1000.0 + i / 25
-    run_sinks(config(record=str(live)), events, context(live=False))  # no drops: count them all
+    run_sinks(config(record=str(live)), events)
     cap = cv2.VideoCapture(str(live))
     assert cap.get(cv2.CAP_PROP_FPS) == pytest.approx(25.0, rel=0.02)
     assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 70
@@ -283,7 +284,7 @@ def test_a_slow_output_never_blocks_a_live_loop_and_its_drops_are_counted():
         def close(self):
             pass
 
-    ctx = context()
+    ctx = context(live=True)
     sinks = Sinks([Slow()], ctx, depth=4).open()
     t0 = time.perf_counter()
     for i in range(200):

@@ -38,6 +38,7 @@ class SinkContext:
 class Sink(Protocol):
     name: str
     wants_images: bool  # needs Record.image (the frame); others get records without copies
+    # optional: `wants(event) -> bool`, checked before queueing (e.g. only --save-labels frames)
 
     def open(self, context: SinkContext) -> None:
         """Check and acquire what the sink needs; raise EdgeclsError if it can never work."""
@@ -51,6 +52,8 @@ class Sink(Protocol):
 
 # name -> factory(options: RunConfig) -> Sink | None (None: not asked for in this run)
 SINKS: Registry[Callable[[object], Sink | None]] = Registry("sink")
+
+IMAGE_QUEUE = 8
 
 _MODULES = ("jsonlog", "mqtt", "http", "gpio", "command", "frames", "recording", "window")
 
@@ -70,7 +73,10 @@ class SinkRunner:
     def __init__(self, sink: Sink, context: SinkContext, depth: int = 64):
         self.sink = sink
         self.context = context
+        # events that hold frames are big (a 640x480 frame is 0.9 MB): fewer of them wait
+        depth = min(depth, IMAGE_QUEUE) if sink.wants_images else depth
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.wants = getattr(sink, "wants", None)  # optional early filter, on the loop's side
         self.failed_once = False
         self.thread = threading.Thread(target=self._work, name=f"sink-{sink.name}", daemon=True)
 
@@ -80,6 +86,8 @@ class SinkRunner:
     def offer(self, event: Record | Decision) -> None:
         """From a live source, never blocks: a full queue drops the event and counts it. From a
         file there is no real time to keep, so the loop waits for the sink (until stopped)."""
+        if self.wants is not None and not self.wants(event):
+            return
         if not self.context.live:
             while not self.context.stop.is_set():
                 try:

@@ -70,11 +70,16 @@ class FramesSink:
                 self._keep(p, p.stat().st_size)
             self._prune()
 
-    def wants(self, record: Record) -> bool:
-        return record.label is not None and (not self.labels or record.label in self.labels)
+    def wants(self, event) -> bool:
+        return (
+            isinstance(event, Record)
+            and event.image is not None
+            and event.label is not None
+            and (not self.labels or event.label in self.labels)
+        )
 
     def handle(self, event) -> None:
-        if not isinstance(event, Record) or event.image is None or not self.wants(event):
+        if not self.wants(event):
             return
         ok, buf = cv2.imencode(".jpg", event.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
         if not ok:

@@ -21,6 +21,7 @@ from edgecls.runtime.sinks.metrics import prometheus_text
 from edgecls.runtime.sinks.overlay import draw
 
 MAX_VIEWERS = 4
+VIEW_FPS = 15.0  # the live view is for people: more frames would only cost the loop CPU
 BOUNDARY = "edgeclsframe"
 
 
@@ -59,6 +60,7 @@ class HttpSink:
         self.state = LiveState()
         self.server: ThreadingHTTPServer | None = None
         self.port: int | None = None
+        self.closed = threading.Event()  # ends the live views when the run ends
 
     def open(self, context: SinkContext) -> None:
         handler = type("Handler", (_Handler,), {"sink": self, "context": context})
@@ -95,6 +97,7 @@ class HttpSink:
         return s.jpeg
 
     def close(self) -> None:
+        self.closed.set()
         if self.server is not None:
             with self.state.cond:
                 self.state.cond.notify_all()
@@ -211,16 +214,17 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _frames(self) -> None:
-        s, stop = self.sink.state, self.context.stop
+        s, closed = self.sink.state, self.sink.closed
         self.send_response(200)
         self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
         self.send_header("Cache-Control", "no-store")
         self.send_header("Connection", "close")
         self.end_headers()
-        sent = 0
-        while not stop.is_set():
+        sent, next_at = 0, 0.0
+        while not closed.wait(max(0.0, next_at - time.monotonic())):
+            next_at = time.monotonic() + 1.0 / VIEW_FPS
             with s.cond:
-                s.cond.wait_for(lambda last=sent: s.seq != last or stop.is_set(), timeout=1.0)
+                s.cond.wait_for(lambda last=sent: s.seq != last or closed.is_set(), timeout=1.0)
             seq, jpeg = self.sink.frame_jpeg()
             if seq == sent or not jpeg:
                 continue

@@ -1,0 +1,164 @@
+"""What the line outputs cost the loop: FPS with MQTT + HTTP (a live viewer and a /metrics
+poller connected) + drift on, over FPS with no outputs, measured in one run, alternating rounds.
+
+    python benchmarks/line_outputs.py [--bundle export/NAME] [--frames 600] [--rounds 5]
+
+The source is a 640x480 video file, so the loop runs as fast as the model allows and every
+output has to keep up (from a file the loop waits for its outputs rather than dropping, so any
+cost shows in the FPS). Without --bundle, the MobileNetV2 int8 bundle of loop_overhead.py is
+made. A local mosquitto receives the records (and they are counted); the target is >= 0.95.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
+
+from brokers import Mosquitto, Subscriber  # noqa: E402
+from loop_overhead import make_bundle, write_video  # noqa: E402
+from mjpeg_server import free_port  # noqa: E402
+
+from edgecls.runtime.loop import run  # noqa: E402
+from edgecls.runtime.runconfig import RunOptions  # noqa: E402
+
+
+def ensure_drift_reference(bundle: Path, video: Path) -> None:
+    """Bundles exported before drift references existed get one from the video's frames (the
+    figures do not matter for speed, only that the monitor runs)."""
+    import cv2
+
+    from edgecls.runtime.backends import load_predictor
+    from edgecls.runtime.bundle import load_bundle
+    from edgecls.runtime.drift import reference_stats
+
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    if manifest.get("drift_reference"):
+        return
+    spec = load_bundle(bundle).input_spec
+    cap, frames = cv2.VideoCapture(str(video)), []
+    while len(frames) < 64:
+        ok, frame = cap.read()
+        if not ok:
+            break
+        frames.append(spec.frame_to_input(frame))
+    x = np.stack(frames)
+    probs = load_predictor(bundle / "model_float32.tflite").predict(x)
+    manifest["drift_reference"] = reference_stats(x, probs, manifest["labels"])
+    (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
+
+
+def viewers(port: int, stop: threading.Event) -> list[threading.Thread]:
+    """A person watching the live view, and Prometheus scraping /metrics every second."""
+    base = f"http://127.0.0.1:{port}"
+
+    def watch():
+        while not stop.is_set():
+            try:
+                with urllib.request.urlopen(base + "/", timeout=5) as r:
+                    while not stop.is_set() and r.read(65536):
+                        pass
+            except OSError:
+                time.sleep(0.05)
+
+    def scrape():
+        while not stop.wait(1.0):
+            with contextlib.suppress(OSError):
+                urllib.request.urlopen(base + "/metrics", timeout=5).read()
+
+    threads = [threading.Thread(target=f, daemon=True) for f in (watch, scrape)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def one_round(bundle, video, artifact, threads, broker, with_outputs: bool) -> dict:
+    kw = {}
+    stop = threading.Event()
+    if with_outputs:
+        port = free_port()
+        kw = {"mqtt": f"{broker.url}/bench", "http": str(port), "drift": True}
+        viewers(port, stop)
+    else:
+        kw = {"drift": False}
+    opts = RunOptions(
+        bundle=bundle, source=str(video), artifact=artifact, threads=threads, headless=True, **kw
+    )
+    try:
+        summary = run(opts.to_config(), log=lambda m: None)
+    finally:
+        stop.set()
+    return {
+        "fps": summary.classified / summary.seconds,
+        "classified": summary.classified,
+        "dropped": dict(summary.outputs_dropped),
+        "drift": summary.drift.get("state"),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--bundle", type=Path)
+    ap.add_argument("--artifact", default="model_int8.tflite")
+    ap.add_argument("--frames", type=int, default=600)
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="edgecls-bench-line-"))
+    bundle = args.bundle or make_bundle(work)
+    video = work / "frames.mp4"
+    write_video(video, args.frames)
+    ensure_drift_reference(bundle, video)
+    broker = Mosquitto(work / "broker").start()
+    sub = Subscriber(broker, "bench/records")
+    rounds = []
+    try:
+        one_round(bundle, video, args.artifact, args.threads, broker, True)  # warm-up
+        for _ in range(args.rounds):  # alternate: a shared machine drifts
+            bare = one_round(bundle, video, args.artifact, args.threads, broker, False)
+            full = one_round(bundle, video, args.artifact, args.threads, broker, True)
+            rounds.append({"bare": bare, "full": full, "ratio": full["fps"] / bare["fps"]})
+        expected = (args.rounds + 1) * rounds[0]["full"]["classified"]
+        sub.wait_for(lambda s: len(s.on("/records")) >= expected, 30)
+        received = len(sub.on("/records"))
+    finally:
+        sub.close()
+        broker.stop()
+    ratios = [r["ratio"] for r in rounds]
+    report = {
+        "bundle": str(bundle),
+        "artifact": args.artifact,
+        "frames_per_round": rounds[0]["bare"]["classified"],
+        "rounds": args.rounds,
+        "fps_no_outputs": round(float(np.median([r["bare"]["fps"] for r in rounds])), 1),
+        "fps_mqtt_http_drift": round(float(np.median([r["full"]["fps"] for r in rounds])), 1),
+        "ratio_median": round(float(np.median(ratios)), 3),
+        "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
+        "mqtt_records_received": received,
+        "mqtt_records_expected": expected,
+        "outputs_dropped": rounds[-1]["full"]["dropped"],
+        "target": ">= 0.95",
+    }
+    width = max(map(len, report))
+    for k, v in report.items():
+        print(f"{k:>{width}}: {v}")
+    if args.json:
+        args.json.write_text(json.dumps({**report, "per_round": rounds}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
