@@ -135,15 +135,17 @@ def _weight_shift(kernel: np.ndarray) -> np.ndarray:
 
 
 def _bias_layers(model) -> tuple[list[str], int]:
-    """Names of the Conv2D/Dense layers with a bias to correct, and how many conv/dense layers
-    the model has (depthwise included)."""
+    """Names of the top-level Conv2D/Dense layers with a bias to correct, and how many conv/dense
+    layers the model has, depthwise and those inside a nested backbone included."""
     import keras
 
-    weighted = [x for x in model.layers if isinstance(x, keras.layers.Conv2D | keras.layers.Dense)]
+    kinds = keras.layers.Conv2D | keras.layers.Dense
+    weighted = [x for x in model._flatten_layers(include_self=False) if isinstance(x, kinds)]
     names = [
         x.name
-        for x in weighted
-        if not isinstance(x, keras.layers.DepthwiseConv2D | keras.layers.Conv2DTranspose)
+        for x in model.layers
+        if isinstance(x, kinds)
+        and not isinstance(x, keras.layers.DepthwiseConv2D | keras.layers.Conv2DTranspose)
         and getattr(x, "use_bias", False)
         and x.get_config().get("groups", 1) == 1
     ]
