@@ -121,12 +121,9 @@ def _check(config: RunConfig, bundle: Bundle) -> None:
     config.decision.validate(bundle.labels)
 
 
-def _drift_sinks(config: RunConfig, bundle: Bundle, log) -> list:
+def _drift_sinks(config: RunConfig, bundle: Bundle) -> list:
     reference = getattr(bundle.manifest, "drift_reference", None)
-    if not config.drift.enabled:
-        return []
-    if not reference:
-        log("drift: off (this bundle has no reference statistics; re-export it to add them)")
+    if not (config.drift.enabled and reference):
         return []
     from edgecls.runtime.sinks.drift import DriftSink
 
@@ -153,7 +150,7 @@ def run(config: RunConfig, out=None, log=None, source=None) -> Summary:
     context = SinkContext(
         summary, stopper.event, log, identity, frozenset(config.decision.trigger), out=out
     )
-    sinks = build_sinks(config, context, _drift_sinks(config, bundle, log)).open()
+    sinks = build_sinks(config, context, _drift_sinks(config, bundle)).open()
     try:
         source = source or open_source(config.source, config.capture, stopper.event)
     except BaseException:
@@ -168,6 +165,8 @@ def run(config: RunConfig, out=None, log=None, source=None) -> Summary:
         f"{choice.predictor.description}; chosen: {choice.reason}; source: {source.name}"
         + (f"; outputs: {', '.join(sinks.names)}" if sinks.names else "")
     )
+    if config.drift.enabled and "drift" not in sinks.names:
+        log("drift: off (this bundle has no reference statistics; re-export it to add them)")
     classify = _Classifier(
         choice.predictor, bundle, identity, source.name, config.min_confidence,
         keep_image=sinks.wants_images(), keep_input="drift" in sinks.names,
