@@ -250,7 +250,7 @@ def _export(run, out, *extra):
     return CliRunner().invoke(app, args)
 
 
-def test_export_repairs_a_failing_int8_and_passes(broken_run, tmp_path):
+def test_export_repairs_a_failing_int8_and_passes(broken_run, insects_data, tmp_path):
     import json
 
     from edgecls.runtime.bundle import load_bundle
@@ -277,6 +277,19 @@ def test_export_repairs_a_failing_int8_and_passes(broken_run, tmp_path):
     md = (out / "parity.md").read_text()
     assert "## Per-layer int8 error" in md and "## Repaired int8: `model_int8_mixed.onnx`" in md
     assert "cross-layer equalization" in md and "| latency (ms) |" in md
+    # a board re-checks it: the failed plain int8 is covered by its repair there too
+    from typer.testing import CliRunner
+
+    from edgecls.cli import app
+
+    args = ["parity", str(out), "--data", str(insects_data / "test"), "--record"]
+    check = CliRunner().invoke(app, args)
+    assert check.exit_code == 0, check.output
+    m = load_bundle(out).manifest
+    last = m.parity.device_checks[-1]
+    assert not last.passed  # the plain int8 failed there too, and the record says so
+    assert m.gates_held({f: r.passed for f, r in last.artifacts.items()})
+    assert "failed int8 replaced by int8-mixed" in (out / "parity.md").read_text()
 
 
 def test_no_repair_leaves_the_failure(broken_run, tmp_path):

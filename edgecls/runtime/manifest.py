@@ -196,11 +196,19 @@ class Manifest:
     def files(self) -> list[str]:
         return [a.file for a in self.artifacts]
 
+    def gates_held(self, passed: dict[str, bool]) -> bool:
+        """Whether the bundle holds given each artifact's result (file -> passed): a failed int8
+        counts as covered when the int8-mixed artifact repaired from it passed (the failed one
+        stays in the bundle as the record, and the device refuses it)."""
+        repaired = {a.repair["plain"]: a.file for a in self.artifacts if a.repair}
+        return all(ok or passed.get(repaired.get(f, ""), False) for f, ok in passed.items())
+
     def with_check(self, check: DeviceCheck) -> Manifest:
         """This manifest with a device check recorded; its architecture joins `checked_on` only
         when every gate held."""
         checked = self.parity.checked_on
-        if check.passed and check.architecture not in checked:
+        held = self.gates_held({f: r.passed for f, r in check.artifacts.items()})
+        if held and check.architecture not in checked:
             checked = (*checked, check.architecture)
         parity = replace(
             self.parity, checked_on=checked, device_checks=(*self.parity.device_checks, check)
