@@ -271,3 +271,5 @@ def test_a_model_that_did_not_learn_is_called_out(tmp_path):
     assert result.exit_code == 0, result.output
     m = json.loads((out / "metrics.json").read_text())
     assert m["learned"] is False and "did not learn" in result.output
+    # the advice points at something that can learn: a backbone trained from scratch
+    assert "--model mobilenet-v2 --weights none" in result.output

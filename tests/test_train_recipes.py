@@ -218,3 +218,37 @@ def test_a_backbone_saved_by_one_run_transfers_to_another(insects_data, casting_
     s, t = _last(scratch), _last(transfer)
     assert t["loss"] < s["loss"] - 0.2 and t["accuracy"] > s["accuracy"] + 0.1, (t, s)
     assert _metrics(transfer)["accuracy"] >= _metrics(scratch)["accuracy"]
+
+
+def test_the_train_step_runs_under_mixed_float16_with_a_float32_output():
+    """The GPU path of --mixed-precision, forced on the CPU: loss scaling and float32 output."""
+    import keras
+    import tensorflow as tf
+
+    from edgecls.train.loop import Steps
+
+    strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        with strategy.scope():
+            model = build_model(ModelConfig("seed-cnn", (32, 32)), 2)
+            optimizer = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(1e-3))
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert (
+        model.layers[1].compute_dtype == "float16" and model.layers[-1].compute_dtype == "float32"
+    )
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (16, 32, 32, 3)).astype("float32")
+    y = (x.mean(axis=(1, 2, 3)) > 127).astype("int32")
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(8).repeat()
+    assert model(x[:1]).dtype == "float32"
+    steps = Steps(strategy, model, optimizer)
+    iterator = iter(strategy.experimental_distribute_dataset(ds))
+    before = [np.array(w) for w in model.trainable_weights]
+    sums = [np.asarray(steps.train(iterator)) for _ in range(3)]
+    assert all(np.isfinite(s).all() and s[2] == 8 for s in sums)
+    assert any(
+        not np.array_equal(b, np.array(w))
+        for b, w in zip(before, model.trainable_weights, strict=True)
+    )
