@@ -312,3 +312,13 @@ def test_a_healthy_model_gets_only_the_table_and_s8s8_onnx_passes(insects_run, t
     assert all(a.worst_layers for a in m.artifacts if a.precision == "int8")
     md = (out / "parity.md").read_text()
     assert "## Per-layer int8 error" in md and "Repaired" not in md
+
+
+def test_a_search_that_cannot_pass_says_so_and_writes_nothing(broken, plain, tmp_path):
+    from edgecls.export.mixed import RepairOptions, repair
+
+    options = RepairOptions(max_float_fraction=0.0, calibration_methods=(), equalize=False)
+    out = tmp_path / "model_int8_mixed.tflite"
+    result = repair("tflite", broken.ctx, plain["tflite"], broken.parity, out, options)
+    assert not result.passed and not out.exists() and result.parity is None
+    assert [a.changes for a in result.attempts] == ["bias correction (5 layers)"]

@@ -214,6 +214,13 @@ def _repaired(plain, report, ctx, folder: Path, evalset, config, meta, console):
         fixed = (folder / plain.file, plain.parity, report)
         result = repair(plain.format, ctx, fixed, evaluate, folder / file, config.repair)
     if not result.passed:
+        tries = "; ".join(f"{t.changes}: agreement {t.agreement:.3f}" for t in result.attempts)
+        console.print(
+            f"[yellow]warning:[/] {plain.file}: no repair passed its gate "
+            f"({'tried ' + tries if tries else 'nothing to try'})",
+            highlight=False,
+            soft_wrap=True,
+        )
         return None
     done = ArtifactFormat(plain.format, MIXED_PRECISION, file, lambda ctx, path: None)
     artifact = _artifact(done, ctx, folder, evalset, config, meta, console)
