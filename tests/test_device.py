@@ -374,6 +374,24 @@ def test_auto_picks_the_fastest_passed_artifact_and_caches_it(bundle, monkeypatc
     assert select.choose(b, backend="onnxruntime").artifact.format == "onnx"
 
 
+@pytest.mark.parametrize("onnx_int8,chosen", [("s8s8", "int8"), ("u8u8", "float32")])
+def test_on_tensorrt_auto_prefers_int8_onnx_only_in_the_form_tensorrt_takes(
+    bundle, monkeypatch, tmp_path, onnx_int8, chosen
+):
+    """A stand-in for a Jetson: the provider list says TensorRT (the artifact then loads on the
+    CPU provider, as ONNX Runtime falls back here). Untested on a real GPU."""
+    import edgecls.runtime.select as select
+
+    copy = shutil.copytree(bundle, tmp_path / "b")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["calibration"]["onnx_int8"] = onnx_int8
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    monkeypatch.setattr(select, "_gpu_providers", lambda: ["TensorrtExecutionProvider"])
+    choice = select.choose(load_bundle(copy))
+    assert choice.artifact.format == "onnx" and choice.artifact.precision == chosen
+    assert "TensorrtExecutionProvider" in choice.reason
+
+
 def test_benchmark_and_doctor(bundle, insects_data):
     runner = CliRunner()
     result = runner.invoke(

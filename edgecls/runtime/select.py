@@ -125,14 +125,16 @@ def _candidates(bundle: Bundle, backend: str, options, allow_failed: bool) -> li
 
 
 def _gpu_choice(bundle, candidates, backend, options, allow_failed) -> Choice | None:
-    """On a GPU board: a passing int8 ONNX when TensorRT is there (it takes symmetric int8 QDQ),
-    else fp16/fp32 ONNX, on the best GPU provider."""
+    """On a GPU board: a passing int8 ONNX when TensorRT is there and the int8 is the symmetric
+    s8s8 QDQ it takes (TensorRT runs no other int8), else fp16/fp32 ONNX, on the best GPU
+    provider."""
     gpu = _gpu_providers()
     if not gpu or backend not in ("auto", "onnxruntime"):
         return None
     rank = {"float16": 1, "float32": 2}
-    if gpu[0] == "TensorrtExecutionProvider":
-        rank["int8"] = 0
+    calibration = bundle.manifest.calibration
+    if gpu[0] == "TensorrtExecutionProvider" and calibration and calibration.onnx_int8 == "s8s8":
+        rank.update({"int8": 0, "int8-mixed": 0})
     onnx = [a for a in candidates if a.format == "onnx" and a.precision in rank]
     if not onnx:
         return None
