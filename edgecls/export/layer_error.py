@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from edgecls.logs import native_stderr_silenced
+
 # Batches of calibration images the error is measured on (the first ERROR_IMAGES of them).
 ERROR_IMAGES = 16
 BATCH = 16
@@ -170,7 +172,8 @@ def tflite_layer_errors(ctx, denylisted_nodes: tuple[str, ...] = ()) -> LayerRep
     batches = error_batches(ctx)
     for batch in batches:
         it.resize_tensor_input(inp["index"], batch.shape)
-        it.allocate_tensors()
+        with native_stderr_silenced():  # XNNPACK's "Created delegate" on the first allocation
+            it.allocate_tensors()
         it.set_tensor(inp["index"], batch)
         it.invoke()
         for q, f in verified.items():

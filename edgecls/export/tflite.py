@@ -6,6 +6,7 @@ from pathlib import Path
 
 from edgecls.export.context import ExportContext
 from edgecls.export.formats import register_format
+from edgecls.logs import native_stderr_silenced
 
 
 def _converter(ctx: ExportContext):
@@ -15,7 +16,9 @@ def _converter(ctx: ExportContext):
 
 
 def _write(converter, out: Path) -> None:
-    out.write_bytes(converter.convert())
+    with native_stderr_silenced():  # the MLIR converter's passes
+        model = converter.convert()
+    out.write_bytes(model)
 
 
 @register_format("tflite", "float32", "model_float32.tflite")
@@ -53,7 +56,8 @@ def calibrate(ctx: ExportContext) -> bytes:
     conv.representative_dataset = lambda: ([x] for x in ctx.calibration_batches())
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv._experimental_calibrate_only = True  # as the QuantizationDebugger does
-    return conv.convert()
+    with native_stderr_silenced():
+        return conv.convert()
 
 
 def quantize_int8(
@@ -67,13 +71,14 @@ def quantize_int8(
     from tensorflow.lite.python.convert import mlir_quantize
 
     io = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[ctx.io]
-    model = mlir_quantize(
-        ctx.tflite_calibrated,
-        input_data_type=tf.float32 if debug else io,
-        output_data_type=tf.float32 if debug else io,
-        enable_numeric_verify=debug,
-        denylisted_nodes=list(denylisted_nodes) or None,
-    )
+    with native_stderr_silenced():  # "fully_quantize: 0, inference_type: 6, ..."
+        model = mlir_quantize(
+            ctx.tflite_calibrated,
+            input_data_type=tf.float32 if debug else io,
+            output_data_type=tf.float32 if debug else io,
+            enable_numeric_verify=debug,
+            denylisted_nodes=list(denylisted_nodes) or None,
+        )
     return model if debug else lite._deduplicate_readonly_buffers(model)
 
 
