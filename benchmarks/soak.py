@@ -217,6 +217,9 @@ def main() -> int:
     for i in range(300):
         writer.write(images[i % len(images)])
     writer.release()
+    from line_outputs import ensure_drift_reference
+
+    ensure_drift_reference(args.bundle, video)  # drift on: its window is part of the memory
     broker = None
     with contextlib.suppress(RuntimeError, FileNotFoundError):
         from brokers import Mosquitto

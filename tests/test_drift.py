@@ -9,7 +9,6 @@ import cv2
 import numpy as np
 import pytest
 
-from edgecls.runtime.backends import load_predictor
 from edgecls.runtime.drift import FEATURES, DriftMonitor, psi, reference_stats
 from edgecls.runtime.preprocess import frame_to_input
 
@@ -20,7 +19,9 @@ SIZE = (64, 64)
 def model_and_frames(insects_run, insects_data):
     """The trained model, the reference (training images) and held-out test frames (BGR, as a
     camera would deliver them)."""
-    predictor = load_predictor(insects_run / "model.keras")
+    from edgecls.keras_predictor import KerasPredictor
+
+    predictor = KerasPredictor(insects_run / "model.keras")
     labels = (insects_run / "labels.txt").read_text().split()
     train = sorted((insects_data / "train").rglob("*.jpg"))
     test = sorted((insects_data / "test").rglob("*.jpg"))

@@ -491,6 +491,8 @@ def test_http_metrics_latest_health_and_live_view():
         s.last_frame = time.monotonic()
         sinks.publish(r)
     s.add_dropped("mqtt", 3)
+    time.sleep(0.05)  # the view takes at most 30 frames a second: this one is taken
+    sinks.publish(record(29, "def"))
     time.sleep(0.2)
     code, body = _get(base + "/health")
     assert code == 200 and json.loads(body)["status"] == "ok"

@@ -3,9 +3,13 @@ state in the summary (and so on /metrics, MQTT and the final line), warning when
 
 from __future__ import annotations
 
+import time
+
 from edgecls.runtime.drift import DriftMonitor
 from edgecls.runtime.records import Record
 from edgecls.runtime.sinks import SinkContext
+
+MAX_RATE = 30.0  # frames measured per second once the window is full
 
 
 class DriftSink:
@@ -15,10 +19,23 @@ class DriftSink:
     def __init__(self, reference: dict, window: int, threshold: float):
         self.monitor = DriftMonitor(reference, window, threshold)
         self.context: SinkContext | None = None
+        self.taken, self.last_taken = 0, 0.0
 
     def open(self, context: SinkContext) -> None:
         self.context = context
         context.summary.drift = dict(self.monitor.state)
+
+    def wants(self, event) -> bool:
+        """Every frame until the window is full, then at most MAX_RATE a second: drift moves over
+        minutes, and a fast loop should not pay for measuring every frame."""
+        if not isinstance(event, Record) or event.model_input is None:
+            return False
+        now = time.monotonic()
+        if self.taken >= self.monitor.window and now - self.last_taken < 1 / MAX_RATE:
+            return False
+        self.taken += 1
+        self.last_taken = now
+        return True
 
     def handle(self, event) -> None:
         if not isinstance(event, Record) or event.model_input is None:
