@@ -352,7 +352,7 @@ CASES: list[Case] = [
         ],
         0,
         "above the 64 MP limit",
-        after=lambda w: json.loads((w.tmp / "report" / "metrics.json").read_text())["n"] == 150,
+        after=lambda w: json.loads((w.tmp / "report" / "metrics.json").read_text())["n"] == 300,
     ),
     Case(
         "predict an image too large to decode safely",

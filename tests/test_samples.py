@@ -49,5 +49,5 @@ def test_ok_and_def_differ_only_by_defects_on_average(tmp_path):
 
 
 def test_unknown_sample_is_an_error(tmp_path):
-    with pytest.raises(EdgeclsError, match="sample dataset .dogs. is not known: choose one of casting, insects"):
+    with pytest.raises(EdgeclsError, match=r"'dogs' is not known: choose one of casting, insects"):
         write_sample("dogs", tmp_path)

@@ -135,6 +135,7 @@ def test_loop_labels_agree_with_x86_on_every_frame(emulator, board, arm_bundle, 
             "--json",
             "--artifact",
             artifact,
+            "--allow-failed",  # bits compared, not gates: every artifact runs
         )
         here = [json.loads(line) for line in x86(*args).stdout.splitlines()]
         there = [json.loads(line) for line in emulator.edgecls(board, *args).stdout.splitlines()]
