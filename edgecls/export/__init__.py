@@ -33,6 +33,7 @@ from edgecls.folders import load_eval_split
 from edgecls.runs import RunSource, resolve_source, run_split
 from edgecls.runtime.backends import load_predictor
 from edgecls.runtime.bundle import sha256
+from edgecls.runtime.drift import reference_stats
 from edgecls.runtime.labels import check_outputs
 from edgecls.runtime.manifest import (
     SCHEMA_VERSION,
@@ -249,6 +250,8 @@ def _manifest(out, source, spec, calibration, evalset, config, artifacts) -> Man
         ),
         artifacts=tuple(artifacts),
         calibration=calibration,
+        # what the device's drift monitor compares the camera's frames with
+        drift_reference=reference_stats(evalset.images, evalset.reference, source.labels),
     )
 
 
