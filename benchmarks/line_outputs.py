@@ -113,6 +113,46 @@ def one_round(bundle, video, artifact, threads, broker, with_outputs: bool) -> d
     }
 
 
+def med(values) -> float:
+    return round(float(np.median(values)), 3)
+
+
+def measure(args, bundle: Path, video: Path, broker) -> list[dict]:
+    one_round(bundle, video, args.artifact, args.threads, broker, True)  # warm-up
+    rounds = []
+    for _ in range(args.rounds):  # alternate: a shared machine drifts
+        bare = one_round(bundle, video, args.artifact, args.threads, broker, False)
+        full = one_round(bundle, video, args.artifact, args.threads, broker, True)
+        rounds.append(
+            {
+                "bare": bare,
+                "full": full,
+                "ratio": full["fps"] / bare["fps"],
+                "cpu_ratio": bare["cpu_ms_per_frame"] / full["cpu_ms_per_frame"],
+            }
+        )
+    return rounds
+
+
+def summarise(args, bundle: Path, rounds: list[dict]) -> dict:
+    ratios = [r["ratio"] for r in rounds]
+    return {
+        "bundle": str(bundle),
+        "artifact": args.artifact,
+        "frames_per_round": rounds[0]["bare"]["classified"],
+        "rounds": args.rounds,
+        "fps_no_outputs": round(med([r["bare"]["fps"] for r in rounds]), 1),
+        "fps_mqtt_http_drift": round(med([r["full"]["fps"] for r in rounds]), 1),
+        "ratio_median": med(ratios),
+        "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
+        "cpu_ms_per_frame_no_outputs": med([r["bare"]["cpu_ms_per_frame"] for r in rounds]),
+        "cpu_ms_per_frame_with_outputs": med([r["full"]["cpu_ms_per_frame"] for r in rounds]),
+        "cpu_per_frame_ratio_median": med([r["cpu_ratio"] for r in rounds]),
+        "outputs_dropped": rounds[-1]["full"]["dropped"],
+        "target": ">= 0.95",
+    }
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path)
@@ -130,48 +170,16 @@ def main() -> int:
     ensure_drift_reference(bundle, video)
     broker = Mosquitto(work / "broker").start()
     sub = Subscriber(broker, "bench/records")
-    rounds = []
     try:
-        one_round(bundle, video, args.artifact, args.threads, broker, True)  # warm-up
-        for _ in range(args.rounds):  # alternate: a shared machine drifts
-            bare = one_round(bundle, video, args.artifact, args.threads, broker, False)
-            full = one_round(bundle, video, args.artifact, args.threads, broker, True)
-            rounds.append(
-                {
-                    "bare": bare,
-                    "full": full,
-                    "ratio": full["fps"] / bare["fps"],
-                    "cpu_ratio": bare["cpu_ms_per_frame"] / full["cpu_ms_per_frame"],
-                }
-            )
+        rounds = measure(args, bundle, video, broker)
         expected = (args.rounds + 1) * rounds[0]["full"]["classified"]
         sub.wait_for(lambda s: len(s.on("/records")) >= expected, 30)
         received = len(sub.on("/records"))
     finally:
         sub.close()
         broker.stop()
-    ratios = [r["ratio"] for r in rounds]
-
-    def med(values):
-        return round(float(np.median(values)), 3)
-
-    report = {
-        "bundle": str(bundle),
-        "artifact": args.artifact,
-        "frames_per_round": rounds[0]["bare"]["classified"],
-        "rounds": args.rounds,
-        "fps_no_outputs": round(float(np.median([r["bare"]["fps"] for r in rounds])), 1),
-        "fps_mqtt_http_drift": round(float(np.median([r["full"]["fps"] for r in rounds])), 1),
-        "ratio_median": round(float(np.median(ratios)), 3),
-        "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
-        "cpu_ms_per_frame_no_outputs": med([r["bare"]["cpu_ms_per_frame"] for r in rounds]),
-        "cpu_ms_per_frame_with_outputs": med([r["full"]["cpu_ms_per_frame"] for r in rounds]),
-        "cpu_per_frame_ratio_median": med([r["cpu_ratio"] for r in rounds]),
-        "mqtt_records_received": received,
-        "mqtt_records_expected": expected,
-        "outputs_dropped": rounds[-1]["full"]["dropped"],
-        "target": ">= 0.95",
-    }
+    report = summarise(args, bundle, rounds)
+    report |= {"mqtt_records_received": received, "mqtt_records_expected": expected}
     width = max(map(len, report))
     for k, v in report.items():
         print(f"{k:>{width}}: {v}")

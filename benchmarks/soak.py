@@ -72,7 +72,8 @@ class Meter:
     def __init__(self, source, frames: int, warmup: int):
         self.source, self.frames, self.warmup = source, frames, warmup
         self.name, self.live = source.name, source.live
-        self.marks = {warmup: None, (warmup + frames) // 2: None, frames: None}
+        step = (frames - warmup) // 10
+        self.marks = {warmup + i * step: None for i in range(10)} | {frames: None}
         self.n = 0
 
     @property
@@ -178,7 +179,9 @@ def phase(name, source, args, work: Path, broker) -> dict:
     finally:
         stop.set()
     seconds = time.monotonic() - start
-    (w, rw), (_, rm), (e, re_) = sorted(meter.marks.items())
+    marks = sorted((n, r) for n, r in meter.marks.items() if r is not None)
+    (w, rw), (_, rm), (e, re_) = marks[0], marks[len(marks) // 2], marks[-1]
+    slope = np.polyfit([n for n, _ in marks], [r for _, r in marks], 1)[0]
     return {
         "frames_read": meter.n,
         "classified": summary.classified,
@@ -187,6 +190,8 @@ def phase(name, source, args, work: Path, broker) -> dict:
         "rss_mb_middle": round(rm / 2**20, 1),
         "rss_mb_end": round(re_ / 2**20, 1),
         "growth_bytes_per_frame": round((re_ - rw) / (e - w), 3),
+        "growth_bytes_per_frame_fit": round(float(slope), 3),  # least squares over 11 samples
+        "rss_mb_samples": [round(r / 2**20, 2) for _, r in marks],
         "reconnects": summary.reconnects,
         "corrupt": summary.corrupt,
         "outputs_dropped": dict(summary.outputs_dropped),
@@ -214,7 +219,7 @@ def main() -> int:
     ]  # fmt: skip
     video = work / "soak.mp4"
     writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 30.0, (96, 96))
-    for i in range(300):
+    for i in range(3000):  # long, so re-opening it (FFmpeg's own allocations) stays rare
         writer.write(images[i % len(images)])
     writer.release()
     from line_outputs import ensure_drift_reference

@@ -22,80 +22,64 @@ def _family(name: str, kind: str, help: str, samples: list[tuple[str, dict, floa
     return lines
 
 
+COUNTERS = (
+    ("frames", "frames", "Frames read from the source."),
+    ("classified", "classified", "Frames classified."),
+    ("corrupt_frames", "corrupt_frames", "Corrupt frames skipped."),
+    ("reconnects", "reconnects", "Times the live source was reopened."),
+    ("decisions", "decisions", "Decisions made by the trigger rule."),
+    ("saved", "saved_frames", "Frames saved to --save-dir."),
+)
+PER_OUTPUT = (
+    ("outputs_dropped", "Events an output dropped (full queue or broker queue)."),
+    ("output_errors", "Events an output failed to write."),
+)
+DRIFT = (
+    ("score", "Drift score (1.0 = the warning threshold by default)."),
+    ("psi", "Population stability index of the confidence."),
+    ("input_shift", "Largest input feature shift, in reference spreads."),
+)
+
+
 def prometheus_text(summary: Summary, identity: Identity, fps: float) -> str:
     d = summary.to_dict()
-    since = time.monotonic() - summary.last_frame if summary.last_frame is not None else -1
     out: list[str] = []
-    for key, name, help in (
-        ("frames", "frames", "Frames read from the source."),
-        ("classified", "classified", "Frames classified."),
-        ("corrupt_frames", "corrupt_frames", "Corrupt frames skipped."),
-        ("reconnects", "reconnects", "Times the live source was reopened."),
-        ("decisions", "decisions", "Decisions made by the trigger rule."),
-        ("saved", "saved_frames", "Frames saved to --save-dir."),
-    ):
+    for key, name, help in COUNTERS:
         out += _family(f"edgecls_{name}_total", "counter", help, [("", {}, d[key])])
-    out += _family(
-        "edgecls_label_frames_total",
-        "counter",
-        "Classified frames per label.",
-        [("", {"label": k}, v) for k, v in sorted(d["labels"].items())],
-    )
-    lat = summary.latency
-    out += _family(
-        "edgecls_inference_latency_milliseconds",
-        "histogram",
-        "Model latency per frame.",
-        [
-            *(("_bucket", {"le": le}, n) for le, n in lat.cumulative_buckets()),
-            ("_sum", {}, lat.total_ms),
-            ("_count", {}, lat.count),
-        ],
-    )
-    out += _family("edgecls_fps", "gauge", "Classified frames per second, recent.", [("", {}, fps)])
-    out += _family(
-        "edgecls_seconds_since_frame",
-        "gauge",
-        "Seconds since the last frame (-1: none yet).",
-        [("", {}, round(since, 3))],
-    )
-    for key, help in (
-        ("outputs_dropped", "Events an output dropped (full queue or broker queue)."),
-        ("output_errors", "Events an output failed to write."),
-    ):
-        out += _family(
-            f"edgecls_{key}_total",
-            "counter",
-            help,
-            [("", {"output": k}, v) for k, v in sorted(d[key].items())],
-        )
-    drift = summary.drift or {}
-    for key, help in (
-        ("score", "Drift score (1.0 = the warning threshold by default)."),
-        ("psi", "Population stability index of the confidence."),
-        ("input_shift", "Largest input feature shift, in reference spreads."),
-    ):
-        out += _family(f"edgecls_drift_{key}", "gauge", help, [("", {}, drift.get(key, 0.0))])
-    out += _family(
-        "edgecls_drift_warning",
-        "gauge",
-        "1 while the drift score is over its threshold.",
-        [("", {}, 1 if drift.get("state") == "drift" else 0)],
-    )
-    out += _family(
-        "edgecls_model_info",
-        "gauge",
-        "The bundle and artifact running.",
-        [
-            (
-                "",
-                {
-                    "bundle": identity.bundle,
-                    "artifact": identity.artifact,
-                    "sha256": identity.sha256,
-                },
-                1,
-            )
-        ],
-    )
+    labels = [("", {"label": k}, v) for k, v in sorted(d["labels"].items())]
+    out += _family("edgecls_label_frames_total", "counter", "Frames per label.", labels)
+    for key, help in PER_OUTPUT:
+        per = [("", {"output": k}, v) for k, v in sorted(d[key].items())]
+        out += _family(f"edgecls_{key}_total", "counter", help, per)
+    out += _latency(summary)
+    out += _gauges(summary, identity, fps)
     return "\n".join(out) + "\n"
+
+
+def _latency(summary: Summary) -> list[str]:
+    lat = summary.latency
+    samples = [("_bucket", {"le": le}, n) for le, n in lat.cumulative_buckets()]
+    samples += [("_sum", {}, lat.total_ms), ("_count", {}, lat.count)]
+    return _family(
+        "edgecls_inference_latency_milliseconds", "histogram", "Model latency per frame.", samples
+    )
+
+
+def _gauges(summary: Summary, identity: Identity, fps: float) -> list[str]:
+    since = time.monotonic() - summary.last_frame if summary.last_frame is not None else -1
+    drift = summary.drift or {}
+    out = _family("edgecls_fps", "gauge", "Classified frames per second, recent.", [("", {}, fps)])
+    out += _family(
+        "edgecls_seconds_since_frame", "gauge", "Seconds since the last frame (-1: none yet).",
+        [("", {}, round(since, 3))],
+    )  # fmt: skip
+    for key, help in DRIFT:
+        out += _family(f"edgecls_drift_{key}", "gauge", help, [("", {}, drift.get(key, 0.0))])
+    warning = 1 if drift.get("state") == "drift" else 0
+    out += _family(
+        "edgecls_drift_warning", "gauge", "1 while the drift score is over its threshold.",
+        [("", {}, warning)],
+    )  # fmt: skip
+    model = {"bundle": identity.bundle, "artifact": identity.artifact, "sha256": identity.sha256}
+    out += _family("edgecls_model_info", "gauge", "The model running.", [("", model, 1)])
+    return out
