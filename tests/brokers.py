@@ -5,6 +5,7 @@ broker restart a line sees), and subscribers that count what arrives."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -18,7 +19,7 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 class Mosquitto:
-    def __init__(self, folder: Path, port: int | None = None):
+    def __init__(self, folder: Path, port: int | None = None, tls: dict | None = None):
         if not Path(MOSQUITTO).exists():
             raise RuntimeError("mosquitto is not installed: `make setup` installs it (apt)")
         self.folder = Path(folder)
@@ -32,6 +33,9 @@ class Mosquitto:
             f"persistence_location {self.folder}/\n"
             f"log_dest file {self.folder / 'mosquitto.log'}\n"
             "max_queued_messages 100000\n"
+            # as root, mosquitto drops to user `mosquitto`, who cannot read the test's folder
+            + ("user root\n" if os.geteuid() == 0 else "")
+            + "".join(f"{k} {v}\n" for k, v in (tls or {}).items())
         )
         self.proc: subprocess.Popen | None = None
 
@@ -66,6 +70,26 @@ class Mosquitto:
     def restart(self) -> None:
         self.stop()
         self.start()
+
+
+def make_certificates(folder: Path) -> dict[str, Path]:
+    """A throw-away CA and a server certificate for 127.0.0.1 (openssl), for mqtts:// tests."""
+    folder.mkdir(parents=True, exist_ok=True)
+    ca_key, ca, key, csr, cert = (
+        folder / n for n in ("ca.key", "ca.crt", "s.key", "s.csr", "s.crt")
+    )
+    ext = folder / "san.cnf"
+    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    for args in (
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca,
+         "-days", "1", "-subj", "/CN=edgecls test CA"],
+        ["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+         "-subj", "/CN=127.0.0.1"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-CAcreateserial",
+         "-out", cert, "-days", "1", "-extfile", ext],
+    ):  # fmt: skip
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True)
+    return {"ca": ca, "cert": cert, "key": key}
 
 
 class Subscriber:

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from brokers import Mosquitto, Subscriber
+from brokers import Mosquitto, Subscriber, make_certificates
 from mjpeg_server import free_port
 
 from edgecls.errors import EdgeclsError
@@ -550,3 +550,27 @@ def test_http_auth_guards_everything_but_health():
             build_sinks(config(http=str(port)), context()).open()
     finally:
         busy.close()
+
+
+def test_mqtts_with_a_ca_file_reaches_a_tls_broker(tmp_path):
+    certs = make_certificates(tmp_path / "certs")
+    tls = {"cafile": certs["ca"], "certfile": certs["cert"], "keyfile": certs["key"]}
+    broker = Mosquitto(tmp_path / "broker", tls=tls).start()
+    logs = []
+    try:
+        url = f"mqtts://127.0.0.1:{broker.port}/secure"
+        cfg = config(mqtt=url, mqtt_ca=str(certs["ca"]))
+        sinks = build_sinks(cfg, context(logs)).open()
+        (mqtt,) = [r.sink for r in sinks.runners]
+        assert mqtt.connected.wait(10), logs
+        sinks.publish(record(0))
+        sinks.close()
+        assert not sinks.context.summary.outputs_dropped
+        # without the CA the broker's certificate is not trusted: it never connects
+        bad = build_sinks(config(mqtt=url), context(logs)).open()
+        assert not bad.runners[0].sink.connected.wait(2)
+        bad.close()
+    finally:
+        broker.stop()
+    with pytest.raises(EdgeclsError, match=r"--mqtt-ca .*no such file"):
+        config(mqtt=url, mqtt_ca=str(tmp_path / "missing.crt"))
