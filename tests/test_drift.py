@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edgecls.runtime.drift import FEATURES, DriftMonitor, psi, reference_stats
+from edgecls.runtime.drift import FEATURES, DriftMonitor, image_features, psi, reference_stats
 from edgecls.runtime.preprocess import frame_to_input
 
 SIZE = (64, 64)
@@ -89,6 +89,24 @@ def test_psi_is_zero_for_the_same_mix_and_grows_with_the_shift():
     assert psi(ref, ref * 3) == pytest.approx(0.0, abs=1e-9)
     unsure = np.array([0, 0, 10, 20, 30, 20, 10, 5, 3, 2])
     assert psi(ref, unsure) > 0.25
+
+
+def test_a_darker_scene_is_caught_even_with_a_reference_of_many_kinds_of_parts():
+    """Per-image figures spread widely across kinds of parts, so a 2.5x darker scene is less
+    than 3 spreads away in every feature: the brightness ratio still sees it."""
+    bright = np.zeros((16, 16, 3), np.uint8)
+    bright[::2], bright[1::2] = 175, 25
+    reference = {
+        "feature_mean": image_features(bright).tolist(),
+        "feature_std": [60.0, 60.0, 60.0, 30.0, 30.0, 30.0, 2.0],  # heterogeneous parts
+        "confidence_hist": [0] * 9 + [100],
+    }
+    monitor = DriftMonitor(reference, window=50)
+    state = {}
+    for _ in range(50):
+        state = monitor.update((bright * 0.4).astype(np.uint8), 0.99)
+    assert state["input_shift"] < 3 and state["brightness_ratio"] == pytest.approx(2.5, rel=0.02)
+    assert state["state"] == "drift"
 
 
 def test_monitor_warms_up_before_it_scores_and_refuses_a_malformed_reference():

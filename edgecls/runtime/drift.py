@@ -9,8 +9,11 @@ and spreads, sharpness), the confidence histogram and the class mix. On the devi
   the sharpness, a colour cast one channel against the others);
 - PSI (population stability index) of the top-class confidence: the model growing unsure.
 
-The score is the larger of `shift / 3` and `PSI / 0.25` (3 spreads, and PSI 0.25, are the
-conventional "significant" marks), so 1.0 is the default warning threshold. Everything here is
+- brightness: the window's mean level over the reference's, as a ratio.
+
+The score is the largest of `shift / 3`, `PSI / 0.25` and `|ln(brightness ratio)| / ln(1.6)` (3
+spreads, PSI 0.25 and a 1.6x change of light are the "significant" marks), so 1.0 is the default
+warning threshold. Everything here is
 numpy on the model's input (already small), on the drift sink's own thread.
 """
 
@@ -28,6 +31,10 @@ VERSION = 1
 CONF_BINS = 10
 FEATURES = ("mean_r", "mean_g", "mean_b", "std_r", "std_g", "std_b", "sharpness")
 SHIFT_SCALE, PSI_SCALE = 3.0, 0.25
+# A scene 1.6x darker or brighter than the reference on average: a lighting change. Measured as a
+# ratio, because a reference of many kinds of parts spreads its per-image brightness too widely
+# for a shift in spreads to see even a 2x darker scene.
+LIGHT_SCALE = math.log(1.6)
 
 
 def image_features(image_rgb: np.ndarray) -> np.ndarray:
@@ -131,15 +138,18 @@ class DriftMonitor:
 
     def score(self) -> dict:
         n = len(self.features)
-        z = np.abs(self.feature_sum / n - self.mean) / self.spread
+        window = self.feature_sum / n
+        z = np.abs(window - self.mean) / self.spread
         worst = int(z.argmax())
         p = psi(self.ref_hist, confidence_histogram(np.fromiter(self.confidences, float)))
-        score = max(float(z[worst]) / SHIFT_SCALE, p / PSI_SCALE)
+        light = abs(math.log(max(window[:3].mean(), 1.0) / max(self.mean[:3].mean(), 1.0)))
+        score = max(float(z[worst]) / SHIFT_SCALE, p / PSI_SCALE, light / LIGHT_SCALE)
         return {
             "state": "drift" if score >= self.threshold else "ok",
             "score": round(score if math.isfinite(score) else 1e9, 4),
             "psi": round(p, 4),
             "input_shift": round(float(z[worst]), 4),
+            "brightness_ratio": round(math.exp(light), 3),
             "most_shifted": FEATURES[worst],
             "frames": n,
             "threshold": self.threshold,
