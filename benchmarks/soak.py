@@ -8,8 +8,10 @@ a rotating file, HTTP with a /metrics scraper, drift, MQTT to a local mosquitto 
 1. a video file, read in a loop (the file is re-opened at its end);
 2. a local HTTP MJPEG stream (tests/mjpeg_server.py) that stalls or drops every few seconds.
 
-It reports the process RSS after warm-up, in the middle and at the end of each phase, the growth
-in bytes per frame after warm-up (target: below 1), the faults injected and the reconnects seen.
+It reports the process RSS after warm-up, in the middle and at the end of each phase (and 11
+samples), the growth in bytes per frame after warm-up (target: below 1), the number of live
+Python memory blocks (a leak of Python objects shows there whatever the allocator does with RSS),
+the faults injected and the reconnects seen.
 Without --bundle, a small CNN is trained for one epoch on the insect sample (64 px) and exported.
 """
 
@@ -75,6 +77,7 @@ class Meter:
         step = (frames - warmup) // 10
         self.marks = {warmup + i * step: None for i in range(10)} | {frames: None}
         self.n = 0
+        self.blocks: dict[int, int] = {}
 
     @property
     def reconnects(self):
@@ -90,6 +93,7 @@ class Meter:
         if self.n in self.marks:
             gc.collect()
             self.marks[self.n] = rss_bytes()
+            self.blocks[self.n] = sys.getallocatedblocks()  # Python objects alive: a leak shows
         return frame
 
     def close(self):
@@ -192,6 +196,8 @@ def phase(name, source, args, work: Path, broker) -> dict:
         "growth_bytes_per_frame": round((re_ - rw) / (e - w), 3),
         "growth_bytes_per_frame_fit": round(float(slope), 3),  # least squares over 11 samples
         "rss_mb_samples": [round(r / 2**20, 2) for _, r in marks],
+        "python_blocks_after_warmup": meter.blocks[w],
+        "python_blocks_end": meter.blocks[e],
         "reconnects": summary.reconnects,
         "corrupt": summary.corrupt,
         "outputs_dropped": dict(summary.outputs_dropped),
