@@ -196,7 +196,7 @@ def _last(run: Path) -> dict[str, float]:
 @pytest.mark.slow
 def test_a_backbone_saved_by_one_run_transfers_to_another(insects_data, casting_data, tmp_path):
     """Pretrain on the insects, save the backbone, fine-tune all of it on the castings: at the
-    same short budget it learns faster than the same network from scratch."""
+    same short budget it learns faster, and tests better, than the same network from scratch."""
     common = (*BACKBONE, "--no-augment", "--deterministic", "--seed", "1")
     pre = tmp_path / "pretrain"
     result = _train(
@@ -217,7 +217,8 @@ def test_a_backbone_saved_by_one_run_transfers_to_another(insects_data, casting_
     assert json.loads((transfer / "config.json").read_text())["model"]["weights"] == str(saved)
     s, t = _last(scratch), _last(transfer)
     assert t["loss"] < s["loss"] - 0.2 and t["accuracy"] > s["accuracy"] + 0.1, (t, s)
-    assert _metrics(transfer)["accuracy"] >= _metrics(scratch)["accuracy"]
+    a_scratch, a_transfer = _metrics(scratch)["accuracy"], _metrics(transfer)["accuracy"]
+    assert a_transfer > a_scratch, (a_transfer, a_scratch)
 
 
 def test_the_train_step_runs_under_mixed_float16_with_a_float32_output():

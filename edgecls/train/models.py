@@ -37,9 +37,9 @@ class Recipe:
     epochs: int = 10
     lr: float = 1e-3
     patience: int = 5
-    # Early stopping and the best weights follow this. A BatchNorm network learning from
-    # scratch has a noisy val_loss whose minimum is often the untrained first epoch (uniform
-    # answers): accuracy picks the epoch that classifies best.
+    # Early stopping and the best weights follow this. A BatchNorm network learning on a small
+    # set (from scratch, or a full fine-tune) has a noisy val_loss whose minimum is often the
+    # first epoch (near-uniform answers): accuracy picks the epoch that classifies best.
     monitor: str = "val_loss"
 
 
@@ -166,7 +166,7 @@ def _backbone_classifier(config: ModelConfig, num_classes: int, make_backbone, p
 
 
 BACKBONE_SCRATCH = Recipe(epochs=30, lr=2e-3, patience=8, monitor="val_accuracy")
-BACKBONE_PRETRAINED = Recipe(epochs=10, lr=1e-3, patience=5)
+BACKBONE_PRETRAINED = Recipe(epochs=10, lr=1e-3, patience=5, monitor="val_accuracy")
 
 
 @MODELS.register("mobilenet-v2", make=entry(BACKBONE_SCRATCH, BACKBONE_PRETRAINED))
