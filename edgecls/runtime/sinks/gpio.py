@@ -4,6 +4,8 @@ pulse never holds the queue."""
 
 from __future__ import annotations
 
+import warnings
+
 from edgecls.errors import EdgeclsError
 from edgecls.runtime.records import Decision
 from edgecls.runtime.sinks import SINKS, SinkContext
@@ -24,7 +26,9 @@ class GpioSink:
             raise EdgeclsError("--gpio needs gpiozero: pip install 'edgecls[device]'") from None
         pin = int(self.config.pin) if self.config.pin.isdigit() else self.config.pin
         try:
-            self.device = DigitalOutputDevice(pin, initial_value=False)
+            with warnings.catch_warnings():  # gpiozero warns per pin factory it falls back from
+                warnings.simplefilter("ignore")
+                self.device = DigitalOutputDevice(pin, initial_value=False)
         except Exception as exc:  # gpiozero raises its own family per pin factory
             raise EdgeclsError(
                 f"--gpio {self.config.pin}: cannot drive this pin ({type(exc).__name__}: {exc})"
