@@ -31,7 +31,8 @@ class GpioSink:
                 self.device = DigitalOutputDevice(pin, initial_value=False)
         except Exception as exc:  # gpiozero raises its own family per pin factory
             raise EdgeclsError(
-                f"--gpio {self.config.pin}: cannot drive this pin ({type(exc).__name__}: {exc})"
+                f"--gpio {self.config.pin}: cannot drive this pin ({type(exc).__name__}: {exc}); "
+                "on a Raspberry Pi install lgpio (apt install python3-lgpio, or pip install lgpio)"
             ) from None
         context.log(f"gpio: pin {self.config.pin} pulses {self.config.pulse_ms:g} ms per decision")
 
