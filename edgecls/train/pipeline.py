@@ -40,7 +40,6 @@ class CachePolicy:
             return "memory"
         return "disk" if self.folder is not None else "none"
 
-
     def held_mb(self, n_images: int, size: tuple[int, int], shuffle: bool) -> float:
         """What a dataset under this policy keeps in memory: all of it, or a shuffle buffer."""
         mode = self.choose(n_images, size)
