@@ -22,8 +22,13 @@ def test_no_tf_config_is_one_chief_worker():
 
 def test_tf_config_worker_zero_is_chief_unless_a_chief_is_named():
     two = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}}
-    first = cluster_task({"TF_CONFIG": json.dumps({**two, "task": {"type": "worker", "index": 0}})})
-    second = cluster_task({"TF_CONFIG": json.dumps({**two, "task": {"type": "worker", "index": 1}})})
+
+    def task(i: int) -> ClusterTask:
+        return cluster_task(
+            {"TF_CONFIG": json.dumps({**two, "task": {"type": "worker", "index": i}})}
+        )
+
+    first, second = task(0), task(1)
     assert (first.workers, first.is_chief, second.is_chief) == (2, True, False)
     with_chief = {"cluster": {"chief": ["h:1"], "worker": ["h:2"]}}
     w0 = cluster_task({"TF_CONFIG": json.dumps({**with_chief, "task": {"type": "worker"}})})
