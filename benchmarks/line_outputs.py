@@ -16,13 +16,11 @@ made. A local mosquitto receives the records (and they are counted); the target 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
+import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -63,37 +61,41 @@ def ensure_drift_reference(bundle: Path, video: Path) -> None:
     (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2))
 
 
-def viewers(port: int, stop: threading.Event) -> list[threading.Thread]:
-    """A person watching the live view, and Prometheus scraping /metrics every second."""
-    base = f"http://127.0.0.1:{port}"
+CLIENTS = r"""
+import sys, threading, time, urllib.request
+base = sys.argv[1]
+def watch():
+    while True:
+        try:
+            with urllib.request.urlopen(base + "/", timeout=5) as r:
+                while r.read(65536):
+                    pass
+        except OSError:
+            time.sleep(0.05)
+def scrape():
+    while True:
+        time.sleep(1.0)
+        try:
+            urllib.request.urlopen(base + "/metrics", timeout=5).read()
+        except OSError:
+            pass
+threading.Thread(target=watch, daemon=True).start()
+scrape()
+"""
 
-    def watch():
-        while not stop.is_set():
-            try:
-                with urllib.request.urlopen(base + "/", timeout=5) as r:
-                    while not stop.is_set() and r.read(65536):
-                        pass
-            except OSError:
-                time.sleep(0.05)
 
-    def scrape():
-        while not stop.wait(1.0):
-            with contextlib.suppress(OSError):
-                urllib.request.urlopen(base + "/metrics", timeout=5).read()
-
-    threads = [threading.Thread(target=f, daemon=True) for f in (watch, scrape)]
-    for t in threads:
-        t.start()
-    return threads
+def viewers(port: int) -> subprocess.Popen:
+    """A person watching the live view and Prometheus scraping /metrics every second, in their
+    own process, as they would be on another machine (their CPU is not the board's loop's)."""
+    return subprocess.Popen([sys.executable, "-c", CLIENTS, f"http://127.0.0.1:{port}"])
 
 
 def one_round(bundle, video, artifact, threads, broker, with_outputs: bool) -> dict:
-    kw = {}
-    stop = threading.Event()
+    clients = None
     if with_outputs:
         port = free_port()
         kw = {"mqtt": f"{broker.url}/bench", "http": str(port), "drift": True}
-        viewers(port, stop)
+        clients = viewers(port)
     else:
         kw = {"drift": False}
     opts = RunOptions(
@@ -103,7 +105,9 @@ def one_round(bundle, video, artifact, threads, broker, with_outputs: bool) -> d
     try:
         summary = run(opts.to_config(), log=lambda m: None)
     finally:
-        stop.set()
+        if clients is not None:
+            clients.kill()
+            clients.wait()
     return {
         "fps": summary.classified / summary.seconds,
         "cpu_ms_per_frame": (time.process_time() - cpu) * 1000 / summary.classified,

@@ -21,7 +21,7 @@ from edgecls.runtime.sinks.metrics import prometheus_text
 from edgecls.runtime.sinks.overlay import draw
 
 MAX_VIEWERS = 4
-VIEW_FPS = 15.0  # the live view is for people: more frames would only cost the loop CPU
+VIEW_FPS = 10.0  # the live view is for people: more frames only cost the loop CPU
 BOUNDARY = "edgeclsframe"
 
 
@@ -81,7 +81,7 @@ class HttpSink:
         )
 
     def wants(self, event) -> bool:
-        """Decisions always; frames at most 30 a second (the view shows 15, /latest lags <35 ms),
+        """Decisions always; frames at most 30 a second (the view shows 10, /latest lags <35 ms),
         so a fast loop does not wake this thread for frames nobody will see."""
         if isinstance(event, Decision):
             return True
