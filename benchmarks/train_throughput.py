@@ -72,7 +72,8 @@ def main() -> None:
         seeds = seeds_pipeline(data / "train", args.img_size, args.batch_size)
         strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
         with strategy.scope():
-            model = build_model(ModelConfig(args.model, (args.img_size, args.img_size)), 2)
+            size = (args.img_size, args.img_size)
+            model = build_model(ModelConfig(args.model, size, weights="none"), 2)
             steps = Steps(strategy, model, keras.optimizers.Adam(1e-3))
         per_epoch = -(-n // args.batch_size)
         for ds in (ours, seeds):  # warm-up: trace the step, fill our cache once
