@@ -39,6 +39,7 @@ class Sink(Protocol):
     name: str
     wants_images: bool  # needs Record.image (the frame); others get records without copies
     # optional: `wants(event) -> bool`, checked before queueing (e.g. only --save-labels frames)
+    # optional: `linger` seconds to let events gather before handling them (cheaper per event)
 
     def open(self, context: SinkContext) -> None:
         """Check and acquire what the sink needs; raise EdgeclsError if it can never work."""
@@ -101,14 +102,21 @@ class SinkRunner:
             self.context.summary.add_dropped(self.sink.name)
 
     def _work(self) -> None:
+        linger = getattr(self.sink, "linger", 0.0)
         while True:
-            event = self.queue.get()
-            if event is self._CLOSE:
-                return
-            try:
-                self.sink.handle(event)
-            except Exception as exc:  # a sink's fault is the sink's: report, count, go on
-                self.failed(exc)
+            batch = [self.queue.get()]
+            if linger:  # let a few events gather: one wake-up (and one network send) for all
+                time.sleep(linger)
+            with contextlib.suppress(queue.Empty):
+                while len(batch) < self.queue.maxsize:
+                    batch.append(self.queue.get_nowait())
+            for event in batch:
+                if event is self._CLOSE:
+                    return
+                try:
+                    self.sink.handle(event)
+                except Exception as exc:  # a sink's fault is the sink's: report, count, go on
+                    self.failed(exc)
 
     def failed(self, exc: BaseException) -> None:
         self.context.summary.add_error(self.sink.name)

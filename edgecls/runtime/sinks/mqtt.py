@@ -23,6 +23,7 @@ QOS = 1
 class MqttSink:
     name = "mqtt"
     wants_images = False
+    linger = 0.02  # records go out in bursts: fewer wake-ups of paho's thread, 20 ms later
 
     def __init__(self, config):
         self.config = config.mqtt
