@@ -147,8 +147,9 @@ class MqttSink:
     def close(self) -> None:
         if self.client is None:
             return
+        was_connected = self.connected.is_set()
         try:
-            if self.connected.is_set():
+            if was_connected:
                 self.client.publish(self.topic("status"), "offline", qos=QOS, retain=True)
                 deadline = time.monotonic() + 2.0  # let queued records reach the broker
                 while self.pending and time.monotonic() < deadline:
@@ -156,9 +157,11 @@ class MqttSink:
             self.client.disconnect()
         except Exception as exc:  # closing must not hide the summary
             self._say(f"warning: mqtt close: {describe(exc)}")
+        # paho's thread is a daemon: when no broker answers it may sit in its back-off for a
+        # second, and the stop (SIGTERM) must not wait for that
         stopper = threading.Thread(target=self.client.loop_stop, daemon=True)
         stopper.start()
-        stopper.join(timeout=3)
+        stopper.join(timeout=3 if was_connected else 0.1)
         with self.lock:
             lost = len(self.pending)
         if lost:
