@@ -151,7 +151,7 @@ class MqttSink:
         try:
             if was_connected:
                 self.client.publish(self.topic("status"), "offline", qos=QOS, retain=True)
-                deadline = time.monotonic() + 2.0  # let queued records reach the broker
+                deadline = time.monotonic() + 1.0  # let queued records reach the broker
                 while self.pending and time.monotonic() < deadline:
                     time.sleep(0.02)
             self.client.disconnect()
@@ -161,7 +161,7 @@ class MqttSink:
         # second, and the stop (SIGTERM) must not wait for that
         stopper = threading.Thread(target=self.client.loop_stop, daemon=True)
         stopper.start()
-        stopper.join(timeout=3 if was_connected else 0.1)
+        stopper.join(timeout=1.0 if was_connected else 0.1)
         with self.lock:
             lost = len(self.pending)
         if lost:
