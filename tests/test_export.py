@@ -134,6 +134,16 @@ def test_parity_command_rechecks_a_bundle_without_tensorflow(int8_bundle, insect
     passed, tf_loaded = out.stdout.strip().splitlines()[-2:]
     assert json.loads(passed) == [True] * 4
     assert tf_loaded == "False"
+    plain = CliRunner().invoke(app, ["parity", str(int8_bundle), "--data", str(insects_data)])
+    result = CliRunner().invoke(
+        app, ["parity", str(int8_bundle), "--data", str(insects_data), "--json"]
+    )
+    report = json.loads(result.stdout)
+    assert result.exit_code == plain.exit_code == 0, result.output
+    assert [a["file"] for a in report["artifacts"]] == [
+        a["file"] for a in json.loads((int8_bundle / "manifest.json").read_text())["artifacts"]
+    ]
+    assert all(len(a["outputs"]) == report["parity"]["n"] for a in report["artifacts"])
     result = CliRunner().invoke(
         app, ["parity", str(strict_copy(int8_bundle, tmp_path / "b")), "--data", str(insects_data)]
     )

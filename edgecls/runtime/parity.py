@@ -308,7 +308,7 @@ class CheckReport:
                     "precision": a.precision,
                     "parity": {
                         **to_dict(self.figures[a.file]),
-                        "passed": a.file not in self.failed,
+                        "passed": self.figures[a.file].passed,
                     },
                     "runtime": self.runtimes[a.file],
                     "outputs": self.outputs[a.file].tolist(),  # exact: other machines compare bits
