@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Debian packages the tests start or check with: a real MQTT broker (mosquitto), shellcheck
-# for device/install.sh, systemd-analyze for the unit. Installed only where missing, as root or
+# for device/install.sh, systemd-analyze for the unit, openssl for the TLS broker's certificates. Installed only where missing, as root or
 # through passwordless sudo; otherwise one line says what to install by hand.
 set -euo pipefail
 
@@ -8,6 +8,7 @@ need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)  # a throw-away CA for the mqtts:// test
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then
