@@ -155,8 +155,7 @@ def phase(name, source, args, work: Path, broker) -> dict:
     kw = {"http": str(port), "log_file": str(work / f"{name}.jsonl"), "log_max_mb": 5.0}
     if broker is not None:
         kw["mqtt"] = f"{broker.url}/soak"
-    warmup = min(10_000, args.frames // 10)
-    meter = Meter(source, args.frames + warmup, warmup)
+    meter = Meter(source, args.frames + args.warmup, args.warmup)
     opts = RunOptions(bundle=args.bundle, source=name, headless=True, max_frames=None, **kw)
     stop = threading.Event()
     threading.Thread(target=scrape, args=(port, stop), daemon=True).start()
@@ -209,7 +208,14 @@ def phase(name, source, args, work: Path, broker) -> dict:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path)
-    ap.add_argument("--frames", type=int, default=100_000)
+    ap.add_argument("--frames", type=int, default=100_000, help="frames measured after warm-up")
+    ap.add_argument(
+        "--warmup",
+        type=int,
+        default=50_000,
+        help="frames before the measurement: RSS settles (malloc arenas, FFmpeg re-opens, worker "
+        "threads) within ~50,000 frames, measured; growth is judged after that",
+    )
     ap.add_argument("--fault-every", type=float, default=4.0, help="seconds between faults")
     ap.add_argument("--stall", type=float, default=2.0, help="seconds a stall lasts")
     ap.add_argument("--stream-fps", type=float, default=400.0)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
+from edgecls import logs
 from edgecls.samples import SampleSpec, write_sample
+
+logs.configure(logs.NORMAL)  # as the CLI does: no TensorFlow/absl chatter in the test log
 
 IMG = 64  # small images keep CI well inside its limit
 
