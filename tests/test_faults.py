@@ -434,6 +434,35 @@ CASES: list[Case] = [
         "wasp",
     ),
     Case(
+        "run --record into a folder that cannot be made",
+        lambda w: _run_args(w, "--record", str(w.run / "labels.txt" / "out.mp4")),
+        2,
+        "--record",
+        after=lambda w: (w.run / "labels.txt").is_file(),
+    ),
+    Case(
+        "run --save-dir that is a file",
+        lambda w: _run_args(w, "--save-dir", str(w.run / "labels.txt")),
+        2,
+        "--save-dir",
+    ),
+    Case(
+        "run --save-dir on a disk that fills up",
+        lambda w: _run_args(w, "--save-dir", str(w.tmp / "saved"), "--max-frames", "4"),
+        0,
+        "output errors: frames 4",  # reported and counted; the loop classified every frame
+        after=lambda w: not [p for p in (w.tmp / "saved").iterdir()],  # no half-written frame
+        fault=lambda w, mp: mp.setattr(
+            "edgecls.runtime.sinks.frames.os.fdopen", _oserror(errno.ENOSPC)
+        ),
+    ),
+    Case(
+        "benchmark with a delegate that cannot load says it fell back",
+        lambda w: ["benchmark", str(w.bundle), "--runs", "2", "--delegate", "gpu"],
+        0,
+        "warning: model_int8.tflite",
+    ),
+    Case(
         "run a bundle folder that is not a bundle",
         lambda w: ["run", str(w.tmp), "--source", str(w.video), "--headless"],
         2,
