@@ -19,8 +19,6 @@ import numpy as np
 from edgecls.errors import EdgeclsError
 from edgecls.runtime.preprocess import ImageTooLarge, decode_image, is_image_file
 
-SPLIT_NAMES = ("train", "val", "test")
-
 
 @dataclass(frozen=True)
 class SplitConfig:

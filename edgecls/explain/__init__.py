@@ -25,6 +25,7 @@ from edgecls.explain.methods import EXPLAINERS
 from edgecls.explain.report import figure, report_html
 from edgecls.runs import RunSource, resolve_source, run_split
 from edgecls.runtime.preprocess import image_paths
+from edgecls.runtime.sinks.frames import check_writable_folder
 from edgecls.schema import write_text_atomic
 
 
@@ -135,6 +136,8 @@ def explain(config: ExplainConfig, console: Console | None = None) -> dict:
     from edgecls.keras_predictor import load_keras_model
 
     source = resolve_source(config.run)
+    out = Path(config.out or Path("reports") / source.name)
+    check_writable_folder(out, "--out")  # before minutes of SHAP, not after
     model = load_keras_model(source.model_path)
     spec = source.input_spec((int(model.input_shape[1]), int(model.input_shape[2])))
     inputs = _inputs(config, model, spec, console)
@@ -146,12 +149,15 @@ def explain(config: ExplainConfig, console: Console | None = None) -> dict:
         attributions = method(
             model, inputs.x, background, inputs.classes, config, lambda n: progress.advance(task, n)
         )
-    out = Path(config.out or Path("reports") / source.name)
-    out.mkdir(parents=True, exist_ok=True)
-    rows, figures = _rows(model, inputs, attributions, source.labels, spec, out, rng)
-    summary = _summary(config, source, rows, {"n": len(background), "source": bg_where})
-    report = {"summary": summary, "images": rows, "skipped": inputs.skipped}
-    write_text_atomic(out / "explain.json", json.dumps(report, indent=2) + "\n")
-    write_text_atomic(out / "report.html", report_html(report, figures))
+    try:
+        rows, figures = _rows(model, inputs, attributions, source.labels, spec, out, rng)
+        summary = _summary(config, source, rows, {"n": len(background), "source": bg_where})
+        report = {"summary": summary, "images": rows, "skipped": inputs.skipped}
+        write_text_atomic(out / "explain.json", json.dumps(report, indent=2) + "\n")
+        write_text_atomic(out / "report.html", report_html(report, figures))
+    except OSError as exc:
+        raise EdgeclsError(
+            f"--out {out}: cannot write the report ({exc.strerror or exc})"
+        ) from None
     report["out"] = str(out)
     return report

@@ -69,6 +69,7 @@ def staged_bundle(out: Path) -> Iterator[Path]:
         yield tmp
         for f in tmp.iterdir():
             _fsync(f)
+        fsync_dir(tmp)  # the entries too: after a power cut the bundle is whole or absent
         _swap_in(tmp, out)
     except OSError as exc:
         raise EdgeclsError(

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from edgecls.errors import EdgeclsError
+from edgecls.errors import EdgeclsError, SourceUnavailable
 
 if TYPE_CHECKING:
     from edgecls.runtime.sources import CaptureSettings
@@ -150,8 +150,8 @@ def make_picamera2_source(spec: str, settings: CaptureSettings, **live_options):
     number = _camera_number(spec)
     cls = _picamera2_class()
     first = Picamera2Capture(number, settings, cls)
-    if not first.isOpened():
-        raise EdgeclsError(
+    if not first.isOpened():  # may come (a late camera): exit 1, a service retries
+        raise SourceUnavailable(
             f"--source {spec}: cannot open camera {number} through Picamera2 ({first.error}); "
             "list the cameras with `rpicam-hello --list-cameras` or `edgecls doctor`"
         )

@@ -237,8 +237,10 @@ def _finish(summary: Summary, source, sinks: Sinks, log) -> None:
     systemd.stopping()
     summary.seconds = time.monotonic() - summary.started
     summary.reconnects = getattr(source, "reconnects", 0)
-    source.close()
-    sinks.close()
+    try:
+        source.close()
+    finally:
+        sinks.close()  # drained and closed whatever the source does: no lost records
     if getattr(source, "ended_early", None):
         log(f"warning: {source.ended_early}")
     log(summary.text())

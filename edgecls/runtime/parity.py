@@ -318,6 +318,17 @@ class CheckReport:
         }
 
 
+def _predict_in_chunks(bundle: Bundle, predictors: dict, paths, chunk: int = 64) -> dict:
+    """Every predictor's outputs on the images, decoded a chunk at a time: a board checking
+    thousands of photos never holds them all in memory."""
+    parts: dict[str, list[np.ndarray]] = {file: [] for file in predictors}
+    for i in range(0, len(paths), chunk):
+        images = bundle.input_spec.load_batch(paths[i : i + chunk])
+        for file, predictor in predictors.items():
+            parts[file].append(predictor.predict(images))
+    return {file: np.concatenate(p) for file, p in parts.items()}
+
+
 def check_bundle(
     bundle_dir,
     data,
@@ -350,10 +361,9 @@ def check_bundle(
     split, _ = load_eval_split(Path(data), bundle.labels)
     if len(split) == 0:
         raise EdgeclsError(f"{data}: no labelled images")
-    images = bundle.input_spec.load_batch(split.paths)
     y_true = np.asarray(split.labels)
     predictors = {a.file: bundle.load(a, options, allow_failed=True) for a in bundle.artifacts}
-    outputs = {file: p.predict(images) for file, p in predictors.items()}
+    outputs = _predict_in_chunks(bundle, predictors, split.paths)
     reference = outputs[floats[0].file]
     return CheckReport(
         bundle=bundle,

@@ -8,7 +8,6 @@ ROI, trigger rules) into `RunConfig`, with one error line naming the option.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import typing
 from dataclasses import dataclass, field
@@ -305,8 +304,6 @@ def _command(o: RunOptions) -> CommandConfig:
 
 
 # --- the device file -------------------------------------------------------------------------
-
-FIELDS = {f.name: f for f in dataclasses.fields(RunOptions)}
 
 
 def read_device_file(path: Path) -> dict:

@@ -22,6 +22,7 @@ from edgecls.runtime.manifest import Artifact
 from edgecls.schema import write_json_atomic
 
 BACKEND_FORMATS = {"litert": "tflite", "onnxruntime": "onnx"}
+CACHE_ENTRIES = 32  # bundles x settings remembered; the oldest measurement goes first
 
 
 @dataclass
@@ -166,11 +167,14 @@ def choose(
     key = _cache_key(bundle, options)
     cache = read_cache(log) if use_cache else {}
     timings = cache.get(key)
-    cached = isinstance(timings, dict) and all(a.file in timings for a in candidates)
+    cached = isinstance(timings, dict) and all(
+        isinstance(timings.get(a.file), (int, float)) for a in candidates
+    )
     if not cached:
         timings = {f: float(np.median(measure_latency(p))) for f, p in predictors.items()}
         if use_cache:
-            write_cache({**cache, key: timings}, log)
+            kept = [k for k in cache if k != key][-(CACHE_ENTRIES - 1) :]
+            write_cache({**{k: cache[k] for k in kept}, key: timings}, log)
     best = min(candidates, key=lambda a: timings[a.file])
     others = ", ".join(
         f"{a.file} {timings[a.file]:.2f} ms"

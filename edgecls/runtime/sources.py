@@ -254,9 +254,10 @@ class LiveSource:
         return None
 
     def read(self) -> Frame:
-        """The newest frame; waits (waking on stop) while the source is down or reconnecting."""
-        with self._cond:
-            while True:
+        """The newest frame; waits (waking on stop) while the source is down or reconnecting, and
+        hands a stalled source to a new worker."""
+        while True:
+            with self._cond:
                 if self.stop.is_set() or self._gave_up:
                     raise SourceEnded
                 if self._seq > self._taken:
@@ -264,16 +265,10 @@ class LiveSource:
                     image = self._latest
                     return Frame(self._seq - 1, image if _valid(image) else None)
                 stalled = self._reading and time.monotonic() - self.last_frame > self._timeout
-                if stalled:
-                    break
-                self._cond.wait(timeout=0.1)
-        self._spawn(None, f"no frame for {self._timeout:.0f} s")
-
-        return self.read()
-
-    @property
-    def seconds_since_frame(self) -> float:
-        return time.monotonic() - self.last_frame
+                if not stalled:
+                    self._cond.wait(timeout=0.1)
+                    continue
+            self._spawn(None, f"no frame for {self._timeout:.0f} s")
 
     def close(self, timeout: float = 2.0) -> None:
         """Stop every worker and give each the time to finish its read and release its own

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from edgecls.errors import EdgeclsError
+from edgecls.schema import fsync_dir
 
 # Everything `edgecls train` writes into a run folder; anything else there is the user's.
 RUN_ENTRIES = frozenset(
@@ -97,7 +98,7 @@ class RunFolder:
             if self.out.is_dir():
                 self.out.rmdir()  # empty: nothing to lose
             os.rename(self.staging, self.out)
-        _fsync_dir(self.out.parent)
+        fsync_dir(self.out.parent)
         self.committed = True
         return self.out
 
@@ -111,21 +112,13 @@ class RunFolder:
             ) from None
 
 
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _fsync_tree(folder: Path) -> None:
     """A power loss after the rename must not find 0-byte files in a folder that looks whole."""
     for path in folder.rglob("*"):
         if path.is_file():
             with open(path, "rb") as f:
                 os.fsync(f.fileno())
-    _fsync_dir(folder)
+    fsync_dir(folder)
 
 
 _RENAME_EXCHANGE = 2

@@ -135,8 +135,10 @@ class SinkRunner:
     def finish(self, deadline: float) -> None:
         """Wait (until `deadline`) for the sink to drain its queue, then close it."""
         self.thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        if self.thread.is_alive():
+        if self.thread.is_alive():  # its thread still owns it: closing it now would race
             self.context.log(f"warning: output {self.sink.name} did not finish in time")
+            self.context.summary.add_error(self.sink.name)
+            return
         try:
             self.sink.close()
         except Exception as exc:

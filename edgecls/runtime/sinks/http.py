@@ -180,13 +180,16 @@ class _Handler(BaseHTTPRequestHandler):
             record, decision = s.record, s.decision
         if record is None:
             return self._send(503, "application/json", {"error": "no frame classified yet"})
-        body = {**record.to_dict(), "fps": round(s.fps, 2)}
+        body = {**record.to_dict(), "fps": round(self.context.summary.fps(), 2)}
         body["drift"] = self.context.summary.drift or None
         body["last_decision"] = decision.to_dict() if decision else None
         self._send(200, "application/json", body)
 
     def _metrics(self) -> None:
-        text = prometheus_text(self.context.summary, self.context.identity, self.sink.state.fps)
+        # the loop's own rate: the view sees at most 30 frames a second, the loop may do more
+        text = prometheus_text(
+            self.context.summary, self.context.identity, self.context.summary.fps()
+        )
         self._send(200, "text/plain; version=0.0.4; charset=utf-8", text)
 
     def _health(self) -> None:

@@ -68,7 +68,9 @@ def _latency(summary: Summary) -> list[str]:
 def _gauges(summary: Summary, identity: Identity, fps: float) -> list[str]:
     since = time.monotonic() - summary.last_frame if summary.last_frame is not None else -1
     drift = summary.drift or {}
-    out = _family("edgecls_fps", "gauge", "Classified frames per second, recent.", [("", {}, fps)])
+    out = _family(
+        "edgecls_fps", "gauge", "Classified frames per second since the start.", [("", {}, fps)]
+    )
     out += _family(
         "edgecls_seconds_since_frame", "gauge", "Seconds since the last frame (-1: none yet).",
         [("", {}, round(since, 3))],
