@@ -147,36 +147,37 @@ def run(config: RunConfig, out=None, log=None, source=None) -> Summary:
         tuple(bundle.labels), config.roi,
     )  # fmt: skip
     stopper, summary = _Stop(), Summary()
-    context = SinkContext(
-        summary, stopper.event, log, identity, frozenset(config.decision.trigger), out=out
-    )
-    sinks = build_sinks(config, context, _drift_sinks(config, bundle)).open()
-    try:
-        source = source or open_source(config.source, config.capture, stopper.event)
-    except BaseException:
-        sinks.close()
-        raise
-    stopper.follow(getattr(source, "stop", None))
-    context.live = getattr(source, "live", True)
-    context.source_fps = lambda: source_fps(source, config.source)
-    log(
-        f"running {choice.artifact.file} ({choice.artifact.format} {choice.artifact.precision}, "
-        f"parity {'passed' if choice.artifact.passed else 'FAILED'}) on "
-        f"{choice.predictor.description}; chosen: {choice.reason}; source: {source.name}"
-        + (f"; outputs: {', '.join(sinks.names)}" if sinks.names else "")
-    )
-    if config.drift.enabled and "drift" not in sinks.names:
-        log("drift: off (this bundle has no reference statistics; re-export it to add them)")
-    classify = _Classifier(
-        choice.predictor, bundle, identity, source.name, config.min_confidence,
-        keep_image=sinks.wants_images(), keep_input="drift" in sinks.names,
-    )  # fmt: skip
-    summary.started = time.monotonic()
-    try:
-        with stopper as stop:
+    with stopper as stop:  # from here a signal ends the run cleanly, even while starting
+        context = SinkContext(
+            summary, stopper.event, log, identity, frozenset(config.decision.trigger), out=out
+        )
+        sinks = build_sinks(config, context, _drift_sinks(config, bundle)).open()
+        try:
+            source = source or open_source(config.source, config.capture, stopper.event)
+        except BaseException:
+            sinks.close()
+            raise
+        stopper.follow(getattr(source, "stop", None))
+        context.live = getattr(source, "live", True)
+        context.source_fps = lambda: source_fps(source, config.source)
+        a = choice.artifact
+        log(
+            f"running {a.file} ({a.format} {a.precision}, "
+            f"parity {'passed' if a.passed else 'FAILED'}) on "
+            f"{choice.predictor.description}; chosen: {choice.reason}; source: {source.name}"
+            + (f"; outputs: {', '.join(sinks.names)}" if sinks.names else "")
+        )
+        if config.drift.enabled and "drift" not in sinks.names:
+            log("drift: off (this bundle has no reference statistics; re-export it to add them)")
+        classify = _Classifier(
+            choice.predictor, bundle, identity, source.name, config.min_confidence,
+            keep_image=sinks.wants_images(), keep_input="drift" in sinks.names,
+        )  # fmt: skip
+        summary.started = time.monotonic()
+        try:
             _loop(config, source, classify, sinks, summary, stop, log)
-    finally:
-        _finish(summary, source, sinks, log)
+        finally:
+            _finish(summary, source, sinks, log)
     return summary
 
 
