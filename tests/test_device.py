@@ -93,8 +93,11 @@ def test_loop_labels_every_frame_of_a_known_video(bundle, known_video):
 
 
 @pytest.mark.slow
-def test_device_extra_alone_runs_the_loop_without_tensorflow(bundle, known_video, tmp_path):
-    """A clean venv with only `.[device]`: the loop runs, and -X importtime shows no TensorFlow."""
+def test_device_extra_alone_runs_the_loop_without_tensorflow(
+    bundle, known_video, insects_data, tmp_path
+):
+    """A clean venv with only `.[device]`: the loop runs, and -X importtime shows no TensorFlow;
+    evaluate works on an artifact (no matplotlib: no PNG), train says what to install."""
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
     py = venv / "bin" / "python"
@@ -132,6 +135,23 @@ def test_device_extra_alone_runs_the_loop_without_tensorflow(bundle, known_video
     assert not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras", "tf2onnx")]
     freeze = subprocess.run([str(py), "-m", "pip", "freeze"], capture_output=True, text=True).stdout
     assert "tensorflow" not in freeze.lower()
+
+    def edgecls(*args):
+        cmd = [str(py), "-m", "edgecls", *args]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+
+    report = tmp_path / "eval"
+    evaluated = edgecls(
+        "evaluate", str(bundle / "model_int8.tflite"), "--data", str(insects_data),
+        "--out", str(report),
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stderr[-2000:]
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert metrics["n"] > 0 and metrics["accuracy"] > 0.5 and "matplotlib" in str(metrics)
+    trained = edgecls("train", "--data", str(insects_data), "--out", str(tmp_path / "run"))
+    lines = [line for line in trained.stderr.splitlines() if line.startswith("error:")]
+    assert trained.returncode == 2 and len(lines) == 1 and "edgecls[train]" in lines[0]
+    assert "Traceback" not in trained.stderr and not (tmp_path / "run").exists()
 
 
 class FlakyCapture:
