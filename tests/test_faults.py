@@ -26,10 +26,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from test_line_outputs import config, context, record, run_sinks
 from typer.testing import CliRunner
 from videos import write_video
 
 from edgecls.cli import app
+from edgecls.errors import EdgeclsError
+from edgecls.runtime.sinks import build_sinks
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -689,3 +692,81 @@ def test_doctor_reports_a_runtime_that_fails_to_import(monkeypatch):
     result = CliRunner().invoke(app, ["doctor"])
     assert result.exit_code == 0 and "Traceback" not in result.output
     assert "broken" in result.output and "libonnxruntime" in result.output
+
+
+# -- outputs that fail: saved frames and recordings, on the sinks themselves ----------------
+
+
+def test_saved_frames_have_unique_safe_names_across_restarts(tmp_path):
+    save = tmp_path / "saved"
+    cfg = config(save_dir=str(save))
+    events = [record(0, "ok"), record(1, "def")]
+    slash = record(2, "ok")
+    slash.label = "def/../crack"
+    run_sinks(cfg, [*events, slash])
+    run_sinks(cfg, [record(0, "ok")])  # a restart: frame numbers start at 0 again
+    names = sorted(p.name for p in save.iterdir())
+    assert len(names) == 4 and len(set(names)) == 4
+    assert all(n.startswith("edgecls-") and n.endswith(".jpg") for n in names)
+    assert any("-def_.._crack-" in n for n in names) and not (tmp_path / "crack").exists()
+    assert sum("-f00000000-ok-" in n for n in names) == 2
+
+
+def test_save_quota_deletes_oldest_of_ours_only(tmp_path):
+    save = tmp_path / "saved"
+    save.mkdir()
+    (save / "mine.jpg").write_bytes(b"user file" * 1000)
+    (save / "edgecls-notes.txt").write_text("also the user's")
+    cfg = config(save_dir=str(save), save_max_mb=0.02)  # ~20 KB: a few frames
+    noisy = [record(i) for i in range(30)]
+    rng = np.random.default_rng(0)
+    for r in noisy:
+        r.image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)  # ~4-5 KB per JPEG
+    ctx, _ = run_sinks(cfg, noisy)
+    ours = sorted(p for p in save.iterdir() if p.name.startswith("edgecls-2"))
+    assert ctx.summary.saved == 30
+    assert sum(p.stat().st_size for p in ours) <= 0.02 * 1024 * 1024
+    assert 1 <= len(ours) < 30 and "-f00000029-" in ours[-1].name  # the newest stay
+    assert (save / "mine.jpg").exists() and (save / "edgecls-notes.txt").exists()
+
+
+def test_full_disk_is_reported_once_counted_and_the_sink_goes_on(tmp_path, monkeypatch):
+    from edgecls.runtime.sinks import frames
+
+    save = tmp_path / "saved"
+    real = frames.FramesSink._write
+    calls = []
+
+    def flaky(self, path, data):
+        calls.append(path)
+        if 3 <= len(calls) <= 6:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(self, path, data)
+
+    monkeypatch.setattr(frames.FramesSink, "_write", flaky)
+    logs = []
+    ctx, _ = run_sinks(config(save_dir=str(save)), [record(i) for i in range(10)], context(logs))
+    assert ctx.summary.saved == 6 and ctx.summary.output_errors["frames"] == 4
+    warned = [m for m in logs if "output frames failed" in m]
+    assert len(warned) == 1 and "No space left on device" in warned[0]
+    assert not list(save.glob(".edgecls-tmp-*"))  # no half-written files
+
+
+def test_unwritable_outputs_fail_at_start_with_one_line(tmp_path, monkeypatch):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(EdgeclsError, match=r"--save-dir .*file/sub: cannot write"):
+        build_sinks(config(save_dir=str(blocker / "sub")), context()).open()
+    with pytest.raises(EdgeclsError, match=r"--record .*file: exists and is not a folder"):
+        build_sinks(config(record=str(blocker / "out.mp4")), context()).open()
+    with pytest.raises(EdgeclsError, match=r"--record .*: use one of"):
+        build_sinks(config(record=str(tmp_path / "out.txt")), context()).open()
+
+    import tempfile
+
+    def read_only(*a, **k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", read_only)
+    with pytest.raises(EdgeclsError, match=r"--save-dir .*Read-only file system"):
+        build_sinks(config(save_dir=str(tmp_path / "ro")), context()).open()
