@@ -18,6 +18,7 @@ Without --bundle, a small CNN is trained for one epoch on the insect sample (64 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import gc
 import json
@@ -159,7 +160,12 @@ def phase(name, source, args, work: Path, broker) -> dict:
     opts = RunOptions(bundle=args.bundle, source=name, headless=True, max_frames=None, **kw)
     stop = threading.Event()
     threading.Thread(target=scrape, args=(port, stop), daemon=True).start()
-    logs: list[str] = []
+    logs: collections.deque[str] = collections.deque(maxlen=50)  # bounded: we measure memory
+    warnings = [0]
+
+    def log(message: str) -> None:
+        warnings[0] += "warning" in message
+        logs.append(message)
 
     class Until:  # ends the run once enough frames went through
         def __init__(self, m):
@@ -178,7 +184,7 @@ def phase(name, source, args, work: Path, broker) -> dict:
 
     start = time.monotonic()
     try:
-        summary = run(opts.to_config(), log=logs.append, source=Until(meter))
+        summary = run(opts.to_config(), log=log, source=Until(meter))
     finally:
         stop.set()
     seconds = time.monotonic() - start
@@ -201,7 +207,7 @@ def phase(name, source, args, work: Path, broker) -> dict:
         "corrupt": summary.corrupt,
         "outputs_dropped": dict(summary.outputs_dropped),
         "output_errors": dict(summary.output_errors),
-        "warnings": sum("warning" in x for x in logs),
+        "warnings": warnings[0],
     }
 
 
