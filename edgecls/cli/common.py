@@ -138,20 +138,3 @@ def missing_extra(exc: ModuleNotFoundError):
     fail(
         f"this command needs {module}, which is not installed here: pip install 'edgecls[{extra}]'"
     )
-
-
-def runtime_options(threads, delegate, providers, strict, trt_cache, fp16):
-    from edgecls.runtime.backends import RuntimeOptions
-    from edgecls.runtime.delegates import validate_delegate
-
-    validate_delegate(delegate)
-    if threads is not None and threads < 1:
-        raise EdgeclsError("--threads must be at least 1")
-    return RuntimeOptions(
-        threads=threads,
-        delegate=delegate,
-        strict=strict,
-        fp16=fp16,
-        trt_cache=trt_cache,
-        providers=tuple(p.strip() for p in providers.split(",")) if providers else None,
-    )

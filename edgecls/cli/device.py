@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from edgecls.cli.common import command, console, err, runtime_options
+from edgecls.cli.common import command, console, err
 
 
 def _run(ctx: typer.Context, config: Path | None = None, **options) -> None:
@@ -86,9 +86,10 @@ def benchmark(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ):
     """Size, load time, latency p50/p90/p99 and FPS of every artifact, side by side."""
+    from edgecls.runtime.backends import RuntimeOptions
     from edgecls.runtime.benchmark import benchmark_bundle
 
-    options = runtime_options(threads, delegate, None, False, None, False)
+    options = RuntimeOptions(threads=threads, delegate=delegate)
     report = benchmark_bundle(bundle, data, runs=runs, options=options)
     if as_json:
         print(json.dumps(report, indent=2))

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from edgecls.cli.common import command, console, err, fail, runtime_options
+from edgecls.cli.common import command, console, err, fail
 
 
 def _parity_table(rows, title: str) -> None:
@@ -129,9 +129,10 @@ def parity(
     ),
 ):
     """Re-run the parity checks of a bundle on other data, on this machine's runtimes."""
+    from edgecls.runtime.backends import RuntimeOptions
     from edgecls.runtime.parity import check_bundle, record_check
 
-    options = runtime_options(threads, delegate, None, False, None, False)
+    options = RuntimeOptions(threads=threads, delegate=delegate)
     report = check_bundle(
         bundle, data, max_drop=max_drop, min_agreement=min_agreement, options=options
     )

@@ -21,7 +21,7 @@ import numpy as np
 from edgecls.errors import EdgeclsError
 from edgecls.logs import native_stderr_silenced
 from edgecls.registry import Registry
-from edgecls.runtime.delegates import choose_delegate
+from edgecls.runtime.delegates import choose_delegate, validate_delegate
 from edgecls.runtime.tflite_metadata import read_metadata
 
 
@@ -45,6 +45,12 @@ class RuntimeOptions:
     strict: bool = False  # a delegate/provider that cannot load is an error, not a fallback
     trt_cache: Path | None = None  # TensorRT engine cache folder
     fp16: bool = False  # TensorRT fp16 kernels
+
+    def __post_init__(self):
+        """Checked where the options are made, so every command that takes them checks alike."""
+        validate_delegate(self.delegate)
+        if self.threads is not None and self.threads < 1:
+            raise EdgeclsError("--threads must be at least 1")
 
     @property
     def num_threads(self) -> int:

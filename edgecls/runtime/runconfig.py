@@ -242,13 +242,8 @@ def parse_http(text: str, o: RunOptions) -> HttpConfig:
 
 
 def _to_config(o: RunOptions) -> RunConfig:
-    from edgecls.runtime.delegates import validate_delegate
-
     if o.bundle is None:
         raise EdgeclsError("no bundle: give BUNDLE on the command line or `bundle:` in --config")
-    validate_delegate(o.delegate)
-    if o.threads is not None and o.threads < 1:
-        raise EdgeclsError("--threads must be at least 1")
     if o.pulse_ms <= 0 or o.on_trigger_timeout <= 0:
         raise EdgeclsError("--pulse-ms and --on-trigger-timeout must be > 0")
     if (o.gpio or o.on_trigger) and not o.trigger:
