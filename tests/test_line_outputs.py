@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
 import sys
 import threading
 import time
@@ -197,7 +199,7 @@ def test_json_log_rotates_and_goes_to_a_file_under_systemd(tmp_path, monkeypatch
 
 def test_a_slow_output_never_blocks_a_live_loop_and_its_drops_are_counted():
     class Slow:
-        name, wants_images = "slow", False
+        name, needs = "slow", frozenset()
 
         def open(self, context):
             pass
@@ -360,6 +362,30 @@ def test_mqtt_without_a_broker_runs_on_says_so_and_counts_overflow(tmp_path):
     assert sum("mqtt queue full" in m for m in logs) == 1
 
 
+def test_mqtt_client_faults_are_one_clear_error_at_start_and_counted_while_running(
+    broker, tmp_path
+):
+    garbage = tmp_path / "ca.crt"
+    garbage.write_text("not a certificate\n")
+    bad = config(mqtt=f"mqtts://127.0.0.1:{broker.port}/x", mqtt_ca=str(garbage))
+    with pytest.raises(EdgeclsError, match=r"--mqtt 127.0.0.1:\d+: the MQTT client did not start"):
+        build_sinks(bad, context()).open()
+    # the client process dies mid-run (killed by hand): the loop is told once and goes on
+    logs = []
+    ctx = context(logs)
+    sinks = build_sinks(config(mqtt=f"{broker.url}/x"), ctx).open()
+    (mqtt,) = [r.sink for r in sinks.runners]
+    assert mqtt.connected.wait(10)
+    mqtt.proc.kill()
+    mqtt.proc.wait()
+    for i in range(20):
+        sinks.publish(record(i))
+        time.sleep(0.03)
+    sinks.close()
+    assert sum("output mqtt failed" in m for m in logs) == 1
+    assert ctx.summary.output_errors["mqtt"] >= 1
+
+
 def test_mqtt_last_will_says_offline_when_the_board_dies(broker, tmp_path):
     import subprocess
 
@@ -374,10 +400,14 @@ def test_mqtt_last_will_says_offline_when_the_board_dies(broker, tmp_path):
         "print('up', flush=True)\n"
         "time.sleep(60)\n"
     )
-    proc = subprocess.Popen([sys.executable, str(child)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(child)], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
     assert proc.stdout.readline().strip() == "up"
     assert sub.wait_for(lambda s: "online" in s.on("/status"))
-    proc.kill()  # no clean disconnect: the broker sends the will after the keepalive lapses
+    # the board dies, MQTT client and all (a power cut, the OOM killer on the unit): no clean
+    # disconnect, so the broker sends the will once the keepalive lapses
+    os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert sub.wait_for(lambda s: s.on("/status")[-1:] == ["offline"], timeout=60)
     sub.close()

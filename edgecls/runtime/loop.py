@@ -171,7 +171,7 @@ def run(config: RunConfig, out=None, log=None, source=None) -> Summary:
             log("drift: off (this bundle has no reference statistics; re-export it to add them)")
         classify = _Classifier(
             choice.predictor, bundle, identity, source.name, config.min_confidence,
-            keep_image=sinks.wants_images(), keep_input="drift" in sinks.names,
+            keep_image="image" in sinks.needs(), keep_input="model_input" in sinks.needs(),
         )  # fmt: skip
         summary.started = time.monotonic()
         try:

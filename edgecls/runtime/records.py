@@ -9,7 +9,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -36,6 +36,9 @@ class Identity:
         }
 
 
+HEAVY = frozenset({"image", "model_input"})  # Record's arrays, never serialised
+
+
 @dataclass
 class Record:
     """One classified frame. `image` (the BGR frame) and `model_input` travel to the sinks that
@@ -54,6 +57,12 @@ class Record:
     image: np.ndarray | None = field(default=None, repr=False, compare=False)
     model_input: np.ndarray | None = field(default=None, repr=False, compare=False)
     kind: str = "frame"
+
+    def keeping(self, fields: frozenset[str]) -> Record:
+        """This record without the arrays (`image`, `model_input`) not named in `fields`, so a
+        queued record holds no frame its sink never reads and the frame's memory is reused."""
+        drop = {f: None for f in HEAVY if f not in fields and getattr(self, f) is not None}
+        return replace(self, **drop) if drop else self
 
     def to_dict(self) -> dict:
         return {

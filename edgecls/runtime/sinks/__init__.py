@@ -37,9 +37,10 @@ class SinkContext:
 
 class Sink(Protocol):
     name: str
-    wants_images: bool  # needs Record.image (the frame); others get records without copies
+    needs: frozenset[str]  # Record arrays it reads ("image", "model_input"); others get none
     # optional: `wants(event) -> bool`, checked before queueing (e.g. only --save-labels frames)
     # optional: `linger` seconds to let events gather before handling them (cheaper per event)
+    # optional: `flush()`, called after each gathered batch (e.g. one pipe write for all of it)
 
     def open(self, context: SinkContext) -> None:
         """Check and acquire what the sink needs; raise EdgeclsError if it can never work."""
@@ -75,7 +76,7 @@ class SinkRunner:
         self.sink = sink
         self.context = context
         # events that hold frames are big (a 640x480 frame is 0.9 MB): fewer of them wait
-        depth = min(depth, IMAGE_QUEUE) if sink.wants_images else depth
+        depth = min(depth, IMAGE_QUEUE) if "image" in sink.needs else depth
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.wants = getattr(sink, "wants", None)  # optional early filter, on the loop's side
         self.failed_once = False
@@ -84,11 +85,16 @@ class SinkRunner:
     def start(self) -> None:
         self.thread.start()
 
-    def offer(self, event: Record | Decision) -> None:
+    def offer(self, event: Record | Decision, copies: dict) -> None:
         """From a live source, never blocks: a full queue drops the event and counts it. From a
         file there is no real time to keep, so the loop waits for the sink (until stopped)."""
         if self.wants is not None and not self.wants(event):
             return
+        if isinstance(event, Record):  # a queued record holds only the arrays this sink reads
+            needs = self.sink.needs
+            if needs not in copies:
+                copies[needs] = event.keeping(needs)
+            event = copies[needs]
         if not self.context.live:
             while not self.context.stop.is_set():
                 try:
@@ -103,6 +109,7 @@ class SinkRunner:
 
     def _work(self) -> None:
         linger = getattr(self.sink, "linger", 0.0)
+        flush = getattr(self.sink, "flush", None)
         while True:
             batch = [self.queue.get()]
             if linger:  # let a few events gather: one wake-up (and one network send) for all
@@ -116,6 +123,11 @@ class SinkRunner:
                 try:
                     self.sink.handle(event)
                 except Exception as exc:  # a sink's fault is the sink's: report, count, go on
+                    self.failed(exc)
+            if flush is not None:
+                try:
+                    flush()
+                except Exception as exc:
                     self.failed(exc)
 
     def failed(self, exc: BaseException) -> None:
@@ -177,12 +189,14 @@ class Sinks:
     def names(self) -> list[str]:
         return [r.sink.name for r in self.runners]
 
-    def wants_images(self) -> bool:
-        return any(r.sink.wants_images for r in self.runners)
+    def needs(self) -> frozenset[str]:
+        """The Record arrays some sink reads: the loop keeps only those."""
+        return frozenset().union(*(r.sink.needs for r in self.runners))
 
     def publish(self, event: Record | Decision) -> None:
+        copies: dict = {}  # sinks with the same needs share one stripped copy of a record
         for runner in self.runners:
-            runner.offer(event)
+            runner.offer(event, copies)
 
     def close(self, timeout: float = 3.0) -> None:
         """All sinks drain in parallel within `timeout`, so a stop stays quick however many."""

@@ -17,7 +17,7 @@ from edgecls.runtime.sinks import SINKS, SinkContext
 
 class CommandSink:
     name = "on-trigger"
-    wants_images = False
+    needs = frozenset()
 
     def __init__(self, config):
         self.config = config.on_trigger

@@ -14,7 +14,7 @@ MAX_RATE = 30.0  # frames measured per second once the window is full
 
 class DriftSink:
     name = "drift"
-    wants_images = False  # it reads the model input, which the loop keeps for it
+    needs = frozenset({"model_input"})
 
     def __init__(self, reference: dict, window: int, threshold: float):
         self.monitor = DriftMonitor(reference, window, threshold)

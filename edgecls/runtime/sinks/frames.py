@@ -53,7 +53,7 @@ def check_writable_folder(folder: Path, option: str) -> None:
 
 class FramesSink:
     name = "frames"
-    wants_images = True
+    needs = frozenset({"image"})
 
     def __init__(self, config):
         self.folder = Path(config.save_dir)

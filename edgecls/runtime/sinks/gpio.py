@@ -13,7 +13,7 @@ from edgecls.runtime.sinks import SINKS, SinkContext
 
 class GpioSink:
     name = "gpio"
-    wants_images = False
+    needs = frozenset()
 
     def __init__(self, config):
         self.config = config.gpio

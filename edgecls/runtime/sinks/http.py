@@ -53,7 +53,7 @@ class LiveState:
 
 class HttpSink:
     name = "http"
-    wants_images = True
+    needs = frozenset({"image"})
 
     def __init__(self, config):
         self.config = config.http

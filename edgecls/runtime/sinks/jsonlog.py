@@ -74,7 +74,7 @@ class RotatingFile:
 
 class JsonLogSink:
     name = "json"
-    wants_images = False
+    needs = frozenset()
 
     def __init__(self, config):
         self.config = config

@@ -19,7 +19,7 @@ MEASURE_FRAMES, MEASURE_SECONDS = 60, 2.0
 
 class RecordingSink:
     name = "record"
-    wants_images = True
+    needs = frozenset({"image"})
 
     def __init__(self, config):
         self.path = Path(config.record)

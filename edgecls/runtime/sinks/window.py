@@ -14,7 +14,7 @@ from edgecls.runtime.sinks.overlay import draw
 
 class WindowSink:
     name = "window"
-    wants_images = True
+    needs = frozenset({"image"})
 
     def __init__(self, config):
         self.shown = False
