@@ -35,6 +35,7 @@ class Bridge:
         self.pending: set[int] = set()  # published, not yet acknowledged by the broker
         self.acked: set[int] = set()  # acknowledged before publish() returned its mid
         self.dropped, self.dropped_at = 0, 0.0
+        self.closing = False  # our own disconnect is not a lost broker
 
     def tell(self, **message) -> None:
         with self.out_lock:
@@ -86,7 +87,7 @@ class Bridge:
         self.connected.set()
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
-        if self.connected.is_set():
+        if self.connected.is_set() and not self.closing:
             self.connected.clear()
             self.tell(
                 log=f"mqtt: lost the broker ({reason_code}); reconnecting, keeping up to "
@@ -139,6 +140,7 @@ class Bridge:
 
     def close(self) -> None:
         self.report_drops()
+        self.closing = True
         was_connected = self.connected.is_set()
         try:
             if was_connected:
