@@ -15,11 +15,14 @@ import pytest
 from typer.testing import CliRunner
 from videos import write_video
 
+import edgecls.runtime.loop as loop_module
 from edgecls.cli import app
 from edgecls.runtime.backends import RuntimeOptions, load_predictor
 from edgecls.runtime.bundle import load_bundle
 from edgecls.runtime.loop import RunConfig, run
 from edgecls.runtime.preprocess import frame_to_input, load_image
+from edgecls.runtime.records import Identity
+from edgecls.runtime.sinks.metrics import prometheus_text
 from edgecls.runtime.sources import LiveSource
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -205,6 +208,29 @@ def test_live_source_that_drops_is_reopened_and_the_loop_goes_on(bundle, insects
     assert "stopped delivering frames; reopening" in text and "reopened" in text
     assert summary.reconnects == 1 and len(attempts) == 3
     assert summary.classified == 25  # more than one capture's worth: the loop went on
+
+
+def test_a_camera_faster_than_the_model_skips_older_frames_and_says_how_many(
+    bundle, insects_data, monkeypatch
+):
+    frames = [cv2.imread(str(p)) for p in sorted((insects_data / "test").rglob("*.jpg"))[:3]]
+    real_choose = loop_module.choose
+
+    def slow_model(*args, **kwargs):  # 20 ms a frame; the capture gives one every 2 ms
+        choice = real_choose(*args, **kwargs)
+        predict = choice.predictor.predict
+        choice.predictor.predict = lambda x: (time.sleep(0.02), predict(x))[1]
+        return choice
+
+    monkeypatch.setattr(loop_module, "choose", slow_model)
+    source = LiveSource("camera 0", lambda: FlakyCapture(frames, 10**6), log=lambda _: None)
+    logs = []
+    config = RunConfig(bundle, "camera 0", headless=True, max_frames=10)
+    summary = run(config, log=logs.append, source=source)
+    assert summary.skipped >= 10 and summary.classified == 10
+    assert f"skipped {summary.skipped} older camera frames" in logs[-1]
+    metrics = prometheus_text(summary, Identity("b", "a", "s", ("x",)), 1.0)
+    assert f"edgecls_skipped_frames_total {summary.skipped}" in metrics
 
 
 def test_sigint_flushes_outputs_and_prints_the_summary(bundle, insects_data, tmp_path):

@@ -194,7 +194,7 @@ def _loop(config, source, classify, sinks: Sinks, summary: Summary, stop, log) -
             return
         summary.frames += 1
         summary.last_frame = time.monotonic()
-        summary.reconnects = getattr(source, "reconnects", 0)
+        _source_counts(summary, source)
         watchdog.ping()
         if frame.image is None:
             summary.corrupt += 1
@@ -211,6 +211,11 @@ def _loop(config, source, classify, sinks: Sinks, summary: Summary, stop, log) -
         if summary.last_frame - last_status >= HEARTBEAT_SECONDS:
             last_status = summary.last_frame
             _heartbeat(config, summary, record, log)
+
+
+def _source_counts(summary: Summary, source) -> None:
+    summary.reconnects = getattr(source, "reconnects", 0)
+    summary.skipped = getattr(source, "dropped_frames", 0)
 
 
 def _count(summary: Summary, record: Record) -> None:
@@ -237,7 +242,7 @@ def _heartbeat(config, summary: Summary, record: Record, log) -> None:
 def _finish(summary: Summary, source, sinks: Sinks, log) -> None:
     systemd.stopping()
     summary.seconds = time.monotonic() - summary.started
-    summary.reconnects = getattr(source, "reconnects", 0)
+    _source_counts(summary, source)
     try:
         source.close()
     finally:

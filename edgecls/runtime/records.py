@@ -160,6 +160,7 @@ class Summary:
     classified: int = 0
     corrupt: int = 0
     reconnects: int = 0
+    skipped: int = 0  # live camera frames replaced by newer ones before the model saw them
     decisions: int = 0
     seconds: float = 0.0
     latency: LatencyStats = field(default_factory=LatencyStats)
@@ -192,6 +193,7 @@ class Summary:
             "classified": self.classified,
             "corrupt_frames": self.corrupt,
             "reconnects": self.reconnects,
+            "skipped_frames": self.skipped,
             "decisions": self.decisions,
             "seconds": round(self.seconds, 3),
             "fps": round(self.fps(), 2),
@@ -216,6 +218,8 @@ class Summary:
             f"latency p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms; "
             f"labels: {counts}"
         ]
+        if d["skipped_frames"]:  # the camera is faster than the model: it sees the newest frame
+            parts.append(f"skipped {d['skipped_frames']} older camera frames")
         if d["decisions"]:
             parts.append(f"decisions {d['decisions']}")
         if d["saved"]:

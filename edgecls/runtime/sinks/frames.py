@@ -103,6 +103,10 @@ class FramesSink:
         try:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
+                f.flush()
+                os.fsync(
+                    f.fileno()
+                )  # a power cut after the rename leaves a whole JPEG, not 0 bytes
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

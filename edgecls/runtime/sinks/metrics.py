@@ -27,6 +27,7 @@ COUNTERS = (
     ("classified", "classified", "Frames classified."),
     ("corrupt_frames", "corrupt_frames", "Corrupt frames skipped."),
     ("reconnects", "reconnects", "Times the live source was reopened."),
+    ("skipped_frames", "skipped_frames", "Live frames replaced by newer ones before classifying."),
     ("decisions", "decisions", "Decisions made by the trigger rule."),
     ("saved", "saved_frames", "Frames saved to --save-dir."),
 )

@@ -75,9 +75,9 @@ class Bridge:
         if reason_code.is_failure:
             self.tell(log=f"mqtt {self._where()} refused us ({reason_code})")
             return
-        client.publish(self.topic("status"), "online", qos=QOS, retain=True)
         birth = {"state": "online", "time": round(time.time(), 3), **self.s["identity"]}
-        client.publish(self.topic("info"), json.dumps(birth), qos=QOS, retain=True)
+        self._track(client.publish(self.topic("status"), "online", qos=QOS, retain=True))
+        self._track(client.publish(self.topic("info"), json.dumps(birth), qos=QOS, retain=True))
         self.tell(
             log=f"mqtt: {'re' if self.ever_connected else ''}connected to {self._where()}, "
             f"topics {self.s['prefix']}/...",
@@ -117,6 +117,11 @@ class Bridge:
         if info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
             self._drop()
             return
+        self._track(info)
+
+    def _track(self, info) -> None:
+        """Every QoS 1 message we send is pending until acknowledged (a stale acknowledged id
+        would otherwise match a later message once paho's ids wrap at 65535)."""
         with self.lock:
             if info.mid in self.acked:
                 self.acked.discard(info.mid)
@@ -144,7 +149,9 @@ class Bridge:
         was_connected = self.connected.is_set()
         try:
             if was_connected:
-                self.client.publish(self.topic("status"), "offline", qos=QOS, retain=True)
+                self._track(
+                    self.client.publish(self.topic("status"), "offline", qos=QOS, retain=True)
+                )
                 deadline = time.monotonic() + 1.0  # let queued records reach the broker
                 while self.pending and time.monotonic() < deadline:
                     time.sleep(0.02)
