@@ -10,11 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecls.durable import write_text_atomic
 from edgecls.errors import EdgeclsError
 from edgecls.folders import Split, load_eval_split
 from edgecls.runtime.labels import check_outputs, load_labels
 from edgecls.runtime.preprocess import InputSpec
-from edgecls.schema import from_dict, write_text_atomic
+from edgecls.schema import from_dict
 
 
 @dataclass

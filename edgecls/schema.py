@@ -7,8 +7,6 @@ say (ranges, cross-field consistency) by raising ValueError."""
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import types
 import typing
 from pathlib import Path
@@ -48,40 +46,6 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
-
-
-def write_json_atomic(path: Path, data: Any) -> None:
-    """Temp file, fsync, rename: a power cut leaves the old file or the new one, never a 0-byte
-    or half-written one."""
-    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
-
-
-def fsync_dir(folder: Path) -> None:
-    """Make a rename in `folder` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 _NAMES = {dict: "an object", list: "a list", str: "a string", bool: "true or false"}

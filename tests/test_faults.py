@@ -198,7 +198,7 @@ CASES: list[Case] = [
         2,
         "No space left on device",
         after=lambda w: not (w.tmp / "b").exists() and _assert_no_partial(w.tmp) is None,
-        fault=lambda w, mp: mp.setattr("edgecls.export.bundle_dir._fsync", _oserror(errno.ENOSPC)),
+        fault=lambda w, mp: mp.setattr("edgecls.durable.fsync_tree", _oserror(errno.ENOSPC)),
     ),
     Case(
         "export over an older bundle onto a read-only disk",
@@ -206,7 +206,9 @@ CASES: list[Case] = [
         2,
         "Read-only file system",
         after=lambda w: json.loads((w.bundle / "manifest.json").read_text())["artifacts"],
-        fault=lambda w, mp: mp.setattr("edgecls.export.bundle_dir._swap_in", _oserror(errno.EROFS)),
+        fault=lambda w, mp: mp.setattr(
+            "edgecls.export.bundle_dir.replace_folder", _oserror(errno.EROFS)
+        ),
     ),
     Case(
         "export --max-drop negative",

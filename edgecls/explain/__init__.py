@@ -19,6 +19,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
+from edgecls.durable import write_text_atomic
 from edgecls.errors import EdgeclsError
 from edgecls.explain.checks import DELETION_FRACTION, deletion_check, mask_for, pointing_game
 from edgecls.explain.methods import EXPLAINERS
@@ -26,7 +27,6 @@ from edgecls.explain.report import figure, report_html
 from edgecls.runs import RunSource, resolve_source, run_split
 from edgecls.runtime.preprocess import image_paths
 from edgecls.runtime.sinks.frames import check_writable_folder
-from edgecls.schema import write_text_atomic
 
 
 @dataclass(frozen=True)

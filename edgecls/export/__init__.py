@@ -18,6 +18,7 @@ import numpy as np
 from rich.console import Console
 
 from edgecls import __version__
+from edgecls.durable import write_text_atomic
 from edgecls.errors import EdgeclsError
 from edgecls.export.bundle_dir import check_destination, staged_bundle
 from edgecls.export.calibration import (
@@ -48,7 +49,6 @@ from edgecls.runtime.manifest import (
 )
 from edgecls.runtime.parity import compare, save_bundle_files
 from edgecls.runtime.preprocess import InputSpec, is_image_file
-from edgecls.schema import write_text_atomic
 
 DEFAULT_CALIBRATION = Path("calibration_data")
 

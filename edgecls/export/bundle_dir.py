@@ -13,8 +13,8 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from edgecls.durable import replace_folder
 from edgecls.errors import EdgeclsError
-from edgecls.schema import fsync_dir
 
 # What an edgecls bundle folder holds; anything else in it is the user's and stops the export.
 _BUNDLE_FILE = re.compile(
@@ -67,10 +67,7 @@ def staged_bundle(out: Path) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         yield tmp
-        for f in tmp.iterdir():
-            _fsync(f)
-        fsync_dir(tmp)  # the entries too: after a power cut the bundle is whole or absent
-        _swap_in(tmp, out)
+        replace_folder(tmp, out)  # after a power cut the bundle is whole, or the old one
     except OSError as exc:
         raise EdgeclsError(
             f"--out {out}: cannot write the bundle ({exc.strerror or exc}); free space or "
@@ -78,22 +75,3 @@ def staged_bundle(out: Path) -> Iterator[Path]:
         ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as f:
-        os.fsync(f.fileno())
-
-
-def _swap_in(new: Path, dest: Path) -> None:
-    old = dest.parent / f".{dest.name}.old-{os.getpid()}"
-    if dest.exists():
-        os.replace(dest, old)
-    try:
-        os.replace(new, dest)
-    except OSError:
-        if old.exists():
-            os.replace(old, dest)
-        raise
-    fsync_dir(dest.parent)
-    shutil.rmtree(old, ignore_errors=True)

@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecls.durable import write_json_atomic
 from edgecls.errors import EdgeclsError
 from edgecls.runtime.backends import RuntimeOptions
 from edgecls.runtime.bundle import Bundle
 from edgecls.runtime.manifest import Artifact
-from edgecls.schema import write_json_atomic
 
 BACKEND_FORMATS = {"litert": "tflite", "onnxruntime": "onnx"}
 CACHE_ENTRIES = 32  # bundles x settings remembered; the oldest measurement goes first

@@ -8,15 +8,14 @@ nothing edgecls did not create is deleted."""
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import json
 import os
 import shutil
 from pathlib import Path
 
+from edgecls.durable import replace_folder
 from edgecls.errors import EdgeclsError
-from edgecls.schema import fsync_dir
 
 # Everything `edgecls train` writes into a run folder; anything else there is the user's.
 RUN_ENTRIES = frozenset(
@@ -90,15 +89,7 @@ class RunFolder:
     def commit(self) -> Path:
         shutil.rmtree(self.scratch, ignore_errors=True)
         check_out(self.out)  # still ours to replace: nobody wrote into it meanwhile
-        _fsync_tree(self.staging)
-        if self.out.is_dir() and any(self.out.iterdir()):
-            _exchange(self.staging, self.out)  # staging now holds the old run
-            shutil.rmtree(self.staging)
-        else:
-            if self.out.is_dir():
-                self.out.rmdir()  # empty: nothing to lose
-            os.rename(self.staging, self.out)
-        fsync_dir(self.out.parent)
+        replace_folder(self.staging, self.out)
         self.committed = True
         return self.out
 
@@ -110,33 +101,3 @@ class RunFolder:
                 f"--out {self.out}: could not write the run ({exc.strerror}); "
                 f"{'it is as it was' if self.out.exists() else 'nothing was written'}"
             ) from None
-
-
-def _fsync_tree(folder: Path) -> None:
-    """A power loss after the rename must not find 0-byte files in a folder that looks whole."""
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with open(path, "rb") as f:
-                os.fsync(f.fileno())
-    fsync_dir(folder)
-
-
-_RENAME_EXCHANGE = 2
-_AT_FDCWD = -100
-
-
-def _exchange(a: Path, b: Path) -> None:
-    """Swap two folders in one step (Linux renameat2); elsewhere two renames, old one aside."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        renameat2 = libc.renameat2
-    except (OSError, AttributeError):
-        renameat2 = None
-    if renameat2 is not None:
-        ok = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
-        if ok == 0:
-            return
-    aside = b.with_name(f"{b.name}.old-{os.getpid()}")
-    os.rename(b, aside)
-    os.rename(a, b)
-    os.rename(aside, a)

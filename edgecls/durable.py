@@ -1,0 +1,93 @@
+"""Writes that survive a power cut and never mix old with new: a file is written to a temporary
+name, fsynced and renamed; a folder (a bundle, a training run) is built aside, fsynced and swapped
+in with one rename. A board's SD card or a workstation's disk then holds the old version or the
+new one, never a 0-byte or half-written file, whatever moment the power goes."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in `folder` durable (a no-op where directories cannot be opened)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def fsync_tree(folder: Path) -> None:
+    """Every file and folder below `folder` on disk before it is renamed into place."""
+    for path in sorted(Path(folder).rglob("*"), reverse=True):  # files before their folders
+        if path.is_file():
+            with open(path, "rb") as f:
+                os.fsync(f.fileno())
+        elif path.is_dir():
+            fsync_dir(path)
+    fsync_dir(folder)
+
+
+def replace_folder(new: Path, dest: Path) -> None:
+    """`new` (fsynced here) becomes `dest`; an old `dest` is swapped out in the same step (Linux
+    renameat2 RENAME_EXCHANGE) and only then removed. Where that call is missing, the old folder
+    is moved aside first and put back if the second rename fails."""
+    new, dest = Path(new), Path(dest)
+    fsync_tree(new)
+    if dest.is_dir() and not any(dest.iterdir()):
+        dest.rmdir()  # empty: nothing to lose
+    if not dest.exists():
+        os.rename(new, dest)
+    elif _exchange(new, dest):
+        shutil.rmtree(new)  # it holds the old folder now
+    else:
+        aside = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+        os.rename(dest, aside)
+        try:
+            os.rename(new, dest)
+        except OSError:
+            os.rename(aside, dest)
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
+    fsync_dir(dest.parent)
+
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    flags = _RENAME_EXCHANGE
+    return renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), flags) == 0
