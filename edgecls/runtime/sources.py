@@ -8,7 +8,6 @@ frame by frame, in order, and their end ends the loop.
 
 from __future__ import annotations
 
-import ctypes
 import queue
 import sys
 import threading
@@ -22,6 +21,7 @@ import numpy as np
 
 from edgecls.errors import EdgeclsError, SourceUnavailable
 from edgecls.registry import Registry
+from edgecls.runtime import native_memory
 from edgecls.runtime.preprocess import image_paths, is_image_file, read_image
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".h264", ".ts")
@@ -206,7 +206,7 @@ class LiveSource:
                 self._read_all(generation, cap)
             finally:
                 cap.release()  # this thread's own capture, never another's
-                _return_freed_memory()
+                native_memory.return_freed()  # FFmpeg's buffers, back to the system
             cap, reason = None, "stopped delivering frames"
 
     def _read_all(self, generation: int, cap) -> None:
@@ -283,22 +283,6 @@ class LiveSource:
         deadline = time.monotonic() + timeout
         for thread in self._workers:
             thread.join(max(0.0, deadline - time.monotonic()))
-
-
-def _return_freed_memory() -> None:
-    """A released capture frees FFmpeg's demuxer and decoder buffers inside glibc's heaps, which
-    keep the pages; a stream that reconnects for months would ratchet RSS up a little each time.
-    malloc_trim hands whole free pages back (glibc; elsewhere nothing to do)."""
-    trim = getattr(_libc(), "malloc_trim", None)
-    if trim is not None:
-        trim(0)
-
-
-def _libc():
-    try:
-        return ctypes.CDLL(None)
-    except OSError:
-        return None
 
 
 class Prefetch:
