@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from edgecls.errors import EdgeclsError
-from edgecls.runtime import native_memory, systemd
+from edgecls.runtime import systemd
 from edgecls.runtime.bundle import Bundle, load_bundle
 from edgecls.runtime.decisions import DecisionRule
 from edgecls.runtime.records import Identity, Record, Summary
@@ -134,7 +134,6 @@ def run(config: RunConfig, out=None, log=None, source=None) -> Summary:
     """Run the loop until the source ends, max_frames, the window closes, or a signal."""
     out = out or sys.stdout
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    native_memory.limit_arenas()  # before any of the run's threads: constant memory for months
     bundle = load_bundle(config.bundle)
     _check(config, bundle)
     choice = choose(

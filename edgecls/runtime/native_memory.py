@@ -1,21 +1,12 @@
-"""glibc's allocator, told how a board's long run behaves, so months of camera reconnects do not
-ratchet RSS up. Each capture thread would otherwise get a malloc arena of its own (up to 8 per
-core), and a released FFmpeg capture leaves its freed pages inside the heap. Both calls are glibc's
-(Raspberry Pi OS, JetPack); elsewhere they are skipped."""
+"""A released FFmpeg capture leaves its freed pages inside glibc's heaps; a stream that reconnects
+for months would ratchet RSS up a little each time. The other half, one malloc arena per capture
+thread, must be limited before the process starts any thread (MALLOC_ARENA_MAX=2 in the systemd
+unit): glibc fixes the arena limit the first time two threads allocate at once, so a mallopt call
+from here would come too late. glibc only (Raspberry Pi OS, JetPack); elsewhere nothing to do."""
 
 from __future__ import annotations
 
 import ctypes
-
-M_ARENA_MAX = -8  # glibc's mallopt parameter, as MALLOC_ARENA_MAX in the environment does
-ARENAS = 2  # the main heap and one for every other thread: capture, sinks, runtime pools
-
-
-def limit_arenas(arenas: int = ARENAS) -> None:
-    """Before the loop's threads start; the systemd unit sets MALLOC_ARENA_MAX the same way."""
-    mallopt = getattr(_libc(), "mallopt", None)
-    if mallopt is not None:
-        mallopt(M_ARENA_MAX, arenas)
 
 
 def return_freed() -> None:
