@@ -34,8 +34,6 @@ class LiveState:
         self.decision: Decision | None = None
         self.seq = 0
         self.jpeg: tuple[int, bytes] = (0, b"")
-        self.fps = 0.0
-        self._last_time: float | None = None
         self.viewers = 0
 
     def update(self, event) -> None:
@@ -43,10 +41,6 @@ class LiveState:
             if isinstance(event, Decision):
                 self.decision = event
                 return
-            now = time.monotonic()
-            if self._last_time is not None and now > self._last_time:
-                self.fps = 0.9 * self.fps + 0.1 / (now - self._last_time) if self.fps else 1.0
-            self._last_time = now
             self.record, self.seq = event, self.seq + 1
             self.cond.notify_all()
 
@@ -101,7 +95,8 @@ class HttpSink:
             record, seq, cached = s.record, s.seq, s.jpeg
         if cached[0] == seq or record is None or record.image is None:
             return cached
-        image = draw(record, self.context.triggers, s.fps, self.context.summary.drift)
+        summary = self.context.summary  # the loop's rate, as on /metrics: the view samples it
+        image = draw(record, self.context.triggers, summary.fps(), summary.drift)
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
         if ok:
             with s.cond:
