@@ -9,8 +9,11 @@ import ctypes
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
+
+from edgecls.errors import EdgeclsError
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
@@ -43,6 +46,22 @@ def fsync_dir(folder: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def check_writable_folder(folder: Path, option: str) -> None:
+    """Fail at start, in one line, when an output folder can never be written."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".edgecls-probe-"):
+            pass
+    except FileExistsError:
+        raise EdgeclsError(f"{option} {folder}: exists and is not a folder") from None
+    except OSError as exc:
+        where = f": {exc.filename}" if exc.filename else ""
+        raise EdgeclsError(
+            f"{option} {folder}: cannot write there ({exc.strerror or exc}{where}); "
+            "choose a writable folder"
+        ) from None
 
 
 def fsync_tree(folder: Path) -> None:
@@ -89,5 +108,5 @@ def _exchange(a: Path, b: Path) -> bool:
         renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
     except (OSError, AttributeError):
         return False
-    flags = _RENAME_EXCHANGE
-    return renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), flags) == 0
+    a, b = os.fsencode(a), os.fsencode(b)
+    return renameat2(_AT_FDCWD, a, _AT_FDCWD, b, _RENAME_EXCHANGE) == 0

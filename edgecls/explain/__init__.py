@@ -19,14 +19,13 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
-from edgecls.durable import write_text_atomic
+from edgecls.durable import check_writable_folder, write_text_atomic
 from edgecls.errors import EdgeclsError
 from edgecls.explain.checks import DELETION_FRACTION, deletion_check, mask_for, pointing_game
 from edgecls.explain.methods import EXPLAINERS
 from edgecls.explain.report import figure, report_html
 from edgecls.runs import RunSource, resolve_source, run_split
 from edgecls.runtime.preprocess import image_paths
-from edgecls.runtime.sinks.frames import check_writable_folder
 
 
 @dataclass(frozen=True)

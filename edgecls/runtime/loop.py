@@ -169,9 +169,10 @@ def run(config: RunConfig, out=None, log=None, source=None) -> Summary:
         )
         if config.drift.enabled and "drift" not in sinks.names:
             log("drift: off (this bundle has no reference statistics; re-export it to add them)")
+        needs = sinks.needs()
         classify = _Classifier(
             choice.predictor, bundle, identity, source.name, config.min_confidence,
-            keep_image="image" in sinks.needs(), keep_input="model_input" in sinks.needs(),
+            keep_image="image" in needs, keep_input="model_input" in needs,
         )  # fmt: skip
         summary.started = time.monotonic()
         try:

@@ -37,9 +37,7 @@ class DriftSink:
         self.last_taken = now
         return True
 
-    def handle(self, event) -> None:
-        if not isinstance(event, Record) or event.model_input is None:
-            return
+    def handle(self, event) -> None:  # `wants` let only records with a model input through
         before = self.context.summary.drift.get("state")
         state = self.monitor.update(event.model_input, event.confidence)
         self.context.summary.drift = state

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import cv2
 
-from edgecls.errors import EdgeclsError
+from edgecls.durable import check_writable_folder
 from edgecls.runtime.records import Record
-from edgecls.runtime.sinks import SINKS, SinkContext, describe
+from edgecls.runtime.sinks import SINKS, SinkContext
 
 OURS = re.compile(r"^edgecls-\d{8}T\d{6}\.\d{6}Z-f\d+-[A-Za-z0-9._-]+-\d\.\d{2}(-\d+)?\.jpg$")
 
@@ -35,20 +35,6 @@ def frame_name(record: Record) -> str:
     stamp = datetime.fromtimestamp(record.time, tz=timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     label = safe_label(record.label or "uncertain")
     return f"edgecls-{stamp}-f{record.frame:08d}-{label}-{min(record.confidence, 1.0):.2f}.jpg"
-
-
-def check_writable_folder(folder: Path, option: str) -> None:
-    """Fail at start, in one line, when an output folder can never be written."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".edgecls-probe-"):
-            pass
-    except FileExistsError:
-        raise EdgeclsError(f"{option} {folder}: exists and is not a folder") from None
-    except OSError as exc:
-        raise EdgeclsError(
-            f"{option} {folder}: cannot write there ({describe(exc)}); choose a writable folder"
-        ) from None
 
 
 class FramesSink:
@@ -104,9 +90,7 @@ class FramesSink:
             with os.fdopen(fd, "wb") as f:
                 f.write(data)
                 f.flush()
-                os.fsync(
-                    f.fileno()
-                )  # a power cut after the rename leaves a whole JPEG, not 0 bytes
+                os.fsync(f.fileno())  # a power cut after the rename: a whole JPEG, not 0 bytes
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import cv2
 
+from edgecls.durable import check_writable_folder
 from edgecls.errors import EdgeclsError
 from edgecls.runtime.records import Record
 from edgecls.runtime.sinks import SINKS, SinkContext
-from edgecls.runtime.sinks.frames import check_writable_folder
 from edgecls.runtime.sinks.overlay import draw
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
