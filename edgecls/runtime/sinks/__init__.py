@@ -39,7 +39,8 @@ class Sink(Protocol):
     name: str
     needs: frozenset[str]  # Record arrays it reads ("image", "model_input"); others get none
     # optional: `wants(event) -> bool`, checked before queueing (e.g. only --save-labels frames)
-    # optional: `linger` seconds to let events gather before handling them (cheaper per event)
+    # optional: `linger` seconds to let events gather before handling them (cheaper per event);
+    # a decision or a half-full queue ends the wait at once
     # optional: `flush()`, called after each gathered batch (e.g. one pipe write for all of it)
 
     def open(self, context: SinkContext) -> None:
@@ -79,6 +80,8 @@ class SinkRunner:
         depth = min(depth, IMAGE_QUEUE) if "image" in sink.needs else depth
         self.queue: queue.Queue = queue.Queue(maxsize=depth)
         self.wants = getattr(sink, "wants", None)  # optional early filter, on the loop's side
+        self.linger = getattr(sink, "linger", 0.0)
+        self.hurry = threading.Event()  # ends a linger early: a decision waits for no batch
         self.failed_once = False
         self.thread = threading.Thread(target=self._work, name=f"sink-{sink.name}", daemon=True)
 
@@ -96,24 +99,35 @@ class SinkRunner:
                 copies[needs] = event.keeping(needs)
             event = copies[needs]
         if not self.context.live:
-            while not self.context.stop.is_set():
-                try:
-                    self.queue.put(event, timeout=0.1)
-                    return
-                except queue.Full:
-                    continue
-        try:
-            self.queue.put_nowait(event)
-        except queue.Full:
-            self.context.summary.add_dropped(self.sink.name)
+            self._put_waiting(event)
+        else:
+            try:
+                self.queue.put_nowait(event)
+            except queue.Full:
+                self.context.summary.add_dropped(self.sink.name)
+                return
+        if (
+            self.linger
+            and not self.hurry.is_set()
+            and (isinstance(event, Decision) or self.queue.qsize() * 2 >= self.queue.maxsize)
+        ):
+            self.hurry.set()
+
+    def _put_waiting(self, event) -> None:
+        while not self.context.stop.is_set():
+            try:
+                self.queue.put(event, timeout=0.1)
+                return
+            except queue.Full:
+                continue
 
     def _work(self) -> None:
-        linger = getattr(self.sink, "linger", 0.0)
         flush = getattr(self.sink, "flush", None)
         while True:
             batch = [self.queue.get()]
-            if linger:  # let a few events gather: one wake-up (and one network send) for all
-                time.sleep(linger)
+            if self.linger:  # let a few events gather: one wake-up (and one network send) for all
+                self.hurry.wait(self.linger)
+                self.hurry.clear()  # before draining: what sets it from now on is in a later batch
             with contextlib.suppress(queue.Empty):
                 while len(batch) < self.queue.maxsize:
                     batch.append(self.queue.get_nowait())
@@ -143,6 +157,7 @@ class SinkRunner:
         """Queue the end marker behind what is already queued."""
         with contextlib.suppress(queue.Full):
             self.queue.put(self._CLOSE, timeout=max(timeout, 0.01))
+        self.hurry.set()
 
     def finish(self, deadline: float) -> None:
         """Wait (until `deadline`) for the sink to drain its queue, then close it."""

@@ -9,7 +9,7 @@ from edgecls.runtime.drift import DriftMonitor
 from edgecls.runtime.records import Record
 from edgecls.runtime.sinks import SinkContext
 
-MAX_RATE = 30.0  # frames measured per second once the window is full
+MAX_RATE = 10.0  # frames measured per second once the window is full
 
 
 class DriftSink:

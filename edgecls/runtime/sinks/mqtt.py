@@ -12,6 +12,7 @@ back as logs and counters.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import subprocess
 import sys
@@ -29,12 +30,17 @@ WORKER = Path(__file__).with_name("mqtt_worker.py")
 LAUNCH = "import runpy, sys; del sys.path[0]; runpy.run_path(sys.argv[1], run_name='__main__')"
 START_SECONDS = 10.0  # a board's first Python start may be slow (SD card)
 STOP_SECONDS = 2.5  # the worker flushes for <= 1 s and stops paho in <= 1 s
+# the pipe holds records while the client waits on a connection attempt (an unreachable host: up
+# to paho's 5 s connect timeout), ~2500 records; Linux lets any process ask for 1 MiB
+PIPE_BYTES = 1 << 20
 
 
 class MqttSink:
     name = "mqtt"
     needs = frozenset()
-    linger = 0.02  # records go out in bursts: one pipe write and one wake-up for each, 20 ms late
+    # records go out in bursts (one pipe write, one wake-up for each), <= 50 ms late; a decision
+    # does not wait (SinkRunner ends the linger for it)
+    linger = 0.05
 
     def __init__(self, config):
         self.config = config.mqtt
@@ -60,6 +66,8 @@ class MqttSink:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
+        with contextlib.suppress(AttributeError, OSError):  # not Linux, or a lower limit: 64 KiB
+            fcntl.fcntl(self.proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         self.reader = threading.Thread(target=self._read_reports, name="mqtt-reports", daemon=True)
         self.reader.start()
         with contextlib.suppress(OSError):  # it died at start: the report below says why
