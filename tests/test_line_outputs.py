@@ -227,6 +227,43 @@ def test_a_slow_output_never_blocks_a_live_loop_and_its_drops_are_counted():
     assert not ctx.summary.outputs_dropped
 
 
+def test_a_lingering_output_takes_a_decision_at_once_and_a_filling_queue_before_it_overflows():
+    class Gathering:  # lingers far longer than any test waits: only a cut-short linger shows
+        name, needs, linger = "gathering", frozenset(), 30.0
+
+        def __init__(self):
+            self.handled = []
+            self.got = threading.Event()
+
+        def open(self, context):
+            pass
+
+        def handle(self, event):
+            self.handled.append(event)
+            self.got.set()
+
+        def close(self):
+            pass
+
+    sink = Gathering()
+    ctx = context(live=True)
+    sinks = Sinks([sink], ctx, depth=8).open()
+    sinks.publish(record(0, image=False))
+    decision = DecisionRule(DecisionConfig(("def",), consecutive=1)).update(record(1, "def"))
+    sinks.publish(decision)
+    assert sink.got.wait(10), "a decision waited for the linger"
+    assert sink.handled[-1] is decision
+    sink.got.clear()
+    for i in range(2, 7):  # half of the queue (8) waits, whether or not the first is taken
+        sinks.publish(record(i, image=False))
+    assert sink.got.wait(10), "a half-full queue waited for the linger"
+    t0 = time.monotonic()
+    sinks.close()
+    assert time.monotonic() - t0 < 10  # the close marker cuts the linger short too
+    assert [e.frame for e in sink.handled] == [0, 1, 2, 3, 4, 5, 6]
+    assert not ctx.summary.outputs_dropped
+
+
 def test_summary_is_constant_size_and_its_percentiles_are_close():
     stats = LatencyStats()
     rng = np.random.default_rng(1)
