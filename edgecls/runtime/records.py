@@ -4,7 +4,6 @@ stays the same size however long the board runs (streaming latency histogram, no
 
 from __future__ import annotations
 
-import copy
 import math
 import threading
 import time
@@ -65,9 +64,10 @@ class Record:
         drop = [f for f in HEAVY if f not in fields and getattr(self, f) is not None]
         if not drop:
             return self
-        light = copy.copy(self)  # a shallow copy: 10x cheaper than dataclasses.replace, per frame
+        light = object.__new__(Record)  # a shallow copy, the cheapest Python has: once a frame
+        light.__dict__.update(self.__dict__)
         for f in drop:
-            setattr(light, f, None)
+            light.__dict__[f] = None
         return light
 
     def to_dict(self) -> dict:

@@ -8,11 +8,10 @@ fails while running is reported once and counted, and the loop goes on.
 
 from __future__ import annotations
 
-import contextlib
 import importlib
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -38,6 +37,7 @@ class SinkContext:
 class Sink(Protocol):
     name: str
     needs: frozenset[str]  # Record arrays it reads ("image", "model_input"); others get none
+    # optional: `rate`, frames a second it takes at most (None: all); decisions always pass
     # optional: `wants(event) -> bool`, checked before queueing (e.g. only --save-labels frames)
     # optional: `linger` seconds to let events gather before handling them (cheaper per event);
     # a decision or a half-full queue ends the wait at once
@@ -69,7 +69,12 @@ def load_sinks() -> Registry:
 
 
 class SinkRunner:
-    """One sink on its own thread behind a bounded queue."""
+    """One sink on its own thread behind a bounded queue.
+
+    The loop's side is a deque append and, only when the thread sleeps, one wake-up: it runs once
+    a frame right after the model, with cold caches, where a `queue.Queue` round (its lock, its
+    condition) cost the loop 20-40 us, a lock wait when the sink's thread held it, and a wake-up of
+    the thread for every event."""
 
     _CLOSE = object()
 
@@ -77,9 +82,13 @@ class SinkRunner:
         self.sink = sink
         self.context = context
         # events that hold frames are big (a 640x480 frame is 0.9 MB): fewer of them wait
-        depth = min(depth, IMAGE_QUEUE) if "image" in sink.needs else depth
-        self.queue: queue.Queue = queue.Queue(maxsize=depth)
+        self.depth = min(depth, IMAGE_QUEUE) if "image" in sink.needs else depth
+        self.events: deque = deque()  # appended by the loop only, taken by the sink's thread
+        self.waiting = threading.Event()  # events wait for the thread
+        self.room = threading.Condition()  # from a file, the loop waits here while it is full
         self.wants = getattr(sink, "wants", None)  # optional early filter, on the loop's side
+        self.rated = hasattr(sink, "rate")
+        self.next_at = 0.0  # record time from which a rated sink takes the next frame
         self.linger = getattr(sink, "linger", 0.0)
         self.hurry = threading.Event()  # ends a linger early: a decision waits for no batch
         self.failed_once = False
@@ -91,46 +100,70 @@ class SinkRunner:
     def offer(self, event: Record | Decision, copies: dict) -> None:
         """From a live source, never blocks: a full queue drops the event and counts it. From a
         file there is no real time to keep, so the loop waits for the sink (until stopped)."""
+        is_record = isinstance(event, Record)
+        if is_record and self.rated and self._too_soon(event.time):
+            return
         if self.wants is not None and not self.wants(event):
             return
-        if isinstance(event, Record):  # a queued record holds only the arrays this sink reads
+        if is_record:  # a queued record holds only the arrays this sink reads
             needs = self.sink.needs
             if needs not in copies:
                 copies[needs] = event.keeping(needs)
             event = copies[needs]
-        if not self.context.live:
-            self._put_waiting(event)
-        else:
-            try:
-                self.queue.put_nowait(event)
-            except queue.Full:
+        events = self.events
+        if len(events) >= self.depth:
+            if self.context.live:
                 self.context.summary.add_dropped(self.sink.name)
                 return
+            if not self._wait_for_room():
+                return
+        events.append(event)
+        if not self.waiting.is_set():
+            self.waiting.set()
         if (
             self.linger
             and not self.hurry.is_set()
-            and (isinstance(event, Decision) or self.queue.qsize() * 2 >= self.queue.maxsize)
+            and (isinstance(event, Decision) or 2 * len(events) >= self.depth)
         ):
             self.hurry.set()
 
-    def _put_waiting(self, event) -> None:
-        while not self.context.stop.is_set():
-            try:
-                self.queue.put(event, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+    def _too_soon(self, t: float) -> bool:
+        """Sampling for a rated sink on the record's own clock (no clock read per frame); a
+        clock set back restarts the sampling instead of pausing it."""
+        rate = self.sink.rate
+        if not rate:
+            return False
+        period = 1.0 / rate
+        if 0.0 < self.next_at - t <= period:
+            return True
+        self.next_at = t + period
+        return False
+
+    def _wait_for_room(self) -> bool:
+        with self.room:
+            while len(self.events) >= self.depth:
+                if self.context.stop.is_set():
+                    return False
+                self.room.wait(0.1)
+        return True
+
+    def _take(self) -> list:
+        """What gathered, in order; the loop may append meanwhile (a deque is safe for that)."""
+        self.waiting.wait()
+        if self.linger:  # let a few events gather: one wake-up (and one network send) for all
+            self.hurry.wait(self.linger)
+            self.hurry.clear()  # before taking: what sets it from now on is in a later batch
+        self.waiting.clear()  # likewise: an event appended from now on wakes the next round
+        events = self.events
+        batch = [events.popleft() for _ in range(len(events))]
+        with self.room:
+            self.room.notify()
+        return batch
 
     def _work(self) -> None:
         flush = getattr(self.sink, "flush", None)
         while True:
-            batch = [self.queue.get()]
-            if self.linger:  # let a few events gather: one wake-up (and one network send) for all
-                self.hurry.wait(self.linger)
-                self.hurry.clear()  # before draining: what sets it from now on is in a later batch
-            with contextlib.suppress(queue.Empty):
-                while len(batch) < self.queue.maxsize:
-                    batch.append(self.queue.get_nowait())
+            batch = self._take()
             for event in batch:
                 if event is self._CLOSE:
                     return
@@ -138,7 +171,7 @@ class SinkRunner:
                     self.sink.handle(event)
                 except Exception as exc:  # a sink's fault is the sink's: report, count, go on
                     self.failed(exc)
-            if flush is not None:
+            if flush is not None and batch:
                 try:
                     flush()
                 except Exception as exc:
@@ -153,10 +186,10 @@ class SinkRunner:
                 "further failures of this output are counted in the summary"
             )
 
-    def request_close(self, timeout: float) -> None:
+    def request_close(self) -> None:
         """Queue the end marker behind what is already queued."""
-        with contextlib.suppress(queue.Full):
-            self.queue.put(self._CLOSE, timeout=max(timeout, 0.01))
+        self.events.append(self._CLOSE)
+        self.waiting.set()
         self.hurry.set()
 
     def finish(self, deadline: float) -> None:
@@ -217,7 +250,7 @@ class Sinks:
         """All sinks drain in parallel within `timeout`, so a stop stays quick however many."""
         deadline = time.monotonic() + timeout
         for runner in self.runners:
-            runner.request_close(deadline - time.monotonic())
+            runner.request_close()
         for runner in self.runners:
             runner.finish(deadline)
 

@@ -48,6 +48,9 @@ class LiveState:
 class HttpSink:
     name = "http"
     needs = frozenset({"image"})
+    # frames at most 30 a second (the view shows 10, /latest lags < 35 ms), so a fast loop does
+    # not wake this thread for frames nobody will see; decisions always
+    rate = 30.0
 
     def __init__(self, config):
         self.config = config.http
@@ -55,7 +58,6 @@ class HttpSink:
         self.server: ThreadingHTTPServer | None = None
         self.port: int | None = None
         self.closed = threading.Event()  # ends the live views when the run ends
-        self.last_taken = 0.0
 
     def open(self, context: SinkContext) -> None:
         handler = type("Handler", (_Handler,), {"sink": self, "context": context})
@@ -73,17 +75,6 @@ class HttpSink:
         context.log(
             f"http: live view on http://{self.config.host}:{self.port}/ (/metrics, /health)"
         )
-
-    def wants(self, event) -> bool:
-        """Decisions always; frames at most 30 a second (the view shows 10, /latest lags <35 ms),
-        so a fast loop does not wake this thread for frames nobody will see."""
-        if isinstance(event, Decision):
-            return True
-        now = time.monotonic()
-        if now - self.last_taken < 1 / 30:
-            return False
-        self.last_taken = now
-        return True
 
     def handle(self, event) -> None:
         self.state.update(event)
