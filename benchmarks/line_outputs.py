@@ -1,7 +1,7 @@
 """What the line outputs cost the loop: FPS with MQTT + HTTP (a live viewer and a /metrics
 poller connected) + drift on, over FPS with no outputs, measured in one run, alternating rounds.
 
-    python benchmarks/line_outputs.py [--bundle export/NAME] [--frames 1500] [--rounds 12]
+    python benchmarks/line_outputs.py [--bundle export/NAME] [--frames 3000] [--rounds 10]
 
 Besides wall-clock FPS, it reports the process's CPU time per frame (all threads; the broker is
 another process), a figure that a busy shared machine disturbs much less than FPS; the FPS ratio
@@ -177,8 +177,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path)
     ap.add_argument("--artifact", default="model_int8.tflite")
-    ap.add_argument("--frames", type=int, default=1500)
-    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("--frames", type=int, default=3000)
+    ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()

@@ -400,6 +400,38 @@ def test_mqtt_without_a_broker_runs_on_says_so_and_counts_overflow(tmp_path):
     assert sum("mqtt queue full" in m for m in logs) == 1
 
 
+def test_mqtt_a_broker_whose_connection_hangs_costs_the_loop_no_record_meanwhile():
+    """A host that drops our SYNs (down, or firewalled) holds the client in paho's connect for up
+    to 5 s; the records of that time wait in the pipe to the client, none is dropped."""
+    import socket
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    fillers = []  # a full accept queue: the kernel drops further SYNs, as a dead host does
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(server.getsockname())
+        fillers.append(filler)
+    time.sleep(0.2)
+    port = server.getsockname()[1]
+    logs = []
+    ctx = context(logs, live=True)  # a camera: a full queue would drop and count
+    sinks = build_sinks(config(mqtt=f"mqtt://127.0.0.1:{port}/x"), ctx).open()
+    try:
+        for i in range(1500):  # ~0.5 MB in about a second, while the client's connect hangs
+            sinks.publish(record(i, image=False))
+            time.sleep(0.0005)
+        time.sleep(0.3)  # the sink's last burst reaches the pipe
+        assert not ctx.summary.outputs_dropped
+    finally:
+        for sock in [server, *fillers]:
+            sock.close()
+        sinks.close()
+    assert any("no broker at 127.0.0.1" in m for m in logs)
+
+
 def test_mqtt_client_faults_are_one_clear_error_at_start_and_counted_while_running(
     broker, tmp_path
 ):
