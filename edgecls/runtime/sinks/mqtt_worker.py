@@ -31,6 +31,9 @@ QOS = 1
 DROP_REPORT_SECONDS = 0.5  # overflow counts go back in bulk, not a line per dropped record
 RECONNECT_SECONDS = (1.0, 30.0)  # back-off: first wait, doubling up to the last
 CLOSE_SECONDS = 1.0  # at the end, queued messages get this long to reach the broker
+# one connection attempt (TCP and TLS) blocks this long at most (paho's default: 5 s), so a stop
+# during one still reports what never reached the broker before the run gives up on this process
+CONNECT_SECONDS = 2.0
 CORK = getattr(socket, "TCP_CORK", None)  # Linux: hold a batch's packets for one segment
 
 
@@ -75,6 +78,7 @@ class Bridge:
             client.tls_set(ca_certs=s["ca"], certfile=s["cert"], keyfile=s["key"])
         client.will_set(self.topic("status"), "offline", qos=QOS, retain=True)
         client.max_queued_messages_set(s["queue"])
+        client.connect_timeout = CONNECT_SECONDS
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
@@ -116,8 +120,8 @@ class Bridge:
 
     def _connect(self) -> None:
         """One attempt (paho's reconnect: TCP, TLS, CONNECT); the answer is read by the loop.
-        While it blocks (an unreachable host: up to paho's connect timeout), records wait in the
-        pipe, which the run made large enough for that."""
+        While it blocks (an unreachable host: up to CONNECT_SECONDS), records wait in the pipe,
+        which the run made large enough for that."""
         try:
             self.client.reconnect()
         except OSError:
