@@ -122,7 +122,7 @@ class SinkRunner:
         if (
             self.linger
             and not self.hurry.is_set()
-            and (isinstance(event, Decision) or 2 * len(events) >= self.depth)
+            and (not is_record or 2 * len(events) >= self.depth)
         ):
             self.hurry.set()
 

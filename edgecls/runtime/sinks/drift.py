@@ -25,9 +25,12 @@ class DriftSink:
         self.context = context
         context.summary.drift = dict(self.monitor.state)
 
+    def wants(self, event) -> bool:
+        """Records only: a decision would wake this thread for nothing (asked after the runner's
+        rate check, so not once a frame)."""
+        return isinstance(event, Record)
+
     def handle(self, event) -> None:
-        if not isinstance(event, Record):
-            return
         before = self.context.summary.drift.get("state")
         state = self.monitor.update(event.model_input, event.confidence)
         if len(self.monitor.features) >= self.monitor.window:

@@ -12,7 +12,6 @@ back as logs and counters.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import subprocess
 import sys
@@ -67,7 +66,9 @@ class MqttSink:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
         )
-        with contextlib.suppress(AttributeError, OSError):  # not Linux, or a lower limit: 64 KiB
+        with contextlib.suppress(ImportError, AttributeError, OSError):  # not Linux: 64 KiB
+            import fcntl
+
             fcntl.fcntl(self.proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
         self.reader = threading.Thread(target=self._read_reports, name="mqtt-reports", daemon=True)
         self.reader.start()

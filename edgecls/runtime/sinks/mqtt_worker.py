@@ -51,7 +51,6 @@ class Bridge:
         self.closing = False  # our own disconnect is not a lost broker
         self.delay = RECONNECT_SECONDS[0]
         self.next_try = 0.0  # monotonic time of the next connection attempt
-        self.topics: dict[str, str] = {}
         self.queue_full = None  # paho's code for a full offline queue
 
     def tell(self, **message) -> None:
@@ -59,10 +58,7 @@ class Bridge:
         self.out.flush()
 
     def topic(self, leaf: str) -> str:
-        topic = self.topics.get(leaf)
-        if topic is None:
-            topic = self.topics[leaf] = f"{self.s['prefix']}/{leaf}"
-        return topic
+        return f"{self.s['prefix']}/{leaf}"
 
     def open(self) -> None:
         import paho.mqtt.client as mqtt
