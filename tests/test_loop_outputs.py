@@ -216,8 +216,20 @@ def test_drift_from_the_bundle_reference_warns_on_a_dark_scene(bundle, insects_d
         for p in images:
             cv2.imwrite(str(dark / f"{i}_{p.name}"), (cv2.imread(str(p)) * 0.4).astype(np.uint8))
     logs = []
-    summary = run(options(bundle, dark, drift_window=100).to_config(), log=logs.append)
+    broker = Mosquitto(tmp_path / "broker").start()
+    try:
+        cfg = options(bundle, dark, drift_window=100, mqtt=f"{broker.url}/trap")
+        summary = run(cfg.to_config(), log=logs.append)
+        late = Subscriber(broker, "trap/drift", client_id="dashboard")  # after the run
+        try:
+            assert late.wait_for(lambda s: s.on("/drift"), 10)
+            retained = late.messages[-1]
+        finally:
+            late.close()
+    finally:
+        broker.stop()
     assert summary.drift["state"] == "drift" and summary.drift["score"] >= 1.0
+    assert retained[2] and retained[1] == summary.drift  # the run's last state, kept for later
     assert sum("warning: drift score" in m for m in logs) == 1
     assert "drift" in logs[-1]
     normal = run(options(bundle, insects_data / "test", drift_window=100).to_config(), log=print)

@@ -121,8 +121,8 @@ class SinkRunner:
             self.waiting.set()
         if (
             self.linger
-            and not self.hurry.is_set()
             and (not is_record or 2 * len(events) >= self.depth)
+            and not self.hurry.is_set()
         ):
             self.hurry.set()
 

@@ -115,16 +115,18 @@ class MqttSink:
             self.send("decisions", event.to_dict())
         elif isinstance(event, Record) and self.config.publish == "frames":
             self.send("records", event.to_dict())
-        self._maybe_drift()
 
     def flush(self) -> None:
-        """After each batch: one write to the worker for all of it."""
+        """After each batch: the drift state if due, then one write to the worker for all."""
+        self._maybe_drift()
         self.proc.stdin.flush()
 
-    def _maybe_drift(self) -> None:
+    def _maybe_drift(self, final: bool = False) -> None:
+        """On a change of state, every 10 s, and at the end (the drift sink has closed first)."""
         drift = self.context.summary.drift
         state, last = self.last_drift
-        if not drift or (drift.get("state") == state and time.monotonic() - last < 10):
+        due = final or drift.get("state") != state or time.monotonic() - last >= 10
+        if not drift or not due:
             return
         self.last_drift = (drift.get("state"), time.monotonic())
         self.send("drift", drift, retain=True)
@@ -133,6 +135,7 @@ class MqttSink:
         if self.proc is None:
             return
         with contextlib.suppress(OSError):  # gone already: what it said before is counted
+            self._maybe_drift(final=True)  # the retained state is the run's last
             self.proc.stdin.close()  # the worker's end of input: flush, "offline", stop
         try:
             self.proc.wait(STOP_SECONDS)
