@@ -4,10 +4,12 @@ constant-memory summary, driven by synthetic records."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -548,6 +550,18 @@ def test_http_metrics_latest_health_and_live_view():
     ok, frame = cap.read()
     assert ok and frame.shape == (48, 64, 3)
     cap.release()
+    # a viewer's own rate: frames arrive 50 a second, the view sends at most 2 a second
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as view:
+        view.sendall(b"GET /?fps=2 HTTP/1.1\r\nHost: board\r\n\r\n")
+        got, until = b"", time.monotonic() + 1.6
+        while time.monotonic() < until:
+            view.settimeout(max(0.01, until - time.monotonic()))
+            with contextlib.suppress(TimeoutError):
+                got += view.recv(1 << 16)
+    assert 1 <= got.count(b"Content-Type: image/jpeg") <= 4
+    for bad in ("0", "31", "fast", "nan"):
+        code, body = _get(f"{base}/?fps={bad}")
+        assert code == 400 and json.loads(body)["error"].startswith(f"fps={bad}: give frames")
     feeder.join()
     time.sleep(0.7)  # longer than stall_seconds without a frame
     code, body = _get(base + "/health")

@@ -1,7 +1,7 @@
-"""HTTP on the board (stdlib only): `/` a live MJPEG view with the overlay, `/latest` the last
-record as JSON, `/metrics` in Prometheus text format, `/health` for watchdogs and load balancers
-(200 while frames flow, 503 once the source has stalled). Binds 127.0.0.1 unless told otherwise;
-a bearer token or basic auth guards every path but /health."""
+"""HTTP on the board (stdlib only): `/` a live MJPEG view with the overlay (`/?fps=N`), `/latest`
+the last record as JSON, `/metrics` in Prometheus text format, `/health` for watchdogs and load
+balancers (200 while frames flow, 503 once the source has stalled). Binds 127.0.0.1 unless told
+otherwise; a bearer token or basic auth guards every path but /health."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs
 
 import cv2
 
@@ -21,7 +22,9 @@ from edgecls.runtime.sinks.metrics import prometheus_text
 from edgecls.runtime.sinks.overlay import draw
 
 MAX_VIEWERS = 4
-VIEW_FPS = 10.0  # the live view is for people: more frames only cost the loop CPU
+# the live view is for people: more frames only cost the board CPU (a JPEG is ~1 ms at 640x480);
+# a viewer may ask for another rate, /?fps=N (as Frigate's MJPEG feed, whose default is 3)
+VIEW_FPS, MAX_VIEW_FPS = 5.0, 30.0
 BOUNDARY = "edgeclsframe"
 
 
@@ -48,7 +51,7 @@ class LiveState:
 class HttpSink:
     name = "http"
     needs = frozenset({"image"})
-    # frames at most 30 a second (the view shows 10, /latest lags < 35 ms), so a fast loop does
+    # frames at most 30 a second (the view shows <= 30, /latest lags < 35 ms), so a fast loop does
     # not wake this thread for frames nobody will see; decisions always
     rate = 30.0
 
@@ -112,7 +115,8 @@ class _Handler(BaseHTTPRequestHandler):
         pass
 
     def do_GET(self):
-        path = self.path.split("?")[0]
+        path, _, query = self.path.partition("?")
+        self.query = parse_qs(query)
         if path != "/health" and not self._authorised():
             return
         routes = {
@@ -197,6 +201,9 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(code, "application/json", body)
 
     def _stream(self) -> None:
+        fps = self._view_fps()
+        if fps is None:
+            return
         s = self.sink.state
         with s.cond:
             if s.viewers >= MAX_VIEWERS:
@@ -206,7 +213,7 @@ class _Handler(BaseHTTPRequestHandler):
         if busy:
             return self._send(503, "text/plain", f"at most {MAX_VIEWERS} viewers\n")
         try:
-            self._frames()
+            self._frames(fps)
         except (BrokenPipeError, ConnectionResetError):
             pass
         finally:
@@ -214,7 +221,19 @@ class _Handler(BaseHTTPRequestHandler):
                 s.viewers -= 1
             self.close_connection = True
 
-    def _frames(self) -> None:
+    def _view_fps(self) -> float | None:
+        given = self.query.get("fps", [None])[-1]
+        try:
+            fps = VIEW_FPS if given is None else float(given)
+        except ValueError:
+            fps = -1.0
+        if 0 < fps <= MAX_VIEW_FPS:
+            return fps
+        error = f"fps={given}: give frames a second, above 0 and at most {MAX_VIEW_FPS:g}"
+        self._send(400, "application/json", {"error": error})
+        return None
+
+    def _frames(self, fps: float) -> None:
         s, closed = self.sink.state, self.sink.closed
         self.send_response(200)
         self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
@@ -223,7 +242,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         sent, next_at = 0, 0.0
         while not closed.wait(max(0.0, next_at - time.monotonic())):
-            next_at = time.monotonic() + 1.0 / VIEW_FPS
+            next_at = time.monotonic() + 1.0 / fps
             with s.cond:
                 s.cond.wait_for(lambda last=sent: s.seq != last or closed.is_set(), timeout=1.0)
             seq, jpeg = self.sink.frame_jpeg()
