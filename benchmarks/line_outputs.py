@@ -247,6 +247,8 @@ def main() -> int:
     ap.add_argument("--threads", type=int)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
+    if not 0 <= args.warm_up < args.frames:
+        ap.error(f"--warm-up {args.warm_up}: give fewer frames than --frames {args.frames}")
 
     work = Path(tempfile.mkdtemp(prefix="edgecls-bench-line-"))
     bundle = args.bundle or make_bundle(work)

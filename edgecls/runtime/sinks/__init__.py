@@ -257,4 +257,5 @@ class Sinks:
 def build_sinks(config, context: SinkContext, extra: list[Sink] = ()) -> Sinks:
     """The registered sinks the run's options ask for, plus `extra` (e.g. the drift monitor)."""
     sinks = [s for make in load_sinks().values() if (s := make(config)) is not None]
+    # extra first: the drift monitor closes before the outputs that report its last state
     return Sinks([*extra, *sinks], context, depth=getattr(config, "queue_size", 64))

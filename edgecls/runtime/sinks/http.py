@@ -23,8 +23,9 @@ from edgecls.runtime.sinks.overlay import draw
 
 MAX_VIEWERS = 4
 # the live view is for people: more frames only cost the board CPU (a JPEG is ~1 ms at 640x480);
-# a viewer may ask for another rate, /?fps=N (as Frigate's MJPEG feed, whose default is 3)
-VIEW_FPS, MAX_VIEW_FPS = 5.0, 30.0
+# a viewer may ask for another rate, /?fps=N (as Frigate's MJPEG feed, whose default is 3); at
+# least one frame every 2 s, so a viewer that left is noticed and its slot freed
+VIEW_FPS, MIN_VIEW_FPS, MAX_VIEW_FPS = 5.0, 0.5, 30.0
 BOUNDARY = "edgeclsframe"
 
 
@@ -116,7 +117,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self):
         path, _, query = self.path.partition("?")
-        self.query = parse_qs(query)
+        self.query = parse_qs(query, keep_blank_values=True)
         if path != "/health" and not self._authorised():
             return
         routes = {
@@ -227,9 +228,9 @@ class _Handler(BaseHTTPRequestHandler):
             fps = VIEW_FPS if given is None else float(given)
         except ValueError:
             fps = -1.0
-        if 0 < fps <= MAX_VIEW_FPS:
+        if MIN_VIEW_FPS <= fps <= MAX_VIEW_FPS:
             return fps
-        error = f"fps={given}: give frames a second, above 0 and at most {MAX_VIEW_FPS:g}"
+        error = f"fps={given}: give frames a second, {MIN_VIEW_FPS:g} to {MAX_VIEW_FPS:g}"
         self._send(400, "application/json", {"error": error})
         return None
 

@@ -1,12 +1,12 @@
 """MQTT: records and decisions to a broker, so a PLC, Node-RED or a dashboard can act on them.
 
 Topics under the URL's prefix: `PREFIX/records` (one JSON record per classified frame, unless
---mqtt-publish decisions), `PREFIX/decisions`, `PREFIX/drift` (retained, on change and every 10 s)
-and `PREFIX/status` (retained: "online" on connect, "offline" as the broker-held last will and on a
-clean stop). QoS 1. The client runs in a process of its own (mqtt_worker.py): paho connects,
-reconnects with back-off and keeps up to --mqtt-queue messages while the broker is away, and what
-does not fit is counted; here each batch of records is one write to its pipe, and its reports come
-back as logs and counters.
+--mqtt-publish decisions), `PREFIX/decisions`, `PREFIX/drift` (retained, on change, every 10 s
+and at the end) and `PREFIX/status` (retained: "online" on connect, "offline" as the broker-held
+last will and on a clean stop). QoS 1. The client runs in a process of its own (mqtt_worker.py):
+paho connects, reconnects with back-off and keeps up to --mqtt-queue messages while the broker is
+away, and what does not fit is counted; here each batch of records is one write to its pipe, and
+its reports come back as logs and counters.
 """
 
 from __future__ import annotations
@@ -122,7 +122,8 @@ class MqttSink:
         self.proc.stdin.flush()
 
     def _maybe_drift(self, final: bool = False) -> None:
-        """On a change of state, every 10 s, and at the end (the drift sink has closed first)."""
+        """On a change of state, every 10 s, and at the end (Sinks.close has closed the drift
+        sink, which runs first, before this one)."""
         drift = self.context.summary.drift
         state, last = self.last_drift
         due = final or drift.get("state") != state or time.monotonic() - last >= 10
@@ -134,8 +135,10 @@ class MqttSink:
     def close(self) -> None:
         if self.proc is None:
             return
-        with contextlib.suppress(OSError):  # gone already: what it said before is counted
-            self._maybe_drift(final=True)  # the retained state is the run's last
+        if self.ready.is_set() and not self.error and not self.proc.stdin.closed:
+            with contextlib.suppress(OSError):  # gone already: what it said before is counted
+                self._maybe_drift(final=True)  # the retained state is the run's last
+        with contextlib.suppress(OSError):
             self.proc.stdin.close()  # the worker's end of input: flush, "offline", stop
         try:
             self.proc.wait(STOP_SECONDS)

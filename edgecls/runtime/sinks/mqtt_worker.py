@@ -186,7 +186,12 @@ class Bridge:
             timeout = min(timeout, max(0.0, self.next_try - now))
         # records flowing: acknowledgements wait for the next batch (a lost broker still shows
         # then, as the read fails); otherwise the socket wakes us
-        flowing = sock is not None and bool(inputs) and now - self.sent_at < ACK_SECONDS
+        flowing = (
+            sock is not None
+            and bool(inputs)
+            and now - self.sent_at < ACK_SECONDS
+            and len(self.pending) < INFLIGHT  # else acknowledgements release queued messages
+        )
         if flowing:
             timeout = min(timeout, self.sent_at + ACK_SECONDS - now)
         reads = [*inputs, sock] if sock is not None and not flowing else inputs
