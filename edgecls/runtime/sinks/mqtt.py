@@ -3,10 +3,10 @@
 Topics under the URL's prefix: `PREFIX/records` (one JSON record per classified frame, unless
 --mqtt-publish decisions), `PREFIX/decisions`, `PREFIX/drift` (retained, on change, every 10 s
 and at the end) and `PREFIX/status` (retained: "online" on connect, "offline" as the broker-held
-last will and on a clean stop). QoS 1. The client runs in a process of its own (mqtt_worker.py):
-paho connects, reconnects with back-off and keeps up to --mqtt-queue messages while the broker is
-away, and what does not fit is counted; here each batch of records is one write to its pipe, and
-its reports come back as logs and counters.
+last will and on a clean stop). QoS 1. The client runs in a process of its own (mqtt_worker.py,
+at nice +10, so it gives way to the loop): paho connects, reconnects with back-off and keeps up to
+--mqtt-queue messages while the broker is away, and what does not fit is counted; here each batch
+of records is one write to its pipe, and its reports come back as logs and counters.
 """
 
 from __future__ import annotations
