@@ -43,12 +43,12 @@ ACK_SECONDS = 0.1
 # once (the run's sink ends its linger when its queue, 64 by default, is half full), so none waits
 # for the next batch's acknowledgements to be read
 INFLIGHT = 100
-# this process gives way to the camera loop, whose frame path is the board's bottleneck: woken while
-# every core is busy, it waits for an idle moment instead of preempting the loop (the line
-# benchmark, paired in one run against nice 0: about +1.5 points, near this VM's noise). Nice 10 still weighs a tenth of a nice-0 thread, so on cores the
-# loop keeps full it is owed ~10 % of one: ~1000 records a second here, a few hundred on a Pi's
-# slower cores, well above a camera's rate; nice 19 (1.5 %) would not keep up with a fast loop.
-# Relative: under systemd's Nice=-5 this process runs at 5.
+# this process gives way to the camera loop, whose frame path is the board's bottleneck: woken
+# while every core is busy, it waits for an idle moment instead of preempting the loop (the line
+# benchmark, paired in one run against nice 0: about +1.5 points, near this VM's noise). Nice 10
+# still weighs a tenth of a nice-0 thread, so on cores the loop keeps full it is owed ~10 % of one:
+# ~1000 records a second here, a few hundred on a Pi's slower cores, well above a camera's rate;
+# nice 19 (1.5 %) would not keep up with a fast loop. Relative: under systemd's Nice=-5, it is 5.
 NICE = 10
 CORK = getattr(socket, "TCP_CORK", None)  # Linux: hold a batch's packets for one segment
 
