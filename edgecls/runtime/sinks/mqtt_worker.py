@@ -261,7 +261,7 @@ class Bridge:
 
 
 def main() -> int:
-    with contextlib.suppress(OSError):  # lowering one's own priority is always allowed on POSIX
+    with contextlib.suppress(OSError):  # allowed to anyone on POSIX; a sandbox that forbids it: 0
         os.nice(NICE)
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
