@@ -9,7 +9,8 @@ every frame, caches) happens once per run and lies before it. Besides wall-clock
 the process's CPU time per frame (all threads; the broker is another process), a figure that a
 busy shared machine disturbs much less than FPS; the FPS ratio is (bare CPU per frame) / (full CPU
 per frame) when the loop is CPU-bound. The MQTT client's own process is reported apart: its CPU
-per frame is what a board pays per record at any frame rate.
+per frame is what a board pays per record at any frame rate; so is the broker's, which a line may
+run on the board or elsewhere.
 
 The source is a 640x480 video file, so the loop runs as fast as the model allows and every
 output has to keep up (from a file the loop waits for its outputs rather than dropping, so any
@@ -22,7 +23,10 @@ process of their own started once for the whole benchmark. The target is >= 0.95
 A shared machine's speed wanders by 10-20 % over tens of seconds, so rounds are short and go bare,
 full, bare, full, ..., bare, and each full round is compared with the bare rounds on both sides of
 it (their geometric mean): a drift in speed that is steady across the three cancels out, and the
-median over rounds sets aside the rounds in which the machine jumped.
+median over rounds sets aside the rounds in which the machine jumped. How far another run's median
+may fall is reported too, as a bootstrap interval over the rounds. It is narrower than the truth:
+neighbouring rounds share a bare round, and it cannot see a machine that is busier for a whole run
+(here, runs minutes apart differed by more than it says). Pool several runs before judging.
 """
 
 from __future__ import annotations
@@ -119,8 +123,9 @@ class SteadyClock:
 
     def __init__(self, source, warm_up: int):
         self.source, self.warm_up, self.reads = source, warm_up, 0
-        self.start: tuple[float, float, float] | None = None  # wall, process CPU, client CPU
-        self.end: tuple[float, float, float] | None = None
+        # wall, process CPU, MQTT client CPU, broker CPU
+        self.start: tuple[float, ...] | None = None
+        self.end: tuple[float, ...] | None = None
 
     def __getattr__(self, name):  # name, live, fps, close, ...: the video's
         return getattr(self.source, name)
@@ -136,24 +141,30 @@ class SteadyClock:
             raise
 
 
-def _clocks() -> tuple[float, float, float]:
-    return time.perf_counter(), time.process_time(), _client_cpu()
+CHILDREN = (b"mqtt_worker.py", b"mosquitto")  # the MQTT client (the run's), the broker (ours)
 
 
-def _client_cpu() -> float:
-    """CPU seconds of this process's MQTT client (a child running mqtt_worker.py), 0 if none."""
-    tick, total = os.sysconf("SC_CLK_TCK"), 0.0
+def _clocks() -> tuple[float, ...]:
+    return time.perf_counter(), time.process_time(), *_children_cpu()
+
+
+def _children_cpu() -> list[float]:
+    """CPU seconds of this process's children whose command line names each of CHILDREN (0 if
+    none), from one scan of /proc."""
+    tick, totals = os.sysconf("SC_CLK_TCK"), [0.0] * len(CHILDREN)
     for pid in filter(str.isdigit, os.listdir("/proc")):
         try:
-            if b"mqtt_worker.py" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            which = next((i for i, name in enumerate(CHILDREN) if name in cmdline), None)
+            if which is None:
                 continue
             stat = Path(f"/proc/{pid}/stat").read_text()
         except OSError:
             continue
         fields = stat[stat.rindex(")") + 2 :].split()
         if int(fields[1]) == os.getpid():  # ppid; utime, stime follow at 11, 12
-            total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+            totals[which] += (int(fields[11]) + int(fields[12])) / tick
+    return totals
 
 
 def one_round(bundle, video, artifact, threads, broker, port: int | None, warm_up: int) -> dict:
@@ -167,11 +178,12 @@ def one_round(bundle, video, artifact, threads, broker, port: int | None, warm_u
     source = SteadyClock(open_source(str(video)), warm_up)
     summary = run(opts.to_config(), log=lambda m: None, source=source)
     n = summary.classified - warm_up
-    (wall, cpu, client), end = source.start, source.end
+    (wall, cpu, client, broker_cpu), end = source.start, source.end
     return {
         "fps": n / (end[0] - wall),
         "cpu_ms_per_frame": (end[1] - cpu) * 1000 / n,
         "mqtt_client_cpu_ms_per_frame": (end[2] - client) * 1000 / n,
+        "broker_cpu_ms_per_frame": (end[3] - broker_cpu) * 1000 / n,
         "classified": summary.classified,
         "timed": n,
         "dropped": dict(summary.outputs_dropped),
@@ -213,6 +225,14 @@ def _geomean(a: float, b: float) -> float:
     return (a * b) ** 0.5
 
 
+def median_interval(values, level: float = 0.9, draws: int = 5000) -> list[float]:
+    """The bootstrap interval of the median: rounds drawn again with replacement, `draws` times."""
+    v = np.asarray(values, dtype=np.float64)
+    medians = np.median(np.random.default_rng(0).choice(v, (draws, len(v))), axis=1)
+    tail = 50 * (1 - level)
+    return [round(float(q), 3) for q in np.percentile(medians, [tail, 100 - tail])]
+
+
 def summarise(args, bundle: Path, rounds: list[dict]) -> dict:
     ratios = [r["ratio"] for r in rounds]
     return {
@@ -224,6 +244,7 @@ def summarise(args, bundle: Path, rounds: list[dict]) -> dict:
         "fps_no_outputs": round(med([r["bare"]["fps"] for r in rounds]), 1),
         "fps_mqtt_http_drift": round(med([r["full"]["fps"] for r in rounds]), 1),
         "ratio_median": med(ratios),
+        "ratio_median_90pct_interval": median_interval(ratios),
         "ratio_quartiles": [round(float(q), 3) for q in np.percentile(ratios, [25, 75])],
         "ratio_range": [round(min(ratios), 3), round(max(ratios), 3)],
         "cpu_ms_per_frame_no_outputs": med([r["bare"]["cpu_ms_per_frame"] for r in rounds]),
@@ -232,6 +253,7 @@ def summarise(args, bundle: Path, rounds: list[dict]) -> dict:
         "mqtt_client_cpu_ms_per_frame": med(
             [r["full"]["mqtt_client_cpu_ms_per_frame"] for r in rounds]
         ),
+        "broker_cpu_ms_per_frame": med([r["full"]["broker_cpu_ms_per_frame"] for r in rounds]),
         "outputs_dropped": rounds[-1]["full"]["dropped"],
         "target": ">= 0.95",
     }
