@@ -267,6 +267,42 @@ def test_a_lingering_output_takes_a_decision_at_once_and_a_filling_queue_before_
     assert not ctx.summary.outputs_dropped
 
 
+def test_an_inline_output_runs_on_the_loops_thread_and_its_faults_are_counted():
+    class Quick:  # as the live view and the drift monitor: a few microseconds, never I/O
+        name, needs, inline = "quick", frozenset(), True
+
+        def __init__(self):
+            self.handled = []
+
+        def open(self, context):
+            pass
+
+        def handle(self, event):
+            self.handled.append((event, threading.current_thread()))
+            if event.frame in (3, 5):
+                raise ValueError(f"bad frame {event.frame}")
+
+        def close(self):
+            self.closed = True
+
+    sink, logs = Quick(), []
+    ctx = context(logs, live=True)
+    sinks = Sinks([sink], ctx, depth=1).open()
+    assert not any(t.name == "sink-quick" for t in threading.enumerate())
+    for i in range(8):
+        sinks.publish(record(i))
+        assert len(sink.handled) == i + 1  # handed over before publish returned: no queue
+    sinks.close()
+    assert sink.closed
+    assert [e.frame for e, _ in sink.handled] == list(range(8))
+    assert {t for _, t in sink.handled} == {threading.current_thread()}
+    assert all(e.image is None for e, _ in sink.handled)  # its own copy, without the frame
+    assert ctx.summary.output_errors["quick"] == 2
+    assert not ctx.summary.outputs_dropped  # a depth of 1 never applies: nothing waits
+    warnings = [m for m in logs if "quick" in m]
+    assert len(warnings) == 1 and "ValueError: bad frame 3" in warnings[0]
+
+
 def test_summary_is_constant_size_and_its_percentiles_are_close():
     stats = LatencyStats()
     rng = np.random.default_rng(1)

@@ -14,7 +14,8 @@ and spreads, sharpness), the confidence histogram and the class mix. On the devi
 The score is the largest of `shift / 3`, `PSI / 0.25` and `|ln(brightness ratio)| / ln(1.6)` (3
 spreads, PSI 0.25 and a 1.6x change of light are the "significant" marks), so 1.0 is the default
 warning threshold. Everything here is
-numpy on the model's input (already small), on the drift sink's own thread.
+numpy and OpenCV on the model's input (already small), on the loop's thread: at most 10 frames a
+second once the window is full (sinks/drift.py).
 """
 
 from __future__ import annotations

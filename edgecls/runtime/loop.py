@@ -1,10 +1,11 @@
 """`edgecls run`: the camera loop on the board.
 
 Frames become records (label, probabilities, timing, source, bundle identity, ROI); a decision
-rule turns records into decisions; sinks consume both on their own threads (JSON log, MQTT, HTTP,
-GPIO, on-trigger, saved frames, recording, window, drift), so a slow broker or disk never slows
-the loop. Corrupt frames are skipped and counted, a dropped live source is reopened, Ctrl-C and
-SIGTERM end cleanly with a summary and flushed outputs. Memory stays constant however long it runs.
+rule turns records into decisions; sinks consume both, those that do I/O on their own threads
+(JSON log, MQTT, GPIO, on-trigger, saved frames, recording, window), so a slow broker or disk
+never slows the loop, the quick ones (the live view's hand-over, drift) inline. Corrupt frames
+are skipped and counted, a dropped live source is reopened, Ctrl-C and SIGTERM end cleanly with
+a summary and flushed outputs. Memory stays constant however long it runs.
 """
 
 from __future__ import annotations

@@ -1,9 +1,12 @@
-"""Where records and decisions go: one small interface, one registry, one thread per sink.
+"""Where records and decisions go: one small interface, one registry, a thread per slow sink.
 
 A sink is opened before the first frame (where it can fail loudly: a read-only folder, an
 unreachable option), then consumes events on its own thread from a bounded queue, so a slow
 broker or disk never slows the loop. A full queue drops the event and counts it; a sink that
-fails while running is reported once and counted, and the loop goes on.
+fails while running is reported once and counted, and the loop goes on. A sink whose work is
+tens of microseconds of memory and arithmetic, never I/O, may say `inline`: the loop hands it
+events itself, as a thread would cost more than that work (a wake-up and a hand-off of the
+interpreter lock per event, on the core the loop needs).
 """
 
 from __future__ import annotations
@@ -42,12 +45,14 @@ class Sink(Protocol):
     # optional: `linger` seconds to let events gather before handling them (cheaper per event);
     # a decision or a half-full queue ends the wait at once
     # optional: `flush()`, called after each gathered batch (e.g. one pipe write for all of it)
+    # optional: `inline = True`: handle() is quick and never blocks (no I/O, no lock held long by
+    # another thread), so it runs on the loop's thread, with no queue and no thread of its own
 
     def open(self, context: SinkContext) -> None:
         """Check and acquire what the sink needs; raise EdgeclsError if it can never work."""
 
     def handle(self, event: Record | Decision) -> None:
-        """Consume one event, on the sink's own thread."""
+        """Consume one event, on the sink's own thread (an inline sink's: the loop's)."""
 
     def close(self) -> None:
         """Flush and release; called once, after the last event."""
@@ -69,7 +74,7 @@ def load_sinks() -> Registry:
 
 
 class SinkRunner:
-    """One sink on its own thread behind a bounded queue.
+    """One sink on its own thread behind a bounded queue (an inline one: on the loop's thread).
 
     The loop's side is a deque append and, only when the thread sleeps, one wake-up. It runs once
     a frame right after the model, with cold caches, where a `queue.Queue` round (a lock and a
@@ -91,10 +96,12 @@ class SinkRunner:
         self.linger = getattr(sink, "linger", 0.0)
         self.hurry = threading.Event()  # ends a linger early: a decision waits for no batch
         self.failed_once = False
+        self.inline = getattr(sink, "inline", False)
         self.thread = threading.Thread(target=self._work, name=f"sink-{sink.name}", daemon=True)
 
     def start(self) -> None:
-        self.thread.start()
+        if not self.inline:
+            self.thread.start()
 
     def offer(self, event: Record | Decision, copies: dict) -> None:
         """From a live source, never blocks: a full queue drops the event and counts it. From a
@@ -109,6 +116,9 @@ class SinkRunner:
             if needs not in copies:
                 copies[needs] = event.keeping(needs)
             event = copies[needs]
+        if self.inline:
+            self._handle(event)
+            return
         events = self.events
         if len(events) >= self.depth:
             if self.context.live:
@@ -166,15 +176,18 @@ class SinkRunner:
             for event in batch:
                 if event is self._CLOSE:
                     return
-                try:
-                    self.sink.handle(event)
-                except Exception as exc:  # a sink's fault is the sink's: report, count, go on
-                    self.failed(exc)
+                self._handle(event)
             if flush is not None and batch:
                 try:
                     flush()
                 except Exception as exc:
                     self.failed(exc)
+
+    def _handle(self, event: Record | Decision) -> None:
+        try:
+            self.sink.handle(event)
+        except Exception as exc:  # a sink's fault is the sink's: report, count, go on
+            self.failed(exc)
 
     def failed(self, exc: BaseException) -> None:
         self.context.summary.add_error(self.sink.name)
@@ -187,13 +200,16 @@ class SinkRunner:
 
     def request_close(self) -> None:
         """Queue the end marker behind what is already queued."""
+        if self.inline:
+            return
         self.events.append(self._CLOSE)
         self.waiting.set()
         self.hurry.set()
 
     def finish(self, deadline: float) -> None:
         """Wait (until `deadline`) for the sink to drain its queue, then close it."""
-        self.thread.join(timeout=max(0.0, deadline - time.monotonic()))
+        if not self.inline:
+            self.thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if self.thread.is_alive():  # its thread still owns it: closing it now would race
             self.context.log(f"warning: output {self.sink.name} did not finish in time")
             self.context.summary.add_error(self.sink.name)

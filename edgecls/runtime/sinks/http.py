@@ -53,8 +53,9 @@ class HttpSink:
     name = "http"
     needs = frozenset({"image"})
     # frames at most 30 a second (the view shows <= 30, /latest lags < 35 ms), so a fast loop does
-    # not wake this thread for frames nobody will see; decisions always
+    # not hand over frames nobody will see; decisions always
     rate = 30.0
+    inline = True  # handle() only swaps the newest record in; the viewers' threads encode it
 
     def __init__(self, config):
         self.config = config.http
