@@ -345,6 +345,9 @@ def test_device_file_sets_options_and_the_command_line_wins(tmp_path):
         ("headless: maybe\n", "headless: must be true or false"),
         ("- a list\n", "top level"),
         ("source: [\n", "not valid YAML"),
+        # an unset secret is not the literal text `${...}` (a token anyone can read in the docs)
+        ("http_token: ${EDGECLS_TEST_UNSET}\n", r"http_token: \$\{EDGECLS_TEST_UNSET\} is not set"),
+        ("mqtt: mqtt://u:$EDGECLS_TEST_UNSET@b/p\n", "mqtt: .*EDGECLS_TEST_UNSET.* is not set"),
     ):
         f.write_text(text)
         with pytest.raises(EdgeclsError, match=match) as e:
@@ -361,6 +364,15 @@ def test_device_file_sets_options_and_the_command_line_wins(tmp_path):
         ({"roi": "0,0,0,5"}, "--roi"),
         ({"mqtt": "http://x/y"}, "--mqtt"),
         ({"mqtt": "mqtt://x:99999/y"}, "--mqtt"),
+        ({"mqtt": "mqtt://x:0/y"}, "port is not a number in 1..65535"),  # not 1883 silently
+        ({"mqtt": "mqtt://[::1/y"}, "not a valid URL"),
+        ({"mqtt": "mqtt://x/line/+/cam"}, "wildcard"),  # paho would refuse each publish
+        ({"mqtt": "mqtt://x/y", "mqtt_ca": Path(__file__)}, "--mqtt-ca is for TLS"),
+        ({"mqtt": "mqtts://x/y", "mqtt_ca": Path(__file__).parent}, "--mqtt-ca .*not a file"),
+        ({"gpio": "17", "trigger": "def", "pulse_ms": float("nan")}, "--pulse-ms"),
+        ({"on_trigger": "true", "trigger": "def", "on_trigger_timeout": float("inf")}, "timeout"),
+        ({"http": "8080", "stall_seconds": float("nan")}, "--stall-seconds"),
+        ({"http": "8080", "http_token": ""}, "--http-token is empty"),  # not: no auth at all
         ({"http": "localhost:port"}, "--http"),
         ({"min_confidence": 2.0}, "--min-confidence"),
         ({"max_frames": 0}, "--max-frames"),

@@ -277,6 +277,27 @@ def test_unwritable_outputs_are_one_line_errors_before_the_source_opens(bundle, 
         assert len(lines) == 1 and match in lines[0] and "Traceback" not in result.output
 
 
+def test_outputs_over_the_source_or_into_the_bundle_are_refused(bundle, video, tmp_path):
+    """A recording over the video it plays truncated it to a few frames; a log into the bundle
+    appended to its manifest. Both are refused before anything is opened, and nothing changes."""
+    source = tmp_path / "line.mp4"
+    source.write_bytes(video.read_bytes())
+    manifest = bundle / "manifest.json"
+    before = (source.read_bytes(), manifest.read_bytes(), sorted(bundle.iterdir()))
+    for args, match in (
+        (["--record", str(source)], "--record"),
+        (["--record", str(tmp_path / "." / "line.mp4")], "--record"),  # the same file, spelt apart
+        (["--json", "--log-file", str(manifest)], "--log-file"),
+        (["--save-dir", str(bundle / "frames")], "--save-dir"),
+    ):
+        result = CliRunner().invoke(app, ["run", str(bundle), "--source", str(source), *args])
+        assert result.exit_code == 2, result.output
+        lines = [x for x in result.output.splitlines() if x.startswith("error:")]
+        assert len(lines) == 1 and match in lines[0] and "which the run reads" in lines[0]
+        assert "Traceback" not in result.output
+    assert (source.read_bytes(), manifest.read_bytes(), sorted(bundle.iterdir())) == before
+
+
 def test_recording_runs_at_the_video_frame_rate(bundle, video, tmp_path):
     out = tmp_path / "rec.mp4"
     summary = run(options(bundle, video, record=str(out), every=2).to_config(), log=print)

@@ -8,7 +8,9 @@ ROI, trigger rules) into `RunConfig`, with one error line naming the option.
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -173,6 +175,31 @@ class RunConfig:
         for option, ok, why in checks:
             if not ok:
                 raise EdgeclsError(f"{option} {why}")
+        self._check_outputs_apart()
+
+    def _check_outputs_apart(self) -> None:
+        """An output written over the source video or into the bundle destroys what the run
+        reads (a recording truncates the video it plays, a log appends to the manifest)."""
+        inputs = [("the bundle", self.bundle)]
+        if Path(self.source).exists():  # a file or folder; not a camera, URL or glob
+            inputs.append(("the --source", Path(self.source)))
+        outputs = (("--record", self.record), ("--log-file", self.log_file))
+        for option, out in (*outputs, ("--save-dir", self.save_dir)):
+            if out is None:
+                continue
+            where = Path(out).resolve()
+            for what, read in inputs:
+                read = read.resolve()
+                if where == read or read in where.parents:
+                    raise EdgeclsError(
+                        f"{option} {out}: this would write into {what} ({read}), which the run "
+                        "reads; write outputs elsewhere"
+                    )
+
+
+def _positive(x: float) -> bool:
+    """A finite number > 0 (NaN compares false both ways, so `x <= 0` lets it through)."""
+    return math.isfinite(x) and x > 0
 
 
 def _csv(text: str | None) -> tuple[str, ...]:
@@ -192,27 +219,44 @@ def parse_roi(text: str | None) -> tuple[int, int, int, int] | None:
 
 
 def parse_mqtt(url: str, o: RunOptions) -> MqttConfig:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed [IPv6 bracket
+        raise EdgeclsError(f"--mqtt {url}: not a valid URL ({exc})") from None
     if parts.scheme not in ("mqtt", "mqtts"):
         raise EdgeclsError(f"--mqtt {url}: use mqtt://host[:port]/prefix or mqtts://...")
     try:
-        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        port = parts.port
     except ValueError:
-        raise EdgeclsError(f"--mqtt {url}: the port is not a number in 1..65535") from None
+        port = 0
+    if port is None:
+        port = 8883 if parts.scheme == "mqtts" else 1883
+    if not 1 <= port <= 65535:
+        raise EdgeclsError(f"--mqtt {url}: the port is not a number in 1..65535")
     if not parts.hostname:
         raise EdgeclsError(f"--mqtt {url}: no host")
+    prefix = parts.path.strip("/") or "edgecls"
+    if "+" in prefix or "#" in prefix:
+        raise EdgeclsError(
+            f"--mqtt {url}: the topic prefix {prefix!r} holds an MQTT wildcard (+ or #), which "
+            "a topic one publishes to cannot; choose another"
+        )
     if o.mqtt_publish not in ("frames", "decisions"):
         raise EdgeclsError(f"--mqtt-publish {o.mqtt_publish}: choose frames or decisions")
     for name in ("mqtt_ca", "mqtt_cert", "mqtt_key"):
-        path = getattr(o, name)
-        if path is not None and not Path(path).is_file():
-            raise EdgeclsError(f"--{name.replace('_', '-')} {path}: no such file")
+        path, option = getattr(o, name), f"--{name.replace('_', '-')}"
+        if path is None:
+            continue
+        if parts.scheme != "mqtts":  # else the user believes in TLS that is not there
+            raise EdgeclsError(f"{option} is for TLS: use an mqtts:// URL in --mqtt {url}")
+        if not Path(path).is_file():
+            raise EdgeclsError(f"{option} {path}: not a file (give the PEM file's path)")
     if o.mqtt_queue < 1:
         raise EdgeclsError("--mqtt-queue must be at least 1")
     return MqttConfig(
         host=parts.hostname,
         port=port,
-        prefix=parts.path.strip("/") or "edgecls",
+        prefix=prefix,
         tls=parts.scheme == "mqtts",
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
@@ -230,8 +274,10 @@ def parse_http(text: str, o: RunOptions) -> HttpConfig:
         raise EdgeclsError(f"--http {text}: give [HOST:]PORT, e.g. 8080 or 0.0.0.0:8080")
     if o.http_user is not None and ":" not in o.http_user:
         raise EdgeclsError("--http-user: give USER:PASSWORD")
-    if o.stall_seconds <= 0:
-        raise EdgeclsError("--stall-seconds must be > 0")
+    if not _positive(o.stall_seconds):
+        raise EdgeclsError("--stall-seconds must be a number > 0")
+    if o.http_token == "":
+        raise EdgeclsError("--http-token is empty: give a token, or leave the option out")
     return HttpConfig(
         host=host.strip("[]") or "127.0.0.1",
         port=int(port),
@@ -244,8 +290,12 @@ def parse_http(text: str, o: RunOptions) -> HttpConfig:
 def _to_config(o: RunOptions) -> RunConfig:
     if o.bundle is None:
         raise EdgeclsError("no bundle: give BUNDLE on the command line or `bundle:` in --config")
-    if o.pulse_ms <= 0 or o.on_trigger_timeout <= 0:
-        raise EdgeclsError("--pulse-ms and --on-trigger-timeout must be > 0")
+    for option, value in (
+        ("--pulse-ms", o.pulse_ms),
+        ("--on-trigger-timeout", o.on_trigger_timeout),
+    ):
+        if not _positive(value):
+            raise EdgeclsError(f"{option} must be a number > 0, not {value}")
     if (o.gpio or o.on_trigger) and not o.trigger:
         raise EdgeclsError("--gpio and --on-trigger act on decisions: give --trigger LABEL too")
     return RunConfig(
@@ -319,7 +369,7 @@ def read_device_file(path: Path) -> dict:
         return {}
     if not isinstance(data, dict):
         raise EdgeclsError(f"{path}: expected `option: value` lines at the top level")
-    data = {str(k).replace("-", "_"): _loosen(str(k).replace("-", "_"), v) for k, v in data.items()}
+    data = {(key := str(k).replace("-", "_")): _loosen(key, v, path) for k, v in data.items()}
     options = from_dict(RunOptions, data, str(path))
     return {name: getattr(options, name) for name in data}
 
@@ -331,10 +381,21 @@ def _args(tp) -> tuple:
 _STR_FIELDS = {n for n, t in typing.get_type_hints(RunOptions).items() if str in _args(t)}
 
 
-def _loosen(name: str, value):
+_VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+
+
+def _loosen(name: str, value, path: Path):
     """What YAML reads differently from the command line: `source: 0` and `gpio: 17` are numbers,
-    `trigger: [def, crack]` a list; ${VAR} pulls a secret from the service's EnvironmentFile."""
+    `trigger: [def, crack]` a list; ${VAR} pulls a secret from the service's EnvironmentFile. An
+    unset or empty variable is an error: left as it is, `${TOKEN}` would be the token itself."""
     if isinstance(value, str):
+        for match in _VARIABLE.finditer(value):
+            variable = match[1] or match[2]
+            if not os.environ.get(variable):
+                raise EdgeclsError(
+                    f"{path}: {name}: ${{{variable}}} is not set (or empty); set it in the "
+                    "service's EnvironmentFile or the environment, or write the value itself"
+                )
         return os.path.expandvars(value)
     if name in _STR_FIELDS and isinstance(value, int) and not isinstance(value, bool):
         return str(value)
