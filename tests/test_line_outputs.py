@@ -154,6 +154,33 @@ def test_on_trigger_runs_the_command_without_a_shell_and_reports_failure_once(tm
         build_sinks(config(trigger="def", on_trigger="no-such-prog-x"), context()).open()
 
 
+def test_an_on_trigger_command_still_running_at_the_end_is_killed_not_left_behind(tmp_path):
+    pid_file = tmp_path / "pid"
+    hang = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    cfg = config(trigger="def", on_trigger=f"{sys.executable} -c {hang!r}")
+    logs = []
+    sinks = build_sinks(cfg, context(logs)).open()
+    sinks.publish(DecisionRule(cfg.decision).update(record(0, "def")))
+    deadline = time.monotonic() + 20
+    while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    pid = int(pid_file.read_text())
+    sinks.close(timeout=0.5)
+    assert any("output on-trigger did not finish in time" in m for m in logs)
+    deadline = time.monotonic() + 5  # killed and reaped by the sink's thread
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert not _alive(pid)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"  # a zombie
+
+
 # --- saved frames and recording ---------------------------------------------------------------
 
 

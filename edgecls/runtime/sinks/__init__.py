@@ -47,6 +47,8 @@ class Sink(Protocol):
     # optional: `flush()`, called after each gathered batch (e.g. one pipe write for all of it)
     # optional: `inline = True`: handle() is quick and never blocks (no I/O, no lock held long by
     # another thread), so it runs on the loop's thread, with no queue and no thread of its own
+    # optional: `abort()`, called from the loop's thread when handle() is still busy at the end
+    # (e.g. kill a child process that would outlive the run)
 
     def open(self, context: SinkContext) -> None:
         """Check and acquire what the sink needs; raise EdgeclsError if it can never work."""
@@ -211,6 +213,9 @@ class SinkRunner:
         if not self.inline:
             self.thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if self.thread.is_alive():  # its thread still owns it: closing it now would race
+            abort = getattr(self.sink, "abort", None)
+            if abort is not None:
+                abort()
             self.context.log(f"warning: output {self.sink.name} did not finish in time")
             self.context.summary.add_error(self.sink.name)
             return

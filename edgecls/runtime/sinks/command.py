@@ -22,6 +22,7 @@ class CommandSink:
     def __init__(self, config):
         self.config = config.on_trigger
         self.context: SinkContext | None = None
+        self.proc: subprocess.Popen | None = None  # the command running now, if any
 
     def open(self, context: SinkContext) -> None:
         import shutil
@@ -41,25 +42,35 @@ class CommandSink:
             "EDGECLS_TIME": f"{event.time:.3f}",
             "EDGECLS_SOURCE": event.source,
         }
-        try:
-            proc = subprocess.run(
-                self.config.command,
-                input=json.dumps(event.to_dict()).encode(),
-                env=env,
-                timeout=self.config.timeout,
-                capture_output=True,
-                check=False,
-            )
-        except subprocess.TimeoutExpired:
-            raise RuntimeError(
-                f"{self.config.command[0]} ran past {self.config.timeout:g} s and was killed"
-            ) from None
+        pipe = subprocess.PIPE
+        with subprocess.Popen(
+            self.config.command, stdin=pipe, stdout=pipe, stderr=pipe, env=env
+        ) as proc:
+            self.proc = proc  # abort() may kill it from the loop's thread at the end
+            try:
+                _, stderr = proc.communicate(
+                    json.dumps(event.to_dict()).encode(), timeout=self.config.timeout
+                )
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
+                raise RuntimeError(
+                    f"{self.config.command[0]} ran past {self.config.timeout:g} s and was killed"
+                ) from None
+            finally:
+                self.proc = None
         if proc.returncode != 0:
-            tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:]
+            tail = stderr.decode(errors="replace").strip().splitlines()[-1:]
             raise RuntimeError(
                 f"{self.config.command[0]} exited {proc.returncode}"
                 + (f": {tail[0][:200]}" if tail else "")
             )
+
+    def abort(self) -> None:
+        """The run ends while a command still runs: kill it rather than leave it behind, an
+        orphan of init once the run's process has exited."""
+        if (proc := self.proc) is not None:
+            proc.kill()
 
     def close(self) -> None:
         pass
