@@ -250,7 +250,8 @@ def parse_mqtt(url: str, o: RunOptions) -> MqttConfig:
         if parts.scheme != "mqtts":  # else the user believes in TLS that is not there
             raise EdgeclsError(f"{option} is for TLS: use an mqtts:// URL in --mqtt {url}")
         if not Path(path).is_file():
-            raise EdgeclsError(f"{option} {path}: not a file (give the PEM file's path)")
+            why = "not a file" if Path(path).exists() else "no such file"
+            raise EdgeclsError(f"{option} {path}: {why} (give the PEM file's path)")
     if o.mqtt_queue < 1:
         raise EdgeclsError("--mqtt-queue must be at least 1")
     return MqttConfig(
