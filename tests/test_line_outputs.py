@@ -8,6 +8,7 @@ import contextlib
 import itertools
 import json
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -154,23 +155,48 @@ def test_on_trigger_runs_the_command_without_a_shell_and_reports_failure_once(tm
         build_sinks(config(trigger="def", on_trigger="no-such-prog-x"), context()).open()
 
 
-def test_an_on_trigger_command_still_running_at_the_end_is_killed_not_left_behind(tmp_path):
-    pid_file = tmp_path / "pid"
+def _hang_in_a_child(pid_file: Path) -> str:
+    """A shell that starts a program and waits for it: a kill of the shell alone leaves the
+    program running (and holding the pipes the sink reads)."""
     hang = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
-    cfg = config(trigger="def", on_trigger=f"{sys.executable} -c {hang!r}")
-    logs = []
-    sinks = build_sinks(cfg, context(logs)).open()
-    sinks.publish(DecisionRule(cfg.decision).update(record(0, "def")))
+    return shlex.join(["sh", "-c", f"{shlex.join([sys.executable, '-c', hang])} & wait"])
+
+
+def _pid_from(pid_file: Path) -> int:
     deadline = time.monotonic() + 20
     while not (pid_file.exists() and pid_file.read_text()) and time.monotonic() < deadline:
         time.sleep(0.02)
-    pid = int(pid_file.read_text())
-    sinks.close(timeout=0.5)
-    assert any("output on-trigger did not finish in time" in m for m in logs)
-    deadline = time.monotonic() + 5  # killed and reaped by the sink's thread
+    return int(pid_file.read_text())
+
+
+def _gone(pid: int) -> bool:
+    deadline = time.monotonic() + 5  # killed, and reaped by whoever is its parent
     while _alive(pid) and time.monotonic() < deadline:
         time.sleep(0.02)
-    assert not _alive(pid)
+    return not _alive(pid)
+
+
+def test_an_on_trigger_command_still_running_at_the_end_is_killed_not_left_behind(tmp_path):
+    pid_file = tmp_path / "pid"
+    cfg = config(trigger="def", on_trigger=_hang_in_a_child(pid_file))
+    logs = []
+    sinks = build_sinks(cfg, context(logs)).open()
+    sinks.publish(DecisionRule(cfg.decision).update(record(0, "def")))
+    pid = _pid_from(pid_file)
+    sinks.close(timeout=0.5)
+    assert any("output on-trigger did not finish in time" in m for m in logs)
+    assert _gone(pid)
+
+
+def test_an_on_trigger_command_past_its_timeout_is_killed_with_what_it_started(tmp_path):
+    pid_file = tmp_path / "pid"
+    cfg = config(trigger="def", on_trigger=_hang_in_a_child(pid_file), on_trigger_timeout=1.0)
+    logs = []
+    ctx, _ = run_sinks(cfg, [DecisionRule(cfg.decision).update(record(0, "def"))], context(logs))
+    assert ctx.summary.output_errors["on-trigger"] == 1
+    assert any("ran past 1 s and was killed" in m for m in logs), logs
+    assert not any("did not finish in time" in m for m in logs), logs  # the pipes did not hold it
+    assert _gone(_pid_from(pid_file))
 
 
 def _alive(pid: int) -> bool:

@@ -2,12 +2,15 @@
 (a relay board's CLI, a PLC tool, a siren). No shell: the command is split like a shell would,
 but not interpreted (write `sh -c '...'` to ask for one). The decision arrives as JSON on stdin
 and in EDGECLS_* variables; one command runs at a time and is killed after its timeout, so a
-hanging program costs queued decisions (counted), never the loop."""
+hanging program costs queued decisions (counted), never the loop. Each runs in a session of its
+own, so a kill reaches what it started too (a script's `curl`), not just the script."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 
 from edgecls.errors import EdgeclsError
@@ -44,7 +47,12 @@ class CommandSink:
         }
         pipe = subprocess.PIPE
         with subprocess.Popen(
-            self.config.command, stdin=pipe, stdout=pipe, stderr=pipe, env=env
+            self.config.command,
+            stdin=pipe,
+            stdout=pipe,
+            stderr=pipe,
+            env=env,
+            start_new_session=True,
         ) as proc:
             self.proc = proc  # abort() may kill it from the loop's thread at the end
             try:
@@ -52,8 +60,7 @@ class CommandSink:
                     json.dumps(event.to_dict()).encode(), timeout=self.config.timeout
                 )
             except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.communicate()
+                _kill(proc)  # wait, not communicate: a child that escaped may hold the pipes
                 raise RuntimeError(
                     f"{self.config.command[0]} ran past {self.config.timeout:g} s and was killed"
                 ) from None
@@ -70,10 +77,17 @@ class CommandSink:
         """The run ends while a command still runs: kill it rather than leave it behind, an
         orphan of init once the run's process has exited."""
         if (proc := self.proc) is not None:
-            proc.kill()
+            _kill(proc)
 
     def close(self) -> None:
         pass
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    """The command and every process of its session (its pgid is its pid)."""
+    with contextlib.suppress(ProcessLookupError):  # it ended meanwhile
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 @SINKS.register("on-trigger")
