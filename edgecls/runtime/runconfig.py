@@ -382,22 +382,25 @@ def _args(tp) -> tuple:
 _STR_FIELDS = {n for n, t in typing.get_type_hints(RunOptions).items() if str in _args(t)}
 
 
-_VARIABLE = re.compile(r"\$(?:\{(\w+)\}|(\w+))")
+_VARIABLE = re.compile(r"\$\{(\w+)\}")
+
+
+def _variable(path: Path, name: str, variable: str) -> str:
+    if not (value := os.environ.get(variable)):
+        raise EdgeclsError(
+            f"{path}: {name}: ${{{variable}}} is not set (or empty); set it in the service's "
+            "EnvironmentFile or the environment, or write the value itself"
+        )
+    return value
 
 
 def _loosen(name: str, value, path: Path):
     """What YAML reads differently from the command line: `source: 0` and `gpio: 17` are numbers,
     `trigger: [def, crack]` a list; ${VAR} pulls a secret from the service's EnvironmentFile. An
-    unset or empty variable is an error: left as it is, `${TOKEN}` would be the token itself."""
+    unset or empty variable is an error: left as it is, `${TOKEN}` would be the token itself. Only
+    the braced form is a variable, so a password such as `pa$$word` stays as written."""
     if isinstance(value, str):
-        for match in _VARIABLE.finditer(value):
-            variable = match[1] or match[2]
-            if not os.environ.get(variable):
-                raise EdgeclsError(
-                    f"{path}: {name}: ${{{variable}}} is not set (or empty); set it in the "
-                    "service's EnvironmentFile or the environment, or write the value itself"
-                )
-        return os.path.expandvars(value)
+        return _VARIABLE.sub(lambda match: _variable(path, name, match[1]), value)
     if name in _STR_FIELDS and isinstance(value, int) and not isinstance(value, bool):
         return str(value)
     if name in _STR_FIELDS and isinstance(value, list) and all(isinstance(v, str) for v in value):
