@@ -183,8 +183,12 @@ class RunConfig:
         inputs = [("the bundle", self.bundle)]
         if Path(self.source).exists():  # a file or folder; not a camera, URL or glob
             inputs.append(("the --source", Path(self.source)))
-        outputs = (("--record", self.record), ("--log-file", self.log_file))
-        for option, out in (*outputs, ("--save-dir", self.save_dir)):
+        outputs = (
+            ("--record", self.record),
+            ("--log-file", self.log_file),
+            ("--save-dir", self.save_dir),
+        )
+        for option, out in outputs:
             if out is None:
                 continue
             where = Path(out).resolve()
