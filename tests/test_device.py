@@ -233,7 +233,14 @@ def test_a_camera_faster_than_the_model_skips_older_frames_and_says_how_many(
     assert f"edgecls_skipped_frames_total {summary.skipped}" in metrics
 
 
-def test_sigint_flushes_outputs_and_prints_the_summary(bundle, insects_data, tmp_path):
+@pytest.mark.parametrize(
+    ("stop", "code"),
+    [(signal.SIGINT, 130), (signal.SIGTERM, 0)],  # Ctrl-C: interrupted; systemctl stop: done
+    ids=["sigint", "sigterm"],
+)
+def test_a_signal_flushes_outputs_and_prints_the_summary(
+    bundle, insects_data, tmp_path, stop, code
+):
     images = sorted((insects_data / "test").rglob("*.jpg"))[:30]
     video = tmp_path / "long.mp4"
     write_video(video, images, repeat=200, size=(96, 96))  # 6000 frames: still running at SIGINT
@@ -267,9 +274,9 @@ def test_sigint_flushes_outputs_and_prints_the_summary(bundle, insects_data, tmp
     first = proc.stdout.readline()
     assert first.startswith("{"), proc.stderr.read()
     time.sleep(0.5)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(stop)
     out, errs = proc.communicate(timeout=60)
-    assert proc.returncode == 0, errs
+    assert proc.returncode == code, errs
     lines = [first, *out.splitlines()]
     assert 1 < len(lines) < 6000
     assert "summary:" in errs and "FPS" in errs

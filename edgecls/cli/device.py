@@ -22,7 +22,11 @@ def _run(ctx: typer.Context, config: Path | None = None, **options) -> None:
 
     given = {name: value for name, value in options.items() if _given(ctx, name)}
     chosen = merge_options(read_device_file(config), given) if config else RunOptions(**options)
-    run_loop(chosen.to_config(), log=lambda msg: err.print(msg, markup=False, highlight=False))
+    summary = run_loop(
+        chosen.to_config(), log=lambda msg: err.print(msg, markup=False, highlight=False)
+    )
+    if summary.interrupted:  # stopped cleanly, outputs flushed; the exit code says by whom
+        raise typer.Exit(130)
 
 
 def _given(ctx: typer.Context, name: str) -> bool:

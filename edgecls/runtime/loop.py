@@ -39,6 +39,7 @@ class _Stop:
 
     def __init__(self):
         self.event = threading.Event()
+        self.signal: int | None = None  # the first that came
         self._also: list[threading.Event] = []
         self._previous = {}
 
@@ -47,7 +48,9 @@ class _Stop:
         if event is not None and event is not self.event:
             self._also.append(event)
 
-    def _set(self, *_):
+    def _set(self, signum, _frame):
+        if self.signal is None:
+            self.signal = signum
         self.event.set()
         for event in self._also:
             event.set()
@@ -180,6 +183,8 @@ def run(config: RunConfig, out=None, log=None, source=None) -> Summary:
             _loop(config, source, classify, sinks, summary, stop, log)
         finally:
             _finish(summary, source, sinks, log)
+    # Ctrl-C is an interruption (the shell's 130); SIGTERM is how a service is stopped (0)
+    summary.interrupted = stopper.signal == signal.SIGINT
     return summary
 
 

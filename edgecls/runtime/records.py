@@ -171,6 +171,7 @@ class Summary:
     drift: dict = field(default_factory=dict)  # the drift monitor's last state
     started: float = field(default_factory=time.monotonic)
     last_frame: float | None = None  # monotonic time of the last frame read
+    interrupted: bool = False  # ended by Ctrl-C (SIGINT), after a clean stop
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add_error(self, sink: str) -> None:
