@@ -6,8 +6,10 @@ otherwise; a bearer token or basic auth guards every path but /health."""
 from __future__ import annotations
 
 import base64
+import errno
 import hmac
 import json
+import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -66,19 +68,23 @@ class HttpSink:
 
     def open(self, context: SinkContext) -> None:
         handler = type("Handler", (_Handler,), {"sink": self, "context": context})
+        host, port = self.config.host, self.config.port
+        server = ThreadingHTTPServer
+        if ":" in host:  # an IPv6 address ([::1]:8080, [::]:8080)
+            server = type("Server6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
         try:
-            self.server = ThreadingHTTPServer((self.config.host, self.config.port), handler)
+            self.server = server((host, port), handler)
         except OSError as exc:
+            what = "choose another port" if exc.errno == errno.EADDRINUSE else "check the host"
             raise EdgeclsError(
-                f"--http {self.config.host}:{self.config.port}: cannot listen ({exc.strerror}); "
-                "choose another port"
+                f"--http {_shown(host)}:{port}: cannot listen ({exc.strerror}); {what}"
             ) from None
         self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.context = context
         threading.Thread(target=self.server.serve_forever, name="http", daemon=True).start()
         context.log(
-            f"http: live view on http://{self.config.host}:{self.port}/ (/metrics, /health)"
+            f"http: live view on http://{_shown(self.config.host)}:{self.port}/ (/metrics, /health)"
         )
 
     def handle(self, event) -> None:
@@ -254,6 +260,11 @@ class _Handler(BaseHTTPRequestHandler):
             head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}"
             self.wfile.write(head.encode() + b"\r\n\r\n" + jpeg + b"\r\n")
             self.wfile.flush()
+
+
+def _shown(host: str) -> str:
+    """A host as a URL writes it: an IPv6 address in brackets."""
+    return f"[{host}]" if ":" in host else host
 
 
 @SINKS.register("http")
