@@ -157,6 +157,28 @@ def test_out_that_is_not_a_run_folder_is_refused(tmp_path):
     assert (mine / "thesis.txt").read_text() == "precious"
 
 
+@pytest.mark.parametrize("what", ["run folder", "bundle"])
+def test_out_dot_is_the_working_folder_not_a_crash(tmp_path, monkeypatch, what):
+    """`--out .` has an empty name; the staging folder beside it once came from that name."""
+    from edgecls.export.bundle_dir import staged_bundle
+    from edgecls.train.runfolder import RunFolder
+
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    if what == "run folder":
+        with RunFolder(Path(".")) as run:
+            (run.staging / "config.json").write_text(json.dumps({"edgecls_version": "test"}))
+            run.commit()
+        written = "config.json"
+    else:
+        with staged_bundle(Path(".")) as staging:
+            (staging / "manifest.json").write_text("{}")
+        written = "manifest.json"
+    assert [p.name for p in here.iterdir()] == [written]
+    assert [p.name for p in tmp_path.iterdir()] == ["here"]  # no staging left beside it
+
+
 def test_decoded_images_past_the_memory_budget_go_to_a_disk_cache(tmp_path):
     from messy import write_messy_folder
 

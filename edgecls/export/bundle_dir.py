@@ -60,14 +60,14 @@ def staged_bundle(out: Path) -> Iterator[Path]:
     """A temporary folder to write the bundle into; on success it becomes `out` atomically, on
     any failure it is removed and `out` is left as it was. Disk full or read-only destinations
     are one error line naming --out."""
-    out = Path(out)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    where = Path(os.path.abspath(out))  # `--out .` has no name to put a sibling beside
+    tmp = where.parent / f".{where.name}.partial-{os.getpid()}"
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
+        where.parent.mkdir(parents=True, exist_ok=True)
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         yield tmp
-        replace_folder(tmp, out)  # after a power cut the bundle is whole, or the old one
+        replace_folder(tmp, where)  # after a power cut the bundle is whole, or the old one
     except OSError as exc:
         raise EdgeclsError(
             f"--out {out}: cannot write the bundle ({exc.strerror or exc}); free space or "

@@ -69,8 +69,8 @@ class RunFolder:
 
     def __init__(self, out: Path):
         check_out(out)
-        self.out = out
-        self.staging = out.with_name(f".{out.name}.staging-{os.getpid()}")
+        self.out = Path(os.path.abspath(out))  # `--out .` has no name to put a sibling beside
+        self.staging = self.out.with_name(f".{self.out.name}.staging-{os.getpid()}")
         self.committed = False
 
     @property
