@@ -431,16 +431,27 @@ def test_device_file_sets_options_and_the_command_line_wins(tmp_path):
         ({"min_confidence": 2.0}, "--min-confidence"),
         ({"max_frames": 0}, "--max-frames"),
         ({"gpio": "17"}, "--trigger"),
-        ({"window": 5}, None),
+        ({"source": ""}, "--source is empty"),  # not: the working folder, read as images
     ],
 )
 def test_bad_run_options_are_one_line_errors(options, match):
-    if match is None:  # --window without --min-hits is caught against the bundle's labels
-        with pytest.raises(EdgeclsError, match="--window and --min-hits"):
-            config(**options).decision.validate(list(LABELS))
-        return
     with pytest.raises(EdgeclsError, match=match):
         config(**options)
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"window": 5}, "--window and --min-hits go together"),
+        ({"window": 5, "min_hits": 3, "consecutive": 2}, "two rules"),  # not: one of them ignored
+        ({"window": 5, "min_hits": 6}, "--min-hits must be between"),
+        ({"trigger": "nope"}, "--trigger nope: not in the bundle's labels"),
+    ],
+)
+def test_bad_decision_rules_are_one_line_errors(options, match):
+    """Checked against the bundle's labels when the run starts."""
+    with pytest.raises(EdgeclsError, match=match):
+        config(**{"trigger": "def", **options}).decision.validate(list(LABELS))
 
 
 # --- MQTT on a real broker ---------------------------------------------------------------------
@@ -708,10 +719,23 @@ def test_http_auth_guards_everything_but_health():
         sinks.close()
     busy = build_sinks(config(http=str(port)), context()).open()
     try:
-        with pytest.raises(EdgeclsError, match="cannot listen"):
+        with pytest.raises(EdgeclsError, match=r"cannot listen .*; choose another port"):
             build_sinks(config(http=str(port)), context()).open()
     finally:
         busy.close()
+    # an address this machine does not have (TEST-NET-1): the host is wrong, not the port
+    with pytest.raises(EdgeclsError, match=r"--http 192\.0\.2\.1:.*; check the host"):
+        build_sinks(config(http=f"192.0.2.1:{port}"), context()).open()
+
+
+def test_http_listens_on_an_ipv6_address():
+    port, logs = free_port(), []
+    sinks = build_sinks(config(http=f"[::1]:{port}"), context(logs)).open()
+    try:
+        assert any(f"http://[::1]:{port}/" in m for m in logs), logs
+        assert _get(f"http://[::1]:{port}/health")[0] == 503  # listening; no frame yet
+    finally:
+        sinks.close()
 
 
 def test_mqtts_with_a_ca_file_reaches_a_tls_broker(tmp_path):

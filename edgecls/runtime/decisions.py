@@ -29,6 +29,11 @@ class DecisionConfig:
             )
         if self.consecutive < 1:
             raise EdgeclsError("--consecutive must be at least 1")
+        if self.window is not None and self.consecutive != 1:
+            raise EdgeclsError(
+                "--consecutive and --window are two rules: give --consecutive N, or --window N "
+                "--min-hits K"
+            )
         if (self.window is None) != (self.min_hits is None):
             raise EdgeclsError("--window and --min-hits go together: give both or neither")
         if self.window is not None and not 1 <= self.min_hits <= self.window:

@@ -162,6 +162,8 @@ class RunConfig:
 
     def __post_init__(self):
         checks = [
+            # "" would be the working folder, read as a folder of images
+            ("--source", str(self.source).strip() != "", "is empty: give a camera, file or URL"),
             ("--every", self.every >= 1, "must be at least 1"),
             ("--max-frames", self.max_frames is None or self.max_frames >= 1, "must be >= 1"),
             ("--min-confidence", 0.0 <= self.min_confidence <= 1.0, "must be within 0..1"),
