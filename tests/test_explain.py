@@ -32,8 +32,9 @@ def test_explain_writes_a_self_contained_faithful_report(
     for p in images:
         args += ["--images", str(p)]
     result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
+    assert result.exit_code == 1, result.output  # the report is written; one image was not read
     assert str(bad) in result.output  # skipped and named
+    assert "not explained: 1 image (listed in the report)" in result.output
     report = json.loads((out / "explain.json").read_text())
     assert report["summary"]["n"] == 4 and report["skipped"][0]["image"] == str(bad)
     page = (out / "report.html").read_text()

@@ -23,12 +23,19 @@ def evaluate(
     """Metrics, classification report and confusion matrix of any model on a labelled folder."""
     from edgecls.evaluate import evaluate_model
 
+    unread = []
+
     def skipped(path, why):
+        unread.append(path)
         err.print(f"skipped {path}: {why}", markup=False)
 
     m, out = evaluate_model(model, data, out, labels, on_skip=skipped)
     metrics_table(m, f"{model} on {data}")
     console.print(f"reports: {out}", highlight=False)
+    if unread:  # the reports stand for the images read; a script must still learn of the rest
+        n = len(unread)
+        err.print(f"not read: {n} image{'s' * (n != 1)} (named above); the metrics leave them out")
+        raise typer.Exit(1)
 
 
 @command()

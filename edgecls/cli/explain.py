@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from edgecls.cli.common import command, console
+from edgecls.cli.common import command, console, err
 from edgecls.explain.methods import EXPLAINERS
 
 
@@ -46,3 +46,7 @@ def explain(
             highlight=False,
         )
     console.print(f"report: {Path(report['out']) / 'report.html'}")
+    if report["skipped"]:  # listed in the report; the exit code tells a script
+        n = len(report["skipped"])
+        err.print(f"not explained: {n} image{'s' * (n != 1)} (listed in the report)")
+        raise typer.Exit(1)
