@@ -732,6 +732,20 @@ def test_save_quota_deletes_oldest_of_ours_only(tmp_path):
     assert (save / "mine.jpg").exists() and (save / "edgecls-notes.txt").exists()
 
 
+def test_a_save_quota_below_one_frame_keeps_the_newest_and_says_so(tmp_path):
+    save = tmp_path / "saved"
+    logs = []
+    cfg = config(save_dir=str(save), save_max_mb=0.001)  # 1 KB: less than any of these JPEGs
+    noisy = [record(i) for i in range(5)]
+    rng = np.random.default_rng(0)
+    for r in noisy:
+        r.image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    ctx, _ = run_sinks(cfg, noisy, context(logs))
+    ours = sorted(p.name for p in save.iterdir())
+    assert ctx.summary.saved == 5 and len(ours) == 1 and "-f00000004-" in ours[0]
+    assert sum("larger than the quota" in m for m in logs) == 1, logs
+
+
 def test_full_disk_is_reported_once_counted_and_the_sink_goes_on(tmp_path, monkeypatch):
     from edgecls.runtime.sinks import frames
 

@@ -47,6 +47,7 @@ class FramesSink:
         self.quota = int(config.save_max_mb * 1024 * 1024) if config.save_max_mb else None
         self.kept: deque[tuple[Path, int]] = deque()  # our files, oldest first
         self.total = 0
+        self.over_quota_said = False
 
     def open(self, context: SinkContext) -> None:
         self.context = context
@@ -75,7 +76,13 @@ class FramesSink:
         self.context.summary.saved += 1
         if self.quota is not None:
             self._keep(path, len(buf))
-            self._prune()
+            if len(buf) > self.quota and not self.over_quota_said:
+                self.over_quota_said = True
+                self.context.log(
+                    f"warning: --save-max-mb {self.quota / 2**20:g}: one frame ({len(buf)} bytes) "
+                    "is larger than the quota; only the newest frame is kept"
+                )
+            self._prune(keep=1)
 
     def _free_name(self, name: str) -> Path:
         path, n = self.folder / name, 1
@@ -100,8 +107,10 @@ class FramesSink:
         self.kept.append((path, size))
         self.total += size
 
-    def _prune(self) -> None:
-        while self.total > self.quota and self.kept:
+    def _prune(self, keep: int = 0) -> None:
+        """The oldest go first; `keep` newest stay whatever their size (the frame just saved: a
+        quota below one frame would otherwise delete every frame as soon as it is written)."""
+        while self.total > self.quota and len(self.kept) > keep:
             path, size = self.kept.popleft()
             path.unlink(missing_ok=True)
             self.total -= size
