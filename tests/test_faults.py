@@ -677,6 +677,32 @@ def test_an_image_folder_with_a_symlink_loop_is_classified_once_per_file(
     assert summary.classified == 3
 
 
+def test_a_folders_unreadable_images_are_named_and_the_run_exits_1(
+    int8_bundle, insects_data, tmp_path
+):
+    """A corrupt file, and an image smaller than --roi, are one image each: named and skipped;
+    the rest of the folder is classified, and the exit code says not all were."""
+    folder = tmp_path / "frames"
+    beetles = sorted((insects_data / "test" / "beetles").glob("*.jpg"))[:2]
+    for sub in ("a", "b"):  # the same file names in two sub-folders
+        (folder / sub).mkdir(parents=True)
+        for p in beetles:
+            shutil.copy(p, folder / sub / p.name)
+    (folder / "b" / "broken.jpg").write_bytes(b"\xff\xd8 broken")
+    cv2.imwrite(str(folder / "b" / "small.png"), np.zeros((20, 20, 3), np.uint8))
+    args = ["run", str(int8_bundle), "--source", str(folder), "--headless", "--json"]
+    result = CliRunner().invoke(app, [*args, "--roi", "0,0,48,48"])
+    assert result.exit_code == 1, result.output
+    records = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    names = sorted(r["name"] for r in records)
+    assert names == sorted(f"{sub}/{p.name}" for sub in ("a", "b") for p in beetles)
+    assert re.search(r"warning: skipped .*broken\.jpg.*not a readable image", result.stderr)
+    assert re.search(
+        r"warning: skipped b/small\.png: --roi 0,0,48,48: outside the 20x20", result.stderr
+    )
+    assert "2 images not classified" in result.stderr and "Traceback" not in result.output
+
+
 class _BrokenOnnxRuntime:
     """A meta-path finder that makes `import onnxruntime` fail as a wheel for the wrong CUDA
     does."""

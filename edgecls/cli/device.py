@@ -27,6 +27,8 @@ def _run(ctx: typer.Context, config: Path | None = None, **options) -> None:
     )
     if summary.interrupted:  # stopped cleanly, outputs flushed; the exit code says by whom
         raise typer.Exit(130)
+    if summary.unreadable:  # some of the images given could not be classified (named above)
+        raise typer.Exit(1)
 
 
 def _given(ctx: typer.Context, name: str) -> bool:

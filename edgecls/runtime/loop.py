@@ -66,6 +66,10 @@ class _Stop:
             signal.signal(sig, handler)
 
 
+class RoiOutside(EdgeclsError):
+    """--roi reaches past this frame: a setting error for a camera, one bad image in a folder."""
+
+
 @dataclass
 class _Classifier:
     """Frame -> Record: the ROI crop, the one preprocessing function, the model."""
@@ -108,7 +112,7 @@ class _Classifier:
             return image
         x, y, w, h = roi
         if x + w > image.shape[1] or y + h > image.shape[0]:
-            raise EdgeclsError(
+            raise RoiOutside(
                 f"--roi {x},{y},{w},{h}: outside the {image.shape[1]}x{image.shape[0]} frame "
                 "of this source; give a region inside it"
             )
@@ -205,10 +209,18 @@ def _loop(config, source, classify, sinks: Sinks, summary: Summary, stop, log) -
         watchdog.ping()
         if frame.image is None:
             summary.corrupt += 1
+            if frame.name:
+                _unreadable(summary, frame.problem or f"{frame.name}: not readable", log)
             continue
         if frame.index % config.every:
             continue
-        record = classify(frame)
+        try:
+            record = classify(frame)
+        except RoiOutside as exc:
+            if not frame.name:  # a camera or video: every frame has this size
+                raise
+            _unreadable(summary, f"{frame.name}: {exc}", log)
+            continue
         _count(summary, record)
         sinks.publish(record)
         decision = rule.update(record)
@@ -218,6 +230,18 @@ def _loop(config, source, classify, sinks: Sinks, summary: Summary, stop, log) -
         if summary.last_frame - last_status >= HEARTBEAT_SECONDS:
             last_status = summary.last_frame
             _heartbeat(config, summary, record, log)
+
+
+UNREADABLE_SHOWN = 20  # named in the log; the rest are counted in the summary
+
+
+def _unreadable(summary: Summary, why: str, log) -> None:
+    """An image of a folder that could not be classified: named, counted, and the run exits 1."""
+    summary.unreadable += 1
+    if summary.unreadable <= UNREADABLE_SHOWN:
+        log(f"warning: skipped {why}")
+    if summary.unreadable == UNREADABLE_SHOWN:
+        log("warning: further unreadable images are counted in the summary, not named")
 
 
 def _source_counts(summary: Summary, source) -> None:

@@ -159,6 +159,7 @@ class Summary:
     frames: int = 0  # frames read from the source
     classified: int = 0
     corrupt: int = 0
+    unreadable: int = 0  # images of a folder that could not be read or cropped (named in the log)
     reconnects: int = 0
     skipped: int = 0  # live camera frames replaced by newer ones before the model saw them
     decisions: int = 0
@@ -193,6 +194,7 @@ class Summary:
             "frames": self.frames,
             "classified": self.classified,
             "corrupt_frames": self.corrupt,
+            "unreadable_images": self.unreadable,
             "reconnects": self.reconnects,
             "skipped_frames": self.skipped,
             "decisions": self.decisions,
@@ -219,6 +221,8 @@ class Summary:
             f"latency p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms; "
             f"labels: {counts}"
         ]
+        if d["unreadable_images"]:
+            parts.append(f"{d['unreadable_images']} images not classified (named above)")
         if d["skipped_frames"]:  # the camera is faster than the model: it sees the newest frame
             parts.append(f"skipped {d['skipped_frames']} older camera frames")
         if d["decisions"]:

@@ -39,7 +39,8 @@ class CaptureSettings:
 class Frame:
     index: int  # position in the source (frames read, corrupt ones included)
     image: np.ndarray | None  # BGR uint8; None for a corrupt frame
-    name: str = ""
+    name: str = ""  # an image folder's file, as the folder's path to it (sub/img.jpg)
+    problem: str = ""  # why a named image could not be read
 
 
 class SourceEnded(Exception):
@@ -113,6 +114,7 @@ class ImageFolderSource:
         if not self.paths:
             raise EdgeclsError(f"--source {spec}: no images found (jpg, jpeg, png, bmp, webp)")
         self.name = spec
+        self.root = Path(spec) if Path(spec).is_dir() else None  # names relative to it
         self._iter: Iterator[tuple[int, Path]] = enumerate(self.paths)
         self.reconnects = 0
         self.fps = 0.0
@@ -122,10 +124,12 @@ class ImageFolderSource:
             i, path = next(self._iter)
         except StopIteration:
             raise SourceEnded from None
+        # the base name alone is ambiguous across sub-folders (ok/0001.jpg, def/0001.jpg)
+        name = str(path.relative_to(self.root) if self.root else path)
         try:
-            return Frame(i, cv2.cvtColor(read_image(path), cv2.COLOR_RGB2BGR), path.name)
-        except EdgeclsError:
-            return Frame(i, None, path.name)
+            return Frame(i, cv2.cvtColor(read_image(path), cv2.COLOR_RGB2BGR), name)
+        except EdgeclsError as exc:
+            return Frame(i, None, name, problem=str(exc))
 
     def close(self) -> None:
         pass
