@@ -58,7 +58,9 @@ class FolderDataset:
 
     def write_skipped(self, path: Path) -> None:
         lines = [f"{p}\t{why}" for p, why in self.skipped]
-        path.write_text("\n".join(lines) + ("\n" if lines else ""))
+        # a file name that is not UTF-8 is written back as its own bytes
+        text = "\n".join(lines) + ("\n" if lines else "")
+        path.write_text(text, encoding="utf-8", errors="surrogateescape")
 
 
 def _visible(path: Path) -> bool:
@@ -77,6 +79,8 @@ def _files(class_dir: Path) -> list[Path]:
 
 def _check(path: Path) -> tuple[Path, str | None]:
     """(path, why it is unusable or None): decoded by the very reader training will use."""
+    if not _utf8(str(path)):  # TensorFlow's file reader and the reports take UTF-8 only
+        return path, "its name is not UTF-8; rename the file"
     if not is_image_file(path):
         return path, f"not an image type ({path.suffix or 'no suffix'})"
     try:
@@ -201,7 +205,33 @@ def load_folder_dataset(
     return FolderDataset(root, "split-folders", classes, splits, skipped)
 
 
+def _name_problem(name: str) -> str | None:
+    """Why a name cannot be a label (one line of labels.txt, a JSON string, a file-name part)."""
+    if not _utf8(name):
+        return "bytes that are not UTF-8"
+    if name != name.strip():
+        return "spaces at its start or end"
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        return "a control character (a newline, a tab)"
+    return None
+
+
+def _utf8(text: str) -> bool:
+    """A file name Python could only decode with surrogate escapes is not UTF-8 on disk."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _require_classes(folder: Path, class_dirs: dict[str, Path]) -> None:
+    for name, path in class_dirs.items():
+        if (why := _name_problem(name)) is not None:
+            raise EdgeclsError(
+                f"class folder {str(path)!a}: its name has {why}, which a label cannot "
+                "hold (labels.txt is one label a line); rename the folder"
+            )
     if len(class_dirs) < 2:
         found = ", ".join(class_dirs) or "none"
         raise EdgeclsError(

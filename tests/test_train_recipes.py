@@ -157,6 +157,34 @@ def test_out_that_is_not_a_run_folder_is_refused(tmp_path):
     assert (mine / "thesis.txt").read_text() == "precious"
 
 
+def test_a_file_name_that_is_not_utf8_is_skipped_and_listed_as_it_is(tmp_path):
+    import os
+    import shutil
+
+    from messy import write_messy_folder
+
+    write_messy_folder(tmp_path / "data", n_per_class=10)
+    a = tmp_path / "data" / "a"
+    raw = os.path.join(os.fsencode(a), b"caf\xe9.jpg")  # Latin-1 from an old camera or share
+    shutil.copy(a / "a_000.jpg", raw)
+    result = _train(tmp_path / "data", tmp_path / "run", *TINY)
+    assert result.exit_code == 0, result.output
+    skipped = (tmp_path / "run" / "skipped.txt").read_bytes()
+    assert b"caf\xe9.jpg\tits name is not UTF-8" in skipped  # the file's own bytes, findable
+
+
+@pytest.mark.parametrize("name", ["ok ", "ok\n", "\tok"])
+def test_a_class_folder_whose_name_a_label_cannot_hold_is_refused(tmp_path, name):
+    from messy import write_messy_folder
+
+    write_messy_folder(tmp_path / "data", n_per_class=4)
+    (tmp_path / "data" / "a").rename(tmp_path / "data" / name)
+    result = _train(tmp_path / "data", tmp_path / "run")
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "class folder" in result.output and "rename the folder" in result.output
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("what", ["run folder", "bundle"])
 def test_out_dot_is_the_working_folder_not_a_crash(tmp_path, monkeypatch, what):
     """`--out .` has an empty name; the staging folder beside it once came from that name."""

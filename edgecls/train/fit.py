@@ -77,6 +77,13 @@ class TrainResult:
     interrupted: bool
 
 
+def _shown(path: Path) -> str:
+    """A path for the console: bytes that are not UTF-8 as escapes, brackets not markup."""
+    from rich.markup import escape
+
+    return escape(str(path).encode("utf-8", "backslashreplace").decode("utf-8"))
+
+
 def unique_run_dir(base: Path) -> Path:
     """runs/NAME, or runs/NAME-2, -3, … so a second run never overwrites the first."""
     if not base.exists():
@@ -127,7 +134,9 @@ def scan(config: TrainConfig, console: Console) -> FolderDataset:
         highlight=False,
     )
     for path, why in dataset.skipped[:10]:
-        console.print(f"  [yellow]skipped[/] {path}: {why}", highlight=False, soft_wrap=True)
+        console.print(
+            f"  [yellow]skipped[/] {_shown(path)}: {why}", highlight=False, soft_wrap=True
+        )
     if len(dataset.skipped) > 10:
         console.print(f"  … and {len(dataset.skipped) - 10} more (see skipped.txt)")
     if len(va) == 0:
