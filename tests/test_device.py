@@ -235,8 +235,9 @@ def test_a_camera_faster_than_the_model_skips_older_frames_and_says_how_many(
 
 @pytest.mark.parametrize(
     ("stop", "code"),
-    [(signal.SIGINT, 130), (signal.SIGTERM, 0)],  # Ctrl-C: interrupted; systemctl stop: done
-    ids=["sigint", "sigterm"],
+    # Ctrl-C and a closed terminal interrupt; systemctl stop is the service's normal end
+    [(signal.SIGINT, 130), (signal.SIGTERM, 0), (signal.SIGHUP, 129)],
+    ids=["sigint", "sigterm", "sighup"],
 )
 def test_a_signal_flushes_outputs_and_prints_the_summary(
     bundle, insects_data, tmp_path, stop, code

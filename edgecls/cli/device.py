@@ -25,8 +25,8 @@ def _run(ctx: typer.Context, config: Path | None = None, **options) -> None:
     summary = run_loop(
         chosen.to_config(), log=lambda msg: err.print(msg, markup=False, highlight=False)
     )
-    if summary.interrupted:  # stopped cleanly, outputs flushed; the exit code says by whom
-        raise typer.Exit(130)
+    if summary.interrupted_by:  # stopped cleanly, outputs flushed; the exit code says by whom
+        raise typer.Exit(128 + summary.interrupted_by)
     if summary.unreadable:  # some of the images given could not be classified (named above)
         raise typer.Exit(1)
 

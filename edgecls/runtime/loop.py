@@ -32,10 +32,17 @@ from edgecls.runtime.sources import Frame, SourceEnded, open_source
 __all__ = ["RunConfig", "Summary", "run"]
 
 HEARTBEAT_SECONDS = 2.0
+# each ends the run cleanly (outputs flushed, the recording finished): Ctrl-C, systemctl stop, and
+# the terminal closing under a run started by hand (SIGHUP would kill it mid-write)
+STOP_SIGNALS = (
+    signal.SIGINT,
+    signal.SIGTERM,
+    *([signal.SIGHUP] if hasattr(signal, "SIGHUP") else []),
+)
 
 
 class _Stop:
-    """SIGINT/SIGTERM set a flag the loop checks, so outputs are flushed and the camera released."""
+    """A stop signal sets a flag the loop checks, so outputs are flushed and the camera released."""
 
     def __init__(self):
         self.event = threading.Event()
@@ -57,7 +64,7 @@ class _Stop:
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in STOP_SIGNALS:
                 self._previous[sig] = signal.signal(sig, self._set)
         return self.event
 
@@ -187,8 +194,9 @@ def run(config: RunConfig, out=None, log=None, source=None) -> Summary:
             _loop(config, source, classify, sinks, summary, stop, log)
         finally:
             _finish(summary, source, sinks, log)
-    # Ctrl-C is an interruption (the shell's 130); SIGTERM is how a service is stopped (0)
-    summary.interrupted = stopper.signal == signal.SIGINT
+    # SIGTERM is how a service is stopped (exit 0); Ctrl-C or a closed terminal interrupt a run
+    # (the shell's 128 + the signal: 130, 129)
+    summary.interrupted_by = None if stopper.signal == signal.SIGTERM else stopper.signal
     return summary
 
 

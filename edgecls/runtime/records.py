@@ -172,7 +172,7 @@ class Summary:
     drift: dict = field(default_factory=dict)  # the drift monitor's last state
     started: float = field(default_factory=time.monotonic)
     last_frame: float | None = None  # monotonic time of the last frame read
-    interrupted: bool = False  # ended by Ctrl-C (SIGINT), after a clean stop
+    interrupted_by: int | None = None  # the signal (SIGINT, SIGHUP) that ended a clean stop
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add_error(self, sink: str) -> None:

@@ -13,8 +13,9 @@ stdin carries the settings (the first line, JSON: a password never shows on a co
 one message a line, `LEAF RETAIN PAYLOAD`. stdout answers with one JSON object a line: `ready` or
 `error` once, then `log`, `connected`, `dropped` and, at the end, `lost`. The end of stdin (the
 run ends, or its process dies) is the clean stop: status "offline", queued messages flushed for up
-to a second. Signals are the run's to handle: a Ctrl-C or `systemctl stop` reaches this process
-too, and it waits for the run to close its stdin rather than drop what is queued.
+to a second. Signals are the run's to handle: a Ctrl-C, a closed terminal or `systemctl stop`
+reaches this process too, and it waits for the run to close its stdin rather than drop what is
+queued.
 """
 
 from __future__ import annotations
@@ -263,7 +264,7 @@ class Bridge:
 def main() -> int:
     with contextlib.suppress(OSError):  # allowed to anyone on POSIX; a sandbox that forbids it: 0
         os.nice(NICE)
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, signal.SIG_IGN)
     fd = sys.stdin.fileno()  # read raw: a buffered reader would keep lines select() cannot see
     head = b""
