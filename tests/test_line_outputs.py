@@ -752,10 +752,14 @@ def test_mqtts_with_a_ca_file_reaches_a_tls_broker(tmp_path):
         sinks.publish(record(0))
         sinks.close()
         assert not sinks.context.summary.outputs_dropped
-        # without the CA the broker's certificate is not trusted: it never connects
-        bad = build_sinks(config(mqtt=url), context(logs)).open()
+        # without the CA the broker's certificate is not trusted: it never connects, and says
+        # why (not "no broker": one answered)
+        said = []
+        bad = build_sinks(config(mqtt=url), context(said)).open()
         assert not bad.runners[0].sink.connected.wait(2)
         bad.close()
+        assert any("TLS with 127.0.0.1" in m and "check --mqtt-ca" in m for m in said), said
+        assert not any("no broker" in m for m in said), said
     finally:
         broker.stop()
     with pytest.raises(EdgeclsError, match=r"--mqtt-ca .*no such file"):

@@ -26,6 +26,7 @@ import os
 import select
 import signal
 import socket
+import ssl
 import sys
 import time
 import uuid
@@ -60,7 +61,7 @@ class Bridge:
         self.out = out
         self.client = None
         self.connected = False
-        self.ever_connected = self.absent_said = self.overflow_said = False
+        self.ever_connected = self.absent_said = self.overflow_said = self.tls_said = False
         # published, not yet acknowledged (one thread: an acknowledgement is only read in
         # loop_read, so it never comes before publish() has returned the message id)
         self.pending: set[int] = set()
@@ -139,6 +140,15 @@ class Bridge:
         which the run made large enough for that."""
         try:
             self.client.reconnect()
+        except ssl.SSLError as exc:  # a broker answered, but not with a certificate we trust
+            self._back_off()
+            if not self.tls_said:
+                self.tls_said = True
+                self.tell(
+                    log=f"warning: mqtt: TLS with {self._where()} failed "
+                    f"({exc.reason or exc}); check --mqtt-ca (and the broker's certificate and "
+                    "host name); retrying meanwhile"
+                )
         except OSError:
             self._back_off()
             if not self.ever_connected and not self.absent_said:
