@@ -500,6 +500,38 @@ def test_mqtt_records_decisions_status_and_a_broker_restart_lose_nothing(broker)
             "sha256", "latency_ms"} <= set(row)  # fmt: skip
 
 
+def test_a_killed_mqtt_client_is_started_again_and_records_flow_on(broker):
+    sub = Subscriber(broker, "line/#")
+    logs = []
+    ctx = context(logs, live=True)
+    sinks = build_sinks(config(mqtt=f"{broker.url}/line"), ctx).open()
+    (mqtt,) = [r.sink for r in sinks.runners]
+    assert mqtt.connected.wait(10)
+    for i in range(20):
+        sinks.publish(record(i))
+    assert sub.wait_for(lambda s: len(s.on("/records")) >= 20)
+    first = mqtt.proc.pid
+    os.kill(first, signal.SIGKILL)  # the OOM killer, say
+    deadline = time.monotonic() + 20
+    i = 20
+    while not (mqtt.proc.pid != first and mqtt.connected.is_set()):
+        assert time.monotonic() < deadline, logs
+        sinks.publish(record(i))
+        i += 1
+        time.sleep(0.02)
+    after = i
+    for i in range(after, after + 20):
+        sinks.publish(record(i))
+    assert sub.wait_for(
+        lambda s: set(range(after, after + 20)) <= {r["frame"] for r in s.on("/records")}, 20
+    )
+    sinks.close()
+    sub.close()
+    assert sum("the client process ended (exit -9)" in m for m in logs) == 1, logs
+    assert ctx.summary.outputs_dropped["mqtt"] >= 1  # what found it gone, counted
+    assert not ctx.summary.output_errors  # not an output fault for the rest of the run
+
+
 def test_mqtt_without_a_broker_runs_on_says_so_and_counts_overflow(tmp_path):
     logs = []
     port = free_port()  # nothing listens here
@@ -556,28 +588,12 @@ def test_mqtt_a_broker_whose_connection_hangs_costs_the_loop_no_record_meanwhile
     assert any("1000 messages never reached the broker" in m for m in logs)
 
 
-def test_mqtt_client_faults_are_one_clear_error_at_start_and_counted_while_running(
-    broker, tmp_path
-):
+def test_an_mqtt_client_that_cannot_start_is_one_clear_error(broker, tmp_path):
     garbage = tmp_path / "ca.crt"
     garbage.write_text("not a certificate\n")
     bad = config(mqtt=f"mqtts://127.0.0.1:{broker.port}/x", mqtt_ca=str(garbage))
     with pytest.raises(EdgeclsError, match=r"--mqtt 127.0.0.1:\d+: the MQTT client did not start"):
         build_sinks(bad, context()).open()
-    # the client process dies mid-run (killed by hand): the loop is told once and goes on
-    logs = []
-    ctx = context(logs)
-    sinks = build_sinks(config(mqtt=f"{broker.url}/x"), ctx).open()
-    (mqtt,) = [r.sink for r in sinks.runners]
-    assert mqtt.connected.wait(10)
-    mqtt.proc.kill()
-    mqtt.proc.wait()
-    for i in range(20):
-        sinks.publish(record(i))
-        time.sleep(0.03)
-    sinks.close()
-    assert sum("output mqtt failed" in m for m in logs) == 1
-    assert ctx.summary.output_errors["mqtt"] >= 1
 
 
 def test_mqtt_last_will_says_offline_when_the_board_dies(broker, tmp_path):

@@ -33,6 +33,8 @@ STOP_SECONDS = 3.0
 # the pipe holds records while the client waits on a connection attempt (an unreachable host: up
 # to 2 s), ~2500 records; Linux lets any process ask for 1 MiB
 PIPE_BYTES = 1 << 20
+# a client that died is started again after this long: the first wait, doubling up to the last
+RESTART_SECONDS = (1.0, 60.0)
 
 
 class MqttSink:
@@ -51,17 +53,31 @@ class MqttSink:
         self.error: str | None = None
         self.reader: threading.Thread | None = None
         self.last_drift: tuple[str | None, float] = (None, 0.0)
+        self.unflushed = 0  # messages written since the last flush: lost if the client died
+        self.restart_delay, self.next_start = RESTART_SECONDS[0], 0.0
+        self.closing = False
 
     def open(self, context: SinkContext) -> None:
         self.context = context
+        if not self._start():
+            c = self.config
+            raise EdgeclsError(
+                f"--mqtt {c.host}:{c.port}: the MQTT client did not start "
+                f"({self.error or 'no answer'}); check the --mqtt-* options"
+            )
+
+    def _start(self) -> bool:
+        """A client process, given its settings; True once it says it is ready."""
         c = self.config
         settings = {
             "host": c.host, "port": c.port, "prefix": c.prefix, "tls": c.tls,
             "username": c.username, "password": c.password, "client_id": c.client_id,
             "ca": _path(c.ca), "cert": _path(c.cert), "key": _path(c.key), "queue": c.queue,
-            "identity": context.identity.to_dict(),
+            "identity": self.context.identity.to_dict(),
         }  # fmt: skip
-        self.proc = subprocess.Popen(
+        self.ready.clear()
+        self.error = None
+        self.proc = proc = subprocess.Popen(
             [sys.executable, "-c", LAUNCH, str(WORKER)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
@@ -69,21 +85,21 @@ class MqttSink:
         with contextlib.suppress(ImportError, AttributeError, OSError):  # not Linux: 64 KiB
             import fcntl
 
-            fcntl.fcntl(self.proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
-        self.reader = threading.Thread(target=self._read_reports, name="mqtt-reports", daemon=True)
+            fcntl.fcntl(proc.stdin.fileno(), fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+        self.reader = threading.Thread(
+            target=self._read_reports, args=(proc,), name="mqtt-reports", daemon=True
+        )
         self.reader.start()
         with contextlib.suppress(OSError):  # it died at start: the report below says why
-            self.proc.stdin.write(json.dumps(settings).encode() + b"\n")
-            self.proc.stdin.flush()
-        if not self.ready.wait(START_SECONDS) or self.error:
-            self.close()
-            raise EdgeclsError(
-                f"--mqtt {c.host}:{c.port}: the MQTT client did not start "
-                f"({self.error or 'no answer'}); check the --mqtt-* options"
-            )
+            proc.stdin.write(json.dumps(settings).encode() + b"\n")
+            proc.stdin.flush()
+        if self.ready.wait(START_SECONDS) and not self.error:
+            return True
+        self._stop_client()
+        return False
 
-    def _read_reports(self) -> None:
-        for line in self.proc.stdout:
+    def _read_reports(self, proc: subprocess.Popen) -> None:
+        for line in proc.stdout:
             try:
                 report = json.loads(line)
             except ValueError:
@@ -105,10 +121,17 @@ class MqttSink:
                 self.error = report["error"]
             if "ready" in report or "error" in report:
                 self.ready.set()
-        self.ready.set()  # it ended: open() must not wait for nothing
+        if proc is self.proc:  # it ended: _start() must not wait for nothing
+            self.ready.set()
 
     def send(self, leaf: str, payload: dict, retain: bool = False) -> None:
-        self.proc.stdin.write(f"{leaf} {int(retain)} {json.dumps(payload)}\n".encode())
+        line = f"{leaf} {int(retain)} {json.dumps(payload)}\n".encode()
+        try:
+            self.proc.stdin.write(line)
+        except (OSError, ValueError):  # its pipe is gone, or closed after a failed flush
+            self._revive()
+            return
+        self.unflushed += 1
 
     def handle(self, event) -> None:
         if isinstance(event, Decision):
@@ -119,7 +142,33 @@ class MqttSink:
     def flush(self) -> None:
         """After each batch: the drift state if due, then one write to the worker for all."""
         self._maybe_drift()
-        self.proc.stdin.flush()
+        try:
+            self.proc.stdin.flush()
+        except OSError:
+            self._revive()
+            return
+        self.unflushed = 0
+
+    def _revive(self) -> None:
+        """The client process died (killed, out of memory): what it held is lost, what found it
+        gone is counted, and a new one is started, at most once per back-off step, so a board
+        that runs for months does not stay silent on MQTT after one crash."""
+        lost, self.unflushed = self.unflushed + 1, 0  # + the message that found it gone
+        self.context.summary.add_dropped(self.name, lost)
+        if self.closing or time.monotonic() < self.next_start:
+            return
+        code = self.proc.poll()
+        self._stop_client()
+        self.connected.clear()
+        self.context.log(
+            f"warning: mqtt: the client process ended (exit {code}); what it had not sent is "
+            "lost (what found it gone is counted as dropped); starting a new one"
+        )
+        if self._start():
+            self.restart_delay = RESTART_SECONDS[0]
+        else:
+            self.restart_delay = min(self.restart_delay * 2, RESTART_SECONDS[1])
+        self.next_start = time.monotonic() + self.restart_delay
 
     def _maybe_drift(self, final: bool = False) -> None:
         """On a change of state, every 10 s, and at the end (Sinks.close has closed the drift
@@ -133,12 +182,16 @@ class MqttSink:
         self.send("drift", drift, retain=True)
 
     def close(self) -> None:
+        self.closing = True  # a client found dead now is not started again
         if self.proc is None:
             return
         if self.ready.is_set() and not self.error and not self.proc.stdin.closed:
             with contextlib.suppress(OSError):  # gone already: what it said before is counted
                 self._maybe_drift(final=True)  # the retained state is the run's last
-        with contextlib.suppress(OSError):
+        self._stop_client()
+
+    def _stop_client(self) -> None:
+        with contextlib.suppress(OSError, ValueError):
             self.proc.stdin.close()  # the worker's end of input: flush, "offline", stop
         try:
             self.proc.wait(STOP_SECONDS)
