@@ -11,6 +11,7 @@ import os
 import shlex
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -229,6 +230,35 @@ def test_recording_uses_the_source_frame_rate_and_is_playable(tmp_path):
 
 
 # --- JSON log ----------------------------------------------------------------------------------
+
+
+FULL_DISK_CHILD = """
+import json, resource, signal, sys
+sys.path[:0] = sys.argv[3:]
+from test_line_outputs import config, context, record, run_sinks
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # past the limit a write fails (EFBIG), or is short
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), int(sys.argv[2])))
+ctx, _ = run_sinks(config(log_file=sys.argv[1]), [record(i) for i in range(40)])
+print(json.dumps(dict(ctx.summary.output_errors)))
+"""
+
+
+def test_json_log_on_a_disk_that_fills_holds_whole_lines_only(tmp_path):
+    """A real short write: the kernel stops a file at RLIMIT_FSIZE mid-line, as a full disk
+    does; the line it cut is taken back, and every line left is whole."""
+    log = tmp_path / "records.jsonl"
+    line = len(json.dumps(record(0).to_dict())) + 1
+    limit = int(line * 3.5)  # room for three lines and half of the fourth
+    args = [str(log), str(limit), str(ROOT), str(ROOT / "tests")]
+    child = subprocess.run(
+        [sys.executable, "-c", FULL_DISK_CHILD, *args], capture_output=True, text=True, timeout=60
+    )
+    assert child.returncode == 0, child.stderr
+    assert json.loads(child.stdout.splitlines()[-1])["json"] >= 1  # the failures are counted
+    data = log.read_bytes()
+    assert data.endswith(b"\n") and len(data) <= limit
+    rows = [json.loads(x) for x in data.splitlines()]  # each one parses: no half line
+    assert [r["frame"] for r in rows] == [0, 1, 2]
 
 
 def test_json_log_rotates_and_goes_to_a_file_under_systemd(tmp_path, monkeypatch):

@@ -4,6 +4,8 @@ there: `--json` then writes to `$LOGS_DIRECTORY/records.jsonl` (the unit's LogsD
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import sys
@@ -34,23 +36,37 @@ def records_file(config) -> Path | None:
 
 
 class RotatingFile:
-    """Append lines; past `max_bytes` the file becomes NAME.1 (NAME.1 becomes NAME.2, ...)."""
+    """Append lines; past `max_bytes` the file becomes NAME.1 (NAME.1 becomes NAME.2, ...).
+
+    Each line is one unbuffered write; one the disk could take only in part (full, over quota)
+    is cut off again, so the file holds whole lines only, and the next write starts on a line
+    of its own once there is room."""
 
     def __init__(self, path: Path, max_bytes: int, backups: int):
         self.path, self.max_bytes, self.backups = path, max_bytes, backups
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 (closed in close())
+            self.file = self._open()
         except OSError as exc:
             raise EdgeclsError(f"--log-file {path}: cannot write ({exc.strerror})") from None
-        self.size = self.file.tell()
+        self.size = self.file.seek(0, os.SEEK_END)
+
+    def _open(self):
+        return open(self.path, "ab", buffering=0)  # closed in close() or rotate()
 
     def write(self, line: str) -> None:
-        if self.size + len(line) > self.max_bytes and self.size:
+        data = line.encode("utf-8")
+        if self.size + len(data) > self.max_bytes and self.size:
             self.rotate()
-        self.file.write(line)
-        self.file.flush()
-        self.size += len(line.encode("utf-8"))
+        try:
+            written = self.file.write(data)
+            if written != len(data):  # a short write: the disk took only part of the line
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
+        except OSError:
+            with contextlib.suppress(OSError):
+                self.file.truncate(self.size)  # back to the last whole line
+            raise
+        self.size += len(data)
 
     def rotate(self) -> None:
         self.file.close()
@@ -62,11 +78,11 @@ class RotatingFile:
             os.replace(self.path, self.path.with_name(f"{self.path.name}.1"))
         else:
             self.path.unlink()
-        self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115
+        self.file = self._open()
         self.size = 0
 
     def flush(self) -> None:
-        self.file.flush()
+        pass  # every line is written through
 
     def close(self) -> None:
         self.file.close()
