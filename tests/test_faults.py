@@ -772,6 +772,33 @@ def test_a_save_quota_below_one_frame_keeps_the_newest_and_says_so(tmp_path):
     assert sum("larger than the quota" in m for m in logs) == 1, logs
 
 
+def test_a_recording_is_finished_playable_before_the_disk_fills(tmp_path, monkeypatch):
+    """OpenCV's writer says nothing when the disk is full, and an MP4 cut off before its index
+    is written plays nowhere: the sink finishes it while there is room."""
+    import collections
+
+    from edgecls.runtime.sinks import recording
+
+    looks = []
+    usage = collections.namedtuple("usage", "total used free")
+
+    def disk_usage(path):  # plenty of room for the first seconds, then 10 MB
+        looks.append(path)
+        return usage(1 << 40, 0, (1 << 40) if len(looks) <= 4 else 10 << 20)
+
+    monkeypatch.setattr(recording.shutil, "disk_usage", disk_usage)
+    video, logs = tmp_path / "line.mp4", []
+    events = [record(i) for i in range(100)]
+    for i, r in enumerate(events):
+        r.time = 1_700_000_000.0 + i * 0.1  # 10 frames a second
+    ctx, _ = run_sinks(config(record=str(video)), events, context(logs))
+    cap = cv2.VideoCapture(str(video))
+    frames = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    assert cap.isOpened() and cap.read()[0] and 20 <= frames < 100
+    assert sum("the recording was finished at" in m for m in logs) == 1, logs
+    assert ctx.summary.output_errors["record"] >= 1
+
+
 def test_full_disk_is_reported_once_counted_and_the_sink_goes_on(tmp_path, monkeypatch):
     from edgecls.runtime.sinks import frames
 

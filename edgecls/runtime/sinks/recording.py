@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import cv2
@@ -15,6 +16,11 @@ from edgecls.runtime.sinks.overlay import draw
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 MEASURE_FRAMES, MEASURE_SECONDS = 60, 2.0
+# an MP4 is playable only once its index is written at the end: the recording is finished while
+# the disk still has this much room, rather than cut off by a full disk (which OpenCV's writer
+# does not report) into a file no player opens
+RESERVE_BYTES = 64 << 20
+CHECK_SECONDS = 1.0  # how often the room left is looked at
 
 
 class RecordingSink:
@@ -29,6 +35,7 @@ class RecordingSink:
         self.pending: list[Record] = []  # a live source's first frames, while its rate is measured
         self.fps_fixed: float | None = None
         self.written = 0
+        self.checked_at = float("-inf")  # record time of the last look at the room left
 
     def open(self, context: SinkContext) -> None:
         if self.path.suffix.lower() not in FOURCC:
@@ -54,6 +61,22 @@ class RecordingSink:
         for record in [*self.pending, event] if self.pending else [event]:
             self._write(record)
         self.pending.clear()
+        if abs(event.time - self.checked_at) >= CHECK_SECONDS:
+            self.checked_at = event.time
+            self._finish_if_the_disk_fills()
+
+    def _finish_if_the_disk_fills(self) -> None:
+        free = shutil.disk_usage(self.path.parent).free
+        if free >= RESERVE_BYTES:
+            return
+        self.writer.release()  # finished and playable, with what it holds
+        self.writer, self.broken = None, True
+        self.context.summary.add_error(self.name)
+        self.context.log(
+            f"warning: --record {self.path}: the disk has {free >> 20} MB left; the recording "
+            f"was finished at {self.written} frames so that it stays playable (free space, or "
+            "record elsewhere)"
+        )
 
     def _measured_rate(self, record: Record) -> float | None:
         self.pending.append(record)
