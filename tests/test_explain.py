@@ -1,5 +1,6 @@
 import json
 import re
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -87,3 +88,22 @@ def test_explain_bad_inputs(insects_run, insects_data, tmp_path):
         app, ["explain", str(insects_run), "--images", str(tmp_path / "none.jpg")]
     )
     assert result.exit_code == 2 and "no readable image" in result.output
+
+
+def test_a_run_whose_training_data_is_gone_says_its_background_is_the_images(
+    insects_run, insects_data, tmp_path
+):
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    for name in ("model.keras", "labels.txt", "config.json"):
+        shutil.copy(insects_run / name, moved / name)
+    cfg = json.loads((moved / "config.json").read_text())
+    cfg["data"] = str(tmp_path / "deleted-photos")  # the run was copied to another machine
+    (moved / "config.json").write_text(json.dumps(cfg))
+    images = sorted((insects_data / "test" / "beetles").glob("*.jpg"))[:2]
+    args = ["explain", str(moved), "--max-evals", "50", "--out", str(tmp_path / "e")]
+    result = CliRunner().invoke(app, [*args, *(a for p in images for a in ("--images", str(p)))])
+    assert result.exit_code == 0, result.output
+    assert "note: background from the explained images" in result.output
+    report = json.loads((tmp_path / "e" / "explain.json").read_text())
+    assert "training data is not here" in report["summary"]["background"]["source"]

@@ -185,6 +185,15 @@ def test_a_class_folder_whose_name_a_label_cannot_hold_is_refused(tmp_path, name
     assert not (tmp_path / "run").exists()
 
 
+def test_config_json_names_the_data_from_wherever_the_run_is_used(tmp_path, monkeypatch):
+    """export and explain read the training data again, perhaps from another folder."""
+    from edgecls.train import TrainConfig
+
+    monkeypatch.chdir(tmp_path)
+    d = TrainConfig(data=Path("photos"), out=Path("runs/x")).to_dict()
+    assert d["data"] == str(tmp_path / "photos") and d["out"] == str(tmp_path / "runs" / "x")
+
+
 @pytest.mark.parametrize("what", ["run folder", "bundle"])
 def test_out_dot_is_the_working_folder_not_a_crash(tmp_path, monkeypatch, what):
     """`--out .` has an empty name; the staging folder beside it once came from that name."""

@@ -56,7 +56,8 @@ def _background(config: ExplainConfig, source: RunSource, spec, rng) -> tuple[np
     try:
         split, where = run_split(source, "train")
     except EdgeclsError:
-        return np.zeros((0, *spec.size, 3), np.uint8), "the explained images"
+        where = "the explained images (the run's training data is not here)"
+        return np.zeros((0, *spec.size, 3), np.uint8), where
     picks = rng.choice(len(split), min(config.background, len(split)), replace=False)
     return np.stack([spec.load_image(split.paths[i]) for i in picks]), where
 
@@ -142,6 +143,8 @@ def explain(config: ExplainConfig, console: Console | None = None) -> dict:
     inputs = _inputs(config, model, spec, console)
     rng = np.random.default_rng(config.seed)
     background, bg_where = _background(config, source, spec, rng)
+    if not len(background):  # SHAP's baseline changes with it: the user must know
+        console.print(f"[yellow]note:[/] background from {bg_where}", highlight=False)
     background = (background if len(background) else inputs.x).astype(np.float32)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task(f"SHAP {config.method}", total=len(inputs.x))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import tempfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -61,7 +62,8 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        d["data"], d["out"] = str(self.data), str(self.out)
+        # absolute: export and explain read the data again, from wherever they are run
+        d["data"], d["out"] = os.path.abspath(self.data), os.path.abspath(self.out)
         d["edgecls_version"] = __version__
         d["input"] = InputSpec(*self.model.img_size).to_dict()
         return d
