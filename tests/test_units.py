@@ -210,3 +210,31 @@ def test_image_size_from_the_header(ext):
 
 def test_image_size_of_something_else_is_none():
     assert image_size(b"GIF89a....") is None and image_size(b"\xff\xd8\xff") is None
+
+
+def test_an_image_whose_size_the_header_does_not_tell_is_not_decoded(tmp_path):
+    """A TIFF named .png: OpenCV would decode it, at whatever size, past the 64 MP guard."""
+    from edgecls.runtime.preprocess import decode_image, read_image
+
+    ok, tiff = cv2.imencode(".tiff", _image(37, 81))
+    assert ok and decode_image(tiff.tobytes()) is None
+    fake = tmp_path / "scan.png"
+    fake.write_bytes(tiff.tobytes())
+    with pytest.raises(EdgeclsError, match=r"scan\.png: not a readable image"):
+        read_image(fake)
+    ok, png = cv2.imencode(".png", _image(37, 81))
+    assert decode_image(png.tobytes()).shape == (37, 81, 3)  # the formats it knows still decode
+
+
+def test_a_folder_named_with_digits_is_that_folder_not_a_camera(tmp_path, monkeypatch):
+    from edgecls.runtime.sources import open_source
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "2024").mkdir()
+    cv2.imwrite(str(tmp_path / "2024" / "trap.png"), _image(37, 81))
+    source = open_source("2024")
+    try:
+        frame = source.read()
+        assert not source.live and frame.name == "trap.png" and frame.image.shape == (37, 81, 3)
+    finally:
+        source.close()

@@ -136,11 +136,10 @@ class ImageTooLarge(EdgeclsError):
     """An image whose decoded size would exceed MAX_PIXELS."""
 
 
-def _decode_flag(data: bytes) -> int:
-    size = image_size(data)
-    if size is None or size[0] * size[1] <= MAX_PIXELS:
-        return cv2.IMREAD_COLOR
+def _decode_flag(data: bytes, size: tuple[int, int]) -> int:
     w, h = size
+    if w * h <= MAX_PIXELS:
+        return cv2.IMREAD_COLOR
     if data[:2] == b"\xff\xd8":
         for k, flag in _REDUCED:
             if (w // k) * (h // k) <= MAX_PIXELS:
@@ -154,12 +153,13 @@ def _decode_flag(data: bytes) -> int:
 def decode_image(data: bytes) -> np.ndarray | None:
     """Decode encoded bytes to RGB uint8, or None when OpenCV cannot read them; ImageTooLarge
     for an image too large to decode safely."""
-    if not data:
-        return None
+    size = image_size(data)
+    if size is None:  # a format whose size the header does not tell (a TIFF named .png) would
+        return None  # be decoded whatever its size: only JPEG, PNG, BMP and WebP are
     buf = np.frombuffer(data, dtype=np.uint8)
     # IMREAD_COLOR applies EXIF orientation and turns grey, alpha, CMYK and 16-bit into 8-bit BGR
     # (the reduced flags likewise).
-    image = cv2.imdecode(buf, _decode_flag(data))
+    image = cv2.imdecode(buf, _decode_flag(data, size))
     if image is None or image.size == 0:
         return None
     return to_rgb8(image)
