@@ -409,7 +409,8 @@ SOURCES: Registry[SourceKind] = Registry("source kind")
 SOURCES.add(
     "camera",
     SourceKind(
-        str.isdigit,
+        # a folder or file named 2024 is that folder or file, not camera 2024
+        lambda s: s.isdigit() and not Path(s).exists(),
         lambda s, c, stop: LiveSource(f"camera {s}", _camera_opener(int(s), c), stop=stop),
     ),
 )
