@@ -97,9 +97,23 @@ def _check(path: Path) -> tuple[Path, str | None]:
     return path, None
 
 
-def _scan(class_dirs: dict[str, Path], progress=None) -> tuple[dict[str, list[Path]], list]:
-    """Validate every file under each class folder; a class with nothing usable is an error."""
-    files = {name: _files(d) for name, d in class_dirs.items()}
+def _scan(
+    class_dirs: dict[str, Path], progress=None, seen: dict | None = None
+) -> tuple[dict[str, list[Path]], list]:
+    """Validate every file under each class folder; a class with nothing usable is an error.
+    A file reached twice (through a symlink) counts once: twice, it could land in training and
+    in the test split both, and the test would flatter the model (`seen` carries the files of
+    the splits scanned before)."""
+    files, twice = {}, []
+    seen = {} if seen is None else seen
+    for name, d in class_dirs.items():
+        files[name] = []
+        for p in _files(d):
+            first = seen.setdefault(p.resolve(), p)
+            if first is p:
+                files[name].append(p)
+            else:
+                twice.append((p, f"the same file as {first} (a link)"))
     every = [p for paths in files.values() for p in paths]
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = {}
@@ -108,7 +122,7 @@ def _scan(class_dirs: dict[str, Path], progress=None) -> tuple[dict[str, list[Pa
             if progress is not None:
                 progress()
     usable: dict[str, list[Path]] = {}
-    skipped = []
+    skipped = twice
     for name, paths in files.items():
         usable[name] = [p for p in paths if results[p] is None]
         skipped += [(p, results[p]) for p in paths if results[p] is not None]
@@ -170,6 +184,8 @@ def load_folder_dataset(
     if not root.is_dir():
         raise EdgeclsError(f"--data {root}: not a folder")
     train_dir = _find_split_dir(root, "train")
+    if train_dir is not None and not _class_dirs(train_dir):
+        train_dir = None  # images right in it: `train` is a class (trains, buses, ...)
     if train_dir is None:
         class_dirs = {d.name: d for d in _class_dirs(root)}
         _require_classes(root, class_dirs)
@@ -182,7 +198,8 @@ def load_folder_dataset(
     class_dirs = {d.name: d for d in _class_dirs(train_dir)}
     _require_classes(train_dir, class_dirs)
     classes = sorted(class_dirs)
-    usable, skipped = _scan(class_dirs, progress)
+    seen: dict[Path, Path] = {}
+    usable, skipped = _scan(class_dirs, progress, seen)
     splits: dict[str, Split] = {}
     for name in ("val", "test"):
         split_dir = _find_split_dir(root, name)
@@ -195,7 +212,7 @@ def load_folder_dataset(
                 f"{split_dir} has class folders not in {train_dir}: {', '.join(extra)}; "
                 "every class needs training images"
             )
-        u, s = _scan(dirs, progress)
+        u, s = _scan(dirs, progress, seen)
         skipped += s
         splits[name] = _split_from(u, classes)
     carve = {} if "val" in splits else {"val": config.val_fraction}

@@ -48,6 +48,27 @@ def test_class_folder_layout_is_split_stratified_and_deterministic(tmp_path):
     assert len(every) == len(set(every))  # no image in two splits
 
 
+def test_a_class_named_train_is_a_class_not_the_split_layout(tmp_path):
+    write_messy_folder(tmp_path, n_per_class=12)
+    (tmp_path / "a").rename(tmp_path / "train")  # vehicles: trains and buses
+    ds = load_folder_dataset(tmp_path, SplitConfig(0.2, 0.2, seed=0))
+    assert ds.layout == "class-folders" and ds.classes == ["b", "train"]
+
+
+def test_a_file_linked_twice_is_used_once_so_it_cannot_cross_the_split(tmp_path):
+    import os
+
+    write_messy_folder(tmp_path, n_per_class=12)
+    (tmp_path / "a" / "more").mkdir()
+    for p in sorted((tmp_path / "a").glob("a_*.jpg")):
+        os.symlink(p, tmp_path / "a" / "more" / p.name)  # the same photos, a second path each
+    ds = load_folder_dataset(tmp_path, SplitConfig(0.2, 0.2, seed=0))
+    used = [p.resolve() for s in ds.splits.values() for p in s.paths]
+    assert len(used) == len(set(used))
+    links = [why for p, why in ds.skipped if p.parent.name == "more"]
+    assert len(links) == 12 and all("the same file as" in why for why in links)
+
+
 def test_split_layout_keeps_user_test_and_carves_val(casting_data):
     ds = load_folder_dataset(casting_data, SplitConfig(0.2, 0.2, seed=0))
     assert ds.layout == "split-folders" and ds.classes == ["def", "ok"]
