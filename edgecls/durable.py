@@ -5,11 +5,13 @@ new one, never a 0-byte or half-written file, whatever moment the power goes."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +112,25 @@ def _exchange(a: Path, b: Path) -> bool:
         return False
     a, b = os.fsencode(a), os.fsencode(b)
     return renameat2(_AT_FDCWD, a, _AT_FDCWD, b, _RENAME_EXCHANGE) == 0
+
+
+@contextlib.contextmanager
+def staged_folder(out: Path, what: str) -> Iterator[Path]:
+    """A temporary sibling folder to write `what` (the bundle, the report) into; on success it
+    becomes `out` in one swap, on any failure it is removed and `out` is left as it was. Disk
+    full or read-only destinations are one error line naming --out."""
+    where = Path(os.path.abspath(out))  # `--out .` has no name to put a sibling beside
+    tmp = where.parent / f".{where.name}.partial-{os.getpid()}"
+    try:
+        where.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        yield tmp
+        replace_folder(tmp, where)  # after a power cut it is whole, or the old one
+    except OSError as exc:
+        raise EdgeclsError(
+            f"--out {out}: cannot write {what} ({exc.strerror or exc}); free space or "
+            "choose a writable folder; nothing was changed"
+        ) from None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

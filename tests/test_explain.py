@@ -107,3 +107,29 @@ def test_a_run_whose_training_data_is_gone_says_its_background_is_the_images(
     assert "note: background from the explained images" in result.output
     report = json.loads((tmp_path / "e" / "explain.json").read_text())
     assert "training data is not here" in report["summary"]["background"]["source"]
+
+
+def test_a_report_replaces_an_earlier_one_whole_and_never_a_users_folder(
+    insects_run, insects_data, tmp_path
+):
+    images = sorted((insects_data / "test" / "beetles").glob("*.jpg"))[:2]
+    pick = [a for p in images for a in ("--images", str(p))]
+
+    def explain(out):
+        args = ["explain", str(insects_run), "--max-evals", "50", "--background", "10"]
+        return CliRunner().invoke(app, [*args, "--out", str(out), *pick])
+
+    out = tmp_path / "report"
+    assert explain(out).exit_code == 0
+    (out / "beetles_9999.png").write_bytes(b"a figure of the last report")
+    result = explain(out)
+    assert result.exit_code == 0, result.output
+    assert not (out / "beetles_9999.png").exists()  # replaced whole, not mixed into
+    assert (out / "report.html").is_file() and (out / "explain.json").is_file()
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]  # nothing left aside
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("precious")
+    result = explain(mine)
+    assert result.exit_code == 2 and "not an edgecls report" in result.output
+    assert [p.name for p in mine.iterdir()] == ["thesis.txt"]

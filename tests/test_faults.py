@@ -206,9 +206,7 @@ CASES: list[Case] = [
         2,
         "Read-only file system",
         after=lambda w: json.loads((w.bundle / "manifest.json").read_text())["artifacts"],
-        fault=lambda w, mp: mp.setattr(
-            "edgecls.export.bundle_dir.replace_folder", _oserror(errno.EROFS)
-        ),
+        fault=lambda w, mp: mp.setattr("edgecls.durable.replace_folder", _oserror(errno.EROFS)),
     ),
     Case(
         "export --max-drop negative",

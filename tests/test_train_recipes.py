@@ -197,7 +197,7 @@ def test_config_json_names_the_data_from_wherever_the_run_is_used(tmp_path, monk
 @pytest.mark.parametrize("what", ["run folder", "bundle"])
 def test_out_dot_is_the_working_folder_not_a_crash(tmp_path, monkeypatch, what):
     """`--out .` has an empty name; the staging folder beside it once came from that name."""
-    from edgecls.export.bundle_dir import staged_bundle
+    from edgecls.durable import staged_folder
     from edgecls.train.runfolder import RunFolder
 
     here = tmp_path / "here"
@@ -209,7 +209,7 @@ def test_out_dot_is_the_working_folder_not_a_crash(tmp_path, monkeypatch, what):
             run.commit()
         written = "config.json"
     else:
-        with staged_bundle(Path(".")) as staging:
+        with staged_folder(Path("."), "the bundle") as staging:
             (staging / "manifest.json").write_text("{}")
         written = "manifest.json"
     assert [p.name for p in here.iterdir()] == [written]

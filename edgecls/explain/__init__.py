@@ -12,6 +12,7 @@ with ground-truth defect masks the most attributed point should fall on the defe
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
-from edgecls.durable import check_writable_folder, write_text_atomic
+from edgecls.durable import check_writable_folder, staged_folder
 from edgecls.errors import EdgeclsError
 from edgecls.explain.checks import DELETION_FRACTION, deletion_check, mask_for, pointing_game
 from edgecls.explain.methods import EXPLAINERS
@@ -137,7 +138,8 @@ def explain(config: ExplainConfig, console: Console | None = None) -> dict:
 
     source = resolve_source(config.run)
     out = Path(config.out or Path("reports") / source.name)
-    check_writable_folder(out, "--out")  # before minutes of SHAP, not after
+    _check_out(out)  # before minutes of SHAP, not after
+    check_writable_folder(Path(os.path.abspath(out)).parent, "--out")  # where it is built
     model = load_keras_model(source.model_path)
     spec = source.input_spec((int(model.input_shape[1]), int(model.input_shape[2])))
     inputs = _inputs(config, model, spec, console)
@@ -151,15 +153,24 @@ def explain(config: ExplainConfig, console: Console | None = None) -> dict:
         attributions = method(
             model, inputs.x, background, inputs.classes, config, lambda n: progress.advance(task, n)
         )
-    try:
-        rows, figures = _rows(model, inputs, attributions, source.labels, spec, out, rng)
+    # built aside and swapped in whole: an earlier report is replaced, never mixed with this one
+    with staged_folder(out, "the report") as folder:
+        rows, figures = _rows(model, inputs, attributions, source.labels, spec, folder, rng)
         summary = _summary(config, source, rows, {"n": len(background), "source": bg_where})
         report = {"summary": summary, "images": rows, "skipped": inputs.skipped}
-        write_text_atomic(out / "explain.json", json.dumps(report, indent=2) + "\n")
-        write_text_atomic(out / "report.html", report_html(report, figures))
-    except OSError as exc:
-        raise EdgeclsError(
-            f"--out {out}: cannot write the report ({exc.strerror or exc})"
-        ) from None
+        (folder / "explain.json").write_text(json.dumps(report, indent=2) + "\n")
+        (folder / "report.html").write_text(report_html(report, figures), encoding="utf-8")
     report["out"] = str(out)
     return report
+
+
+def _check_out(out: Path) -> None:
+    """The report replaces an earlier report whole, and nothing else: a folder holding other
+    files is the user's."""
+    if out.exists() and not out.is_dir():
+        raise EdgeclsError(f"--out {out}: is a file; give a folder for the report")
+    if out.is_dir() and any(out.iterdir()) and not (out / "explain.json").is_file():
+        raise EdgeclsError(
+            f"--out {out}: holds files that are not an edgecls report; give a new or empty "
+            "folder (an earlier report there is replaced whole)"
+        )

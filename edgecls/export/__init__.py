@@ -18,9 +18,9 @@ import numpy as np
 from rich.console import Console
 
 from edgecls import __version__
-from edgecls.durable import write_text_atomic
+from edgecls.durable import staged_folder, write_text_atomic
 from edgecls.errors import EdgeclsError
-from edgecls.export.bundle_dir import check_destination, staged_bundle
+from edgecls.export.bundle_dir import check_destination
 from edgecls.export.calibration import (
     MIN_RECOMMENDED,
     balanced_sample,
@@ -280,7 +280,7 @@ def export_bundle(config: ExportConfig, console: Console | None = None) -> Expor
     ctx = ExportContext(logits_model(model), spec.size, calibration, config.io, config.onnx_int8)
     meta = embedded_metadata(source.labels, spec)
     try:
-        with staged_bundle(out) as folder:
+        with staged_folder(out, "the bundle") as folder:
             artifacts = [_artifact(a, ctx, folder, evalset, config, meta, console) for a in plan]
             artifacts = _int8_checks(artifacts, ctx, folder, evalset, config, meta, console)
             manifest = _manifest(out, source, spec, calib, evalset, config, artifacts)

@@ -5,15 +5,10 @@ renames; the bundle it replaces (an edgecls bundle, checked) is removed only aft
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
-import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
-from edgecls.durable import replace_folder
 from edgecls.errors import EdgeclsError
 
 # What an edgecls bundle folder holds; anything else in it is the user's and stops the export.
@@ -53,25 +48,3 @@ def check_destination(out: Path, model: Path) -> None:
             f"--out {out}: {what}; edgecls replaces only its own bundles: give a new or empty "
             "folder"
         )
-
-
-@contextlib.contextmanager
-def staged_bundle(out: Path) -> Iterator[Path]:
-    """A temporary folder to write the bundle into; on success it becomes `out` atomically, on
-    any failure it is removed and `out` is left as it was. Disk full or read-only destinations
-    are one error line naming --out."""
-    where = Path(os.path.abspath(out))  # `--out .` has no name to put a sibling beside
-    tmp = where.parent / f".{where.name}.partial-{os.getpid()}"
-    try:
-        where.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        yield tmp
-        replace_folder(tmp, where)  # after a power cut the bundle is whole, or the old one
-    except OSError as exc:
-        raise EdgeclsError(
-            f"--out {out}: cannot write the bundle ({exc.strerror or exc}); free space or "
-            "choose a writable folder; nothing was changed"
-        ) from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
