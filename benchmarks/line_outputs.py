@@ -1,7 +1,7 @@
 """What the line outputs cost the loop: FPS with MQTT + HTTP (a live viewer and a /metrics
 poller connected) + drift on, over FPS with no outputs, measured in one run, alternating rounds.
 
-    python benchmarks/line_outputs.py [--bundle export/NAME] [--frames 1500] [--rounds 20]
+    python benchmarks/line_outputs.py [--bundle export/NAME] [--frames 1500] [--rounds 20] [--each]
 
 Each round is timed from its frame --warm-up (300) on, so what is measured is the steady state a
 board runs in for months; start-up (the MQTT connection, the drift monitor filling its window from
@@ -27,6 +27,8 @@ median over rounds sets aside the rounds in which the machine jumped. How far an
 may fall is reported too, as a bootstrap interval over the rounds. It is narrower than the truth:
 neighbouring rounds share a bare round, and it cannot see a machine that is busier for a whole run
 (here, runs minutes apart differed by more than it says). Pool several runs before judging.
+With --each, rounds of each output alone (MQTT; HTTP with its viewer and poller; drift) go in
+the same sequence, each between bare rounds, to show where the cost of the full round lies.
 """
 
 from __future__ import annotations
@@ -167,11 +169,19 @@ def _children_cpu() -> list[float]:
     return totals
 
 
-def one_round(bundle, video, artifact, threads, broker, port: int | None, warm_up: int) -> dict:
-    if port is not None:
-        kw = {"mqtt": f"{broker.url}/bench", "http": str(port), "drift": True}
-    else:
-        kw = {"drift": False}
+# what each kind of round runs: "full" is the benchmark; the others, with --each, show what each
+# output costs alone (the MQTT client and broker; the HTTP server with its viewer and poller;
+# the drift monitor)
+VARIANTS = {
+    "bare": lambda broker, port: {"drift": False},
+    "full": lambda broker, port: {"mqtt": f"{broker.url}/bench", "http": str(port), "drift": True},
+    "mqtt": lambda broker, port: {"mqtt": f"{broker.url}/bench", "drift": False},
+    "http": lambda broker, port: {"http": str(port), "drift": False},
+    "drift": lambda broker, port: {"drift": True},
+}
+
+
+def one_round(bundle, video, artifact, threads, kw: dict, warm_up: int) -> dict:
     opts = RunOptions(
         bundle=bundle, source=str(video), artifact=artifact, threads=threads, headless=True, **kw
     )
@@ -195,29 +205,30 @@ def med(values) -> float:
     return round(float(np.median(values)), 3)
 
 
-def measure(args, bundle: Path, video: Path, broker, port: int) -> list[dict]:
-    def bare():
-        return one_round(bundle, video, args.artifact, args.threads, broker, None, args.warm_up)
+def measure(args, bundle: Path, video: Path, broker, port: int, kinds: list[str]) -> dict:
+    """Rounds of each kind, each between two bare rounds: {kind: [round, ...]}."""
 
-    def full():
-        return one_round(bundle, video, args.artifact, args.threads, broker, port, args.warm_up)
+    def one(kind: str) -> dict:
+        kw = VARIANTS[kind](broker, port)
+        return one_round(bundle, video, args.artifact, args.threads, kw, args.warm_up)
 
-    full()  # the first run of all warms the machine's caches
-    rounds, before = [], bare()
+    one("full")  # the first run of all warms the machine's caches
+    rounds, before = {kind: [] for kind in kinds}, one("bare")
     for _ in range(args.rounds):
-        with_outputs = full()
-        after = bare()
-        rounds.append(
-            {
-                "bare": before,
-                "full": with_outputs,
-                "bare_after": after,
-                "ratio": with_outputs["fps"] / _geomean(before["fps"], after["fps"]),
-                "cpu_ratio": _geomean(before["cpu_ms_per_frame"], after["cpu_ms_per_frame"])
-                / with_outputs["cpu_ms_per_frame"],
-            }
-        )
-        before = after
+        for kind in kinds:
+            with_outputs = one(kind)
+            after = one("bare")
+            rounds[kind].append(
+                {
+                    "bare": before,
+                    "full": with_outputs,
+                    "bare_after": after,
+                    "ratio": with_outputs["fps"] / _geomean(before["fps"], after["fps"]),
+                    "cpu_ratio": _geomean(before["cpu_ms_per_frame"], after["cpu_ms_per_frame"])
+                    / with_outputs["cpu_ms_per_frame"],
+                }
+            )
+            before = after
     return rounds
 
 
@@ -268,6 +279,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--threads", type=int)
     ap.add_argument("--json", type=Path)
+    ap.add_argument(
+        "--each", action="store_true", help="also each output alone (MQTT, HTTP, drift), paired"
+    )
     args = ap.parse_args()
     if not 0 <= args.warm_up < args.frames:
         ap.error(f"--warm-up {args.warm_up}: give fewer frames than --frames {args.frames}")
@@ -279,11 +293,14 @@ def main() -> int:
     ensure_drift_reference(bundle, video)
     broker = Mosquitto(work / "broker").start()
     port = free_port()
-    expected = (args.rounds + 1) * args.frames
+    kinds = ["full", *(["mqtt", "http", "drift"] if args.each else [])]
+    # the warm-up round and every round that publishes
+    expected = 1 + args.rounds * sum("mqtt" in VARIANTS[k](broker, port) for k in kinds)
+    expected *= args.frames
     Subscriber(broker, "bench/records", client_id=COUNTER).close()  # the session keeps them
     watching = viewers(port)
     try:
-        rounds = measure(args, bundle, video, broker, port)
+        rounds = measure(args, bundle, video, broker, port, kinds)
         sub = Subscriber(broker, "bench/records", client_id=COUNTER)
         sub.wait_for(lambda s: len(s.on("/records")) >= expected, 60)
         received = len(sub.on("/records"))
@@ -292,7 +309,11 @@ def main() -> int:
         watching.kill()
         watching.wait()
         broker.stop()
-    report = summarise(args, bundle, rounds)
+    report = summarise(args, bundle, rounds["full"])
+    for kind in kinds[1:]:  # alone: what each output costs (their product ~ the full ratio)
+        ratios = [r["ratio"] for r in rounds[kind]]
+        report[f"ratio_median_{kind}_alone"] = med(ratios)
+        report[f"ratio_median_{kind}_alone_90pct_interval"] = median_interval(ratios)
     report |= {"mqtt_records_received": received, "mqtt_records_expected": expected}
     width = max(map(len, report))
     for k, v in report.items():
