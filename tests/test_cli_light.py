@@ -32,3 +32,20 @@ def test_console_script_help_lists_commands():
     ).stdout
     for name in ("train", "evaluate", "predict", "data"):
         assert name in out
+
+
+INTERRUPTED_START = """
+import sys
+class CtrlC:  # the Ctrl-C lands while the command line is being imported
+    def find_spec(self, name, path=None, target=None):
+        if name == "edgecls.cli":
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, CtrlC())
+from edgecls.__main__ import main
+main()
+"""
+
+
+def test_ctrl_c_while_the_command_line_starts_is_a_quiet_130():
+    done = subprocess.run([sys.executable, "-c", INTERRUPTED_START], capture_output=True, text=True)
+    assert done.returncode == 130 and done.stderr == "interrupted\n", done.stderr
