@@ -114,6 +114,17 @@ def _exchange(a: Path, b: Path) -> bool:
     return renameat2(_AT_FDCWD, a, _AT_FDCWD, b, _RENAME_EXCHANGE) == 0
 
 
+def refuse_working_folder(out: Path) -> None:
+    """An --out that a swap would replace under the process and the user's shell (`--out .`, or
+    a folder holding the working folder): refused at the start, before any work."""
+    where, here = Path(os.path.abspath(out)), Path.cwd()
+    if where == here or where in here.parents:
+        raise EdgeclsError(
+            f"--out {out}: is the folder you are in (or holds it), which would be replaced under "
+            "you; give a new folder, e.g. --out runs/NAME"
+        )
+
+
 @contextlib.contextmanager
 def staged_folder(out: Path, what: str) -> Iterator[Path]:
     """A temporary sibling folder to write `what` (the bundle, the report) into; on success it

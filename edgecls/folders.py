@@ -113,7 +113,7 @@ def _scan(
             if first is p:
                 files[name].append(p)
             else:
-                twice.append((p, f"the same file as {first} (a link)"))
+                twice.append((p, f"the same file as {first}, reached twice through a link"))
     every = [p for paths in files.values() for p in paths]
     with ThreadPoolExecutor(max_workers=4) as pool:
         results = {}
@@ -184,8 +184,9 @@ def load_folder_dataset(
     if not root.is_dir():
         raise EdgeclsError(f"--data {root}: not a folder")
     train_dir = _find_split_dir(root, "train")
-    if train_dir is not None and not _class_dirs(train_dir):
-        train_dir = None  # images right in it: `train` is a class (trains, buses, ...)
+    splits_beside = any(_find_split_dir(root, name) for name in ("val", "test"))
+    if train_dir is not None and not _class_dirs(train_dir) and not splits_beside:
+        train_dir = None  # images right in it, no val/ or test/: a class (trains, buses, ...)
     if train_dir is None:
         class_dirs = {d.name: d for d in _class_dirs(root)}
         _require_classes(root, class_dirs)

@@ -235,9 +235,10 @@ def test_a_camera_faster_than_the_model_skips_older_frames_and_says_how_many(
 
 @pytest.mark.parametrize(
     ("stop", "code"),
-    # Ctrl-C and a closed terminal interrupt; systemctl stop is the service's normal end
-    [(signal.SIGINT, 130), (signal.SIGTERM, 0), (signal.SIGHUP, 129)],
-    ids=["sigint", "sigterm", "sighup"],
+    # Ctrl-C and a closed terminal interrupt; systemctl stop is the service's normal end; under
+    # nohup (SIGHUP ignored from the start) a closed terminal leaves it running, and SIGTERM ends it
+    [(signal.SIGINT, 130), (signal.SIGTERM, 0), (signal.SIGHUP, 129), ("nohup", 0)],
+    ids=["sigint", "sigterm", "sighup", "nohup"],
 )
 def test_a_signal_flushes_outputs_and_prints_the_summary(
     bundle, insects_data, tmp_path, stop, code
@@ -271,10 +272,18 @@ def test_a_signal_flushes_outputs_and_prints_the_summary(
         stderr=subprocess.PIPE,
         text=True,
         cwd=tmp_path,
+        preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))
+        if stop == "nohup"
+        else None,
     )
     first = proc.stdout.readline()
     assert first.startswith("{"), proc.stderr.read()
     time.sleep(0.5)
+    if stop == "nohup":
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(0.3)  # a stop would have begun by now
+        assert proc.poll() is None  # still running
+        stop = signal.SIGTERM
     proc.send_signal(stop)
     out, errs = proc.communicate(timeout=60)
     assert proc.returncode == code, errs

@@ -121,12 +121,16 @@ def test_a_report_replaces_an_earlier_one_whole_and_never_a_users_folder(
 
     out = tmp_path / "report"
     assert explain(out).exit_code == 0
-    (out / "beetles_9999.png").write_bytes(b"a figure of the last report")
+    (out / "007_beetles_9999.png").write_bytes(b"a figure of the last report")
     result = explain(out)
     assert result.exit_code == 0, result.output
-    assert not (out / "beetles_9999.png").exists()  # replaced whole, not mixed into
+    assert not (out / "007_beetles_9999.png").exists()  # replaced whole, not mixed into
     assert (out / "report.html").is_file() and (out / "explain.json").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # nothing left aside
+    (out / "notes.txt").write_text("mine")  # a report the user wrote into: theirs now
+    result = explain(out)
+    assert result.exit_code == 2 and "not an edgecls report (notes.txt)" in result.output
+    assert (out / "notes.txt").read_text() == "mine" and (out / "explain.json").is_file()
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "thesis.txt").write_text("precious")

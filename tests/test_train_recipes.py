@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgecls.cli import app
+from edgecls.errors import EdgeclsError
 from edgecls.train.models import MODELS, ModelConfig, build_model, recipe_for
 
 
@@ -194,26 +196,28 @@ def test_config_json_names_the_data_from_wherever_the_run_is_used(tmp_path, monk
     assert d["data"] == str(tmp_path / "photos") and d["out"] == str(tmp_path / "runs" / "x")
 
 
-@pytest.mark.parametrize("what", ["run folder", "bundle"])
-def test_out_dot_is_the_working_folder_not_a_crash(tmp_path, monkeypatch, what):
-    """`--out .` has an empty name; the staging folder beside it once came from that name."""
-    from edgecls.durable import staged_folder
+@pytest.mark.parametrize("what", ["run folder", "bundle", "report"])
+@pytest.mark.parametrize("out", [".", ".."])
+def test_an_out_that_is_the_working_folder_is_refused(tmp_path, monkeypatch, what, out):
+    """`--out .` once crashed (the staging folder's name came from the empty name); swapping
+    it in would replace the folder the user's shell is in, so it is refused at the start."""
+    from edgecls.explain import _check_out
+    from edgecls.export.bundle_dir import check_destination
     from edgecls.train.runfolder import RunFolder
 
     here = tmp_path / "here"
     here.mkdir()
+    (here / "mine.txt").write_text("precious")
     monkeypatch.chdir(here)
-    if what == "run folder":
-        with RunFolder(Path(".")) as run:
-            (run.staging / "config.json").write_text(json.dumps({"edgecls_version": "test"}))
-            run.commit()
-        written = "config.json"
-    else:
-        with staged_folder(Path("."), "the bundle") as staging:
-            (staging / "manifest.json").write_text("{}")
-        written = "manifest.json"
-    assert [p.name for p in here.iterdir()] == [written]
-    assert [p.name for p in tmp_path.iterdir()] == ["here"]  # no staging left beside it
+    check = {
+        "run folder": lambda: RunFolder(Path(out)),
+        "bundle": lambda: check_destination(Path(out), here / "model.keras"),
+        "report": lambda: _check_out(Path(out)),
+    }[what]
+    with pytest.raises(EdgeclsError, match=rf"--out {re.escape(out)}: is the folder you are in"):
+        check()
+    assert [p.name for p in tmp_path.iterdir()] == ["here"]
+    assert [p.name for p in here.iterdir()] == ["mine.txt"]
 
 
 def test_decoded_images_past_the_memory_budget_go_to_a_disk_cache(tmp_path):

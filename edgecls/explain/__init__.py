@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,7 +21,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
-from edgecls.durable import check_writable_folder, staged_folder
+from edgecls.durable import check_writable_folder, refuse_working_folder, staged_folder
 from edgecls.errors import EdgeclsError
 from edgecls.explain.checks import DELETION_FRACTION, deletion_check, mask_for, pointing_game
 from edgecls.explain.methods import EXPLAINERS
@@ -164,13 +165,23 @@ def explain(config: ExplainConfig, console: Console | None = None) -> dict:
     return report
 
 
+# what a report folder holds: anything else in it is the user's, and the folder is not replaced
+_REPORT_FILE = re.compile(r"explain\.json|report\.html|\d{3}_.*\.png")
+
+
 def _check_out(out: Path) -> None:
     """The report replaces an earlier report whole, and nothing else: a folder holding other
-    files is the user's."""
+    files (or an earlier report mixed with them) is the user's."""
+    refuse_working_folder(out)
     if out.exists() and not out.is_dir():
         raise EdgeclsError(f"--out {out}: is a file; give a folder for the report")
-    if out.is_dir() and any(out.iterdir()) and not (out / "explain.json").is_file():
+    entries = list(out.iterdir()) if out.is_dir() else []
+    foreign = sorted(
+        e.name for e in entries if not (e.is_file() and _REPORT_FILE.fullmatch(e.name))
+    )
+    if entries and (foreign or not (out / "explain.json").is_file()):
+        shown = f" ({', '.join(foreign[:3])})" if foreign else ""
         raise EdgeclsError(
-            f"--out {out}: holds files that are not an edgecls report; give a new or empty "
-            "folder (an earlier report there is replaced whole)"
+            f"--out {out}: holds files that are not an edgecls report{shown}; give a new or "
+            "empty folder (an earlier report there is replaced whole)"
         )

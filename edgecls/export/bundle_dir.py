@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+from edgecls.durable import refuse_working_folder
 from edgecls.errors import EdgeclsError
 
 # What an edgecls bundle folder holds; anything else in it is the user's and stops the export.
@@ -30,6 +31,7 @@ def check_destination(out: Path, model: Path) -> None:
     """Refuse an --out that would destroy or mix what edgecls did not write: a file, the run
     folder (or any folder holding the model), a non-empty folder that is not an edgecls bundle."""
     out = Path(out)
+    refuse_working_folder(out)
     if out.exists() and not out.is_dir():
         raise EdgeclsError(f"--out {out}: is a file; give a folder for the bundle")
     if out.resolve() in Path(model).resolve().parents:

@@ -65,6 +65,8 @@ class _Stop:
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
             for sig in STOP_SIGNALS:
+                if signal.getsignal(sig) is signal.SIG_IGN:
+                    continue  # `nohup edgecls run ... &`: asked to outlive a logout, it does
                 self._previous[sig] = signal.signal(sig, self._set)
         return self.event
 

@@ -79,11 +79,12 @@ class TrainResult:
     interrupted: bool
 
 
-def _shown(path: Path) -> str:
-    """A path for the console: bytes that are not UTF-8 as escapes, brackets not markup."""
+def _shown(text) -> str:
+    """A path (or a reason naming one) for the console: bytes that are not UTF-8 as escapes,
+    brackets as brackets, not markup."""
     from rich.markup import escape
 
-    return escape(str(path).encode("utf-8", "backslashreplace").decode("utf-8"))
+    return escape(str(text).encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
 def unique_run_dir(base: Path) -> Path:
@@ -137,7 +138,7 @@ def scan(config: TrainConfig, console: Console) -> FolderDataset:
     )
     for path, why in dataset.skipped[:10]:
         console.print(
-            f"  [yellow]skipped[/] {_shown(path)}: {why}", highlight=False, soft_wrap=True
+            f"  [yellow]skipped[/] {_shown(path)}: {_shown(why)}", highlight=False, soft_wrap=True
         )
     if len(dataset.skipped) > 10:
         console.print(f"  … and {len(dataset.skipped) - 10} more (see skipped.txt)")

@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from edgecls.durable import replace_folder
+from edgecls.durable import refuse_working_folder, replace_folder
 from edgecls.errors import EdgeclsError
 
 # Everything `edgecls train` writes into a run folder; anything else there is the user's.
@@ -46,6 +46,7 @@ def is_run_folder(path: Path) -> bool:
 
 def check_out(out: Path) -> None:
     """Refuse, in one line, an --out that training could only fill by mixing or deleting."""
+    refuse_working_folder(out)
     if out.exists() and not out.is_dir():
         raise EdgeclsError(f"--out {out}: is a file, not a folder; choose another --out")
     if not out.is_dir() or not any(out.iterdir()):

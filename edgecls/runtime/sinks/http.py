@@ -75,7 +75,10 @@ class HttpSink:
         try:
             self.server = server((host, port), handler)
         except OSError as exc:
-            what = "choose another port" if exc.errno == errno.EADDRINUSE else "check the host"
+            what = {
+                errno.EADDRINUSE: "choose another port",
+                errno.EACCES: "a port below 1024 needs privileges: choose one above it",
+            }.get(exc.errno, "check the host")
             raise EdgeclsError(
                 f"--http {_shown(host)}:{port}: cannot listen ({exc.strerror}); {what}"
             ) from None

@@ -58,15 +58,18 @@ class RotatingFile:
         data = line.encode("utf-8")
         if self.size + len(data) > self.max_bytes and self.size:
             self.rotate()
+        # the file's own size, not ours: logrotate's copytruncate or another writer may change it
+        before = os.fstat(self.file.fileno()).st_size
         try:
             written = self.file.write(data)
             if written != len(data):  # a short write: the disk took only part of the line
                 raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self.path))
         except OSError:
             with contextlib.suppress(OSError):
-                self.file.truncate(self.size)  # back to the last whole line
+                if os.fstat(self.file.fileno()).st_size > before:
+                    self.file.truncate(before)  # back to the last whole line, never beyond
             raise
-        self.size += len(data)
+        self.size = before + len(data)
 
     def rotate(self) -> None:
         self.file.close()

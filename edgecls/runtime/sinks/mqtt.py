@@ -128,8 +128,8 @@ class MqttSink:
         line = f"{leaf} {int(retain)} {json.dumps(payload)}\n".encode()
         try:
             self.proc.stdin.write(line)
-        except (OSError, ValueError):  # its pipe is gone, or closed after a failed flush
-            self._revive()
+        except (OSError, ValueError):  # its pipe is gone, or closed after a failed start
+            self._revive(extra=1)  # this message, too
             return
         self.unflushed += 1
 
@@ -144,21 +144,21 @@ class MqttSink:
         self._maybe_drift()
         try:
             self.proc.stdin.flush()
-        except OSError:
+        except (OSError, ValueError):
             self._revive()
             return
         self.unflushed = 0
 
-    def _revive(self) -> None:
+    def _revive(self, extra: int = 0) -> None:
         """The client process died (killed, out of memory): what it held is lost, what found it
         gone is counted, and a new one is started, at most once per back-off step, so a board
         that runs for months does not stay silent on MQTT after one crash."""
-        lost, self.unflushed = self.unflushed + 1, 0  # + the message that found it gone
+        lost, self.unflushed = self.unflushed + extra, 0
         self.context.summary.add_dropped(self.name, lost)
         if self.closing or time.monotonic() < self.next_start:
             return
-        code = self.proc.poll()
-        self._stop_client()
+        self._stop_client()  # reaped: its exit code is known
+        code = self.proc.returncode
         self.connected.clear()
         self.context.log(
             f"warning: mqtt: the client process ended (exit {code}); what it had not sent is "
