@@ -9,6 +9,7 @@ import contextlib
 import ctypes
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -114,6 +115,12 @@ def _exchange(a: Path, b: Path) -> bool:
     return renameat2(_AT_FDCWD, a, _AT_FDCWD, b, _RENAME_EXCHANGE) == 0
 
 
+def foreign_files(folder: Path, ours: re.Pattern) -> list[str]:
+    """The entries of an output folder edgecls did not write (anything but a file whose name
+    `ours` matches), sorted: a folder holding any is the user's, never replaced."""
+    return sorted(e.name for e in folder.iterdir() if not (e.is_file() and ours.fullmatch(e.name)))
+
+
 def refuse_working_folder(out: Path) -> None:
     """An --out that a swap would replace under the process and the user's shell (`--out .`, or
     a folder holding the working folder): refused at the start, before any work."""
@@ -130,7 +137,7 @@ def staged_folder(out: Path, what: str) -> Iterator[Path]:
     """A temporary sibling folder to write `what` (the bundle, the report) into; on success it
     becomes `out` in one swap, on any failure it is removed and `out` is left as it was. Disk
     full or read-only destinations are one error line naming --out."""
-    where = Path(os.path.abspath(out))  # `--out .` has no name to put a sibling beside
+    where = Path(os.path.abspath(out))  # `runs/x/..` names runs, with a name to put beside
     tmp = where.parent / f".{where.name}.partial-{os.getpid()}"
     try:
         where.parent.mkdir(parents=True, exist_ok=True)

@@ -21,7 +21,12 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
-from edgecls.durable import check_writable_folder, refuse_working_folder, staged_folder
+from edgecls.durable import (
+    check_writable_folder,
+    foreign_files,
+    refuse_working_folder,
+    staged_folder,
+)
 from edgecls.errors import EdgeclsError
 from edgecls.explain.checks import DELETION_FRACTION, deletion_check, mask_for, pointing_game
 from edgecls.explain.methods import EXPLAINERS
@@ -175,11 +180,10 @@ def _check_out(out: Path) -> None:
     refuse_working_folder(out)
     if out.exists() and not out.is_dir():
         raise EdgeclsError(f"--out {out}: is a file; give a folder for the report")
-    entries = list(out.iterdir()) if out.is_dir() else []
-    foreign = sorted(
-        e.name for e in entries if not (e.is_file() and _REPORT_FILE.fullmatch(e.name))
-    )
-    if entries and (foreign or not (out / "explain.json").is_file()):
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    foreign = foreign_files(out, _REPORT_FILE)
+    if foreign or not (out / "explain.json").is_file():
         shown = f" ({', '.join(foreign[:3])})" if foreign else ""
         raise EdgeclsError(
             f"--out {out}: holds files that are not an edgecls report{shown}; give a new or "

@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from edgecls.durable import refuse_working_folder
+from edgecls.durable import foreign_files, refuse_working_folder
 from edgecls.errors import EdgeclsError
 
 # What an edgecls bundle folder holds; anything else in it is the user's and stops the export.
@@ -40,12 +40,11 @@ def check_destination(out: Path, model: Path) -> None:
         )
     if not out.is_dir():
         return
-    entries = list(out.iterdir())
-    if not entries:
+    if not any(out.iterdir()):
         return
-    foreign = [e.name for e in entries if not (e.is_file() and _BUNDLE_FILE.fullmatch(e.name))]
+    foreign = foreign_files(out, _BUNDLE_FILE)
     if not _is_bundle(out) or foreign:
-        what = f"holds {', '.join(sorted(foreign)[:3])}" if foreign else "is not an edgecls bundle"
+        what = f"holds {', '.join(foreign[:3])}" if foreign else "is not an edgecls bundle"
         raise EdgeclsError(
             f"--out {out}: {what}; edgecls replaces only its own bundles: give a new or empty "
             "folder"

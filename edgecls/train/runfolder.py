@@ -70,7 +70,7 @@ class RunFolder:
 
     def __init__(self, out: Path):
         check_out(out)
-        self.out = Path(os.path.abspath(out))  # `--out .` has no name to put a sibling beside
+        self.out = Path(os.path.abspath(out))  # `runs/x/..` names runs, with a name to put beside
         self.staging = self.out.with_name(f".{self.out.name}.staging-{os.getpid()}")
         self.committed = False
 
