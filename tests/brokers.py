@@ -19,7 +19,7 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 
 
 class Mosquitto:
-    def __init__(self, folder: Path, port: int | None = None, tls: dict | None = None):
+    def __init__(self, folder: Path, port: int | None = None, settings: dict | None = None):
         if not Path(MOSQUITTO).exists():
             raise RuntimeError("mosquitto is not installed: `make setup` installs it (apt)")
         self.folder = Path(folder)
@@ -28,14 +28,16 @@ class Mosquitto:
         self.conf = self.folder / "mosquitto.conf"
         self.conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
-            "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self.folder}/\n"
             f"log_dest file {self.folder / 'mosquitto.log'}\n"
             "max_queued_messages 100000\n"
             # as root, mosquitto drops to user `mosquitto`, who cannot read the test's folder
             + ("user root\n" if os.geteuid() == 0 else "")
-            + "".join(f"{k} {v}\n" for k, v in (tls or {}).items())
+            # more settings: TLS files, a password file, allow_anonymous false
+            + "".join(
+                f"{k} {v}\n" for k, v in {"allow_anonymous": "true", **(settings or {})}.items()
+            )
         )
         self.proc: subprocess.Popen | None = None
 
@@ -96,7 +98,13 @@ class Subscriber:
     """Collects JSON messages of `topic` (with a persistent session, so a broker restart loses
     nothing queued for it)."""
 
-    def __init__(self, broker: Mosquitto, topic: str, client_id: str = "test-subscriber"):
+    def __init__(
+        self,
+        broker: Mosquitto,
+        topic: str,
+        client_id: str = "test-subscriber",
+        auth: tuple[str, str] | None = None,
+    ):
         import paho.mqtt.client as mqtt
 
         self.messages: list[tuple[str, object, bool]] = []
@@ -105,6 +113,8 @@ class Subscriber:
         self.client = mqtt.Client(
             mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False
         )
+        if auth:
+            self.client.username_pw_set(*auth)
         self.client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
         self.client.on_subscribe = lambda *a: self.subscribed.set()
         self.client.on_message = self._on_message

@@ -787,7 +787,7 @@ def test_http_listens_on_an_ipv6_address():
 def test_mqtts_with_a_ca_file_reaches_a_tls_broker(tmp_path):
     certs = make_certificates(tmp_path / "certs")
     tls = {"cafile": certs["ca"], "certfile": certs["cert"], "keyfile": certs["key"]}
-    broker = Mosquitto(tmp_path / "broker", tls=tls).start()
+    broker = Mosquitto(tmp_path / "broker", settings=tls).start()
     logs = []
     try:
         url = f"mqtts://127.0.0.1:{broker.port}/secure"
@@ -810,3 +810,62 @@ def test_mqtts_with_a_ca_file_reaches_a_tls_broker(tmp_path):
         broker.stop()
     with pytest.raises(EdgeclsError, match=r"--mqtt-ca .*no such file"):
         config(mqtt=url, mqtt_ca=str(tmp_path / "missing.crt"))
+
+
+def test_mqtt_user_and_password_reach_a_broker_that_asks_for_them(tmp_path):
+    passwords = tmp_path / "passwords"
+    subprocess.run(
+        ["mosquitto_passwd", "-b", "-c", str(passwords), "line", "s3cr:t"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    passwords.chmod(0o600)
+    settings = {"allow_anonymous": "false", "password_file": passwords}
+    broker = Mosquitto(tmp_path / "broker", settings=settings).start()
+    try:
+        sub = Subscriber(broker, "auth/#", auth=("line", "s3cr:t"))
+        logs = []
+        url = f"mqtt://line:s3cr%3At@127.0.0.1:{broker.port}/auth"  # a `:` in it, URL-quoted
+        sinks = build_sinks(config(mqtt=url), context(logs)).open()
+        assert sinks.runners[0].sink.connected.wait(10), logs
+        sinks.publish(record(7))
+        assert sub.wait_for(lambda s: [r["frame"] for r in s.on("/records")] == [7])
+        sinks.close()
+        sub.close()
+        # a wrong password: refused, said once (not once per retry), and the loop runs on
+        said = []
+        wrong = f"mqtt://line:guess@127.0.0.1:{broker.port}/auth"
+        bad = build_sinks(config(mqtt=wrong), context(said)).open()
+        assert not bad.runners[0].sink.connected.wait(3.5)  # attempts at 0, 1 and 3 s
+        bad.close()
+    finally:
+        broker.stop()
+    refusals = [m for m in said if "refused us" in m]
+    assert len(refusals) == 1 and "check the user, password" in refusals[0], said
+    assert "Not authorized" in refusals[0], refusals
+
+
+def test_mqtt_records_of_a_thousand_classes_arrive_whole(broker):
+    """An ImageNet-size label set makes each record ~22 KB, so a batch is more than the socket
+    takes at once: it is sent on as the socket has room, and every record arrives intact."""
+    labels = tuple(f"class_{i:04d}" for i in range(1000))
+    identity = Identity("imagenet", "model_int8.tflite", "cd" * 32, labels)
+    probs = tuple(np.linspace(0, 1, 1000) / 500)
+    records = [
+        Record(frame=i, time=time.time(), label=labels[-1], top=labels[-1], confidence=probs[-1],
+               probs=probs, latency_ms=9.0, source="cam", identity=identity)
+        for i in range(200)
+    ]  # fmt: skip
+    sub = Subscriber(broker, "big/records")
+    ctx = SinkContext(Summary(), threading.Event(), [].append, identity, live=False)
+    sinks = build_sinks(config(mqtt=f"{broker.url}/big"), ctx).open()
+    assert sinks.runners[0].sink.connected.wait(10)
+    for r in records:
+        sinks.publish(r)
+    assert sub.wait_for(lambda s: len(s.on("/records")) >= 200, 30)
+    sinks.close()
+    sub.close()
+    got = sub.on("/records")
+    assert [r["frame"] for r in got] == list(range(200))
+    assert all(r == records[0].to_dict() | {"frame": r["frame"], "time": r["time"]} for r in got)
+    assert len(json.dumps(got[0])) > 20_000
+    assert not ctx.summary.outputs_dropped

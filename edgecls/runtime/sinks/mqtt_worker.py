@@ -62,6 +62,7 @@ class Bridge:
         self.client = None
         self.connected = False
         self.ever_connected = self.absent_said = self.overflow_said = self.tls_said = False
+        self.refused_said: set[str] = set()  # the broker's reasons, each said once
         # published, not yet acknowledged (one thread: an acknowledgement is only read in
         # loop_read, so it never comes before publish() has returned the message id)
         self.pending: set[int] = set()
@@ -107,7 +108,12 @@ class Bridge:
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
-            self.tell(log=f"mqtt {self._where()} refused us ({reason_code})")
+            if str(reason_code) not in self.refused_said:  # once per reason, not every retry
+                self.refused_said.add(str(reason_code))
+                self.tell(
+                    log=f"warning: mqtt {self._where()} refused us ({reason_code}); check the "
+                    "user, password and client id in --mqtt; retrying meanwhile"
+                )
             return
         birth = {"state": "online", "time": round(time.time(), 3), **self.s["identity"]}
         self._track(client.publish(self.topic("status"), "online", qos=QOS, retain=True))
