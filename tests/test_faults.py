@@ -819,6 +819,33 @@ def test_full_disk_is_reported_once_counted_and_the_sink_goes_on(tmp_path, monke
     assert not list(save.glob(".edgecls-tmp-*"))  # no half-written files
 
 
+def test_saving_frames_pauses_while_the_disk_is_nearly_full(tmp_path, monkeypatch):
+    """Frames never take the last 64 MB a board needs (its journal, log, recording): saving
+    pauses, each frame not saved is counted, and saving resumes once there is room again."""
+    import collections
+
+    from edgecls.runtime.sinks import frames
+
+    usage = collections.namedtuple("usage", "total used free")
+    looks = []
+
+    def disk_usage(path):  # room for 3 frames, then 10 MB for 4, then room again
+        looks.append(path)
+        return usage(1 << 40, 0, 10 << 20 if 4 <= len(looks) <= 7 else 1 << 40)
+
+    monkeypatch.setattr(frames.shutil, "disk_usage", disk_usage)
+    save, logs = tmp_path / "saved", []
+    ctx, _ = run_sinks(config(save_dir=str(save)), [record(i) for i in range(10)], context(logs))
+    saved = sorted(p.name for p in save.iterdir())
+    assert len(saved) == ctx.summary.saved == 6
+    assert [int(re.search(r"-f(\d+)-", n)[1]) for n in saved] == [0, 1, 2, 7, 8, 9]
+    assert ctx.summary.outputs_dropped["frames"] == 4 and not ctx.summary.output_errors
+    paused = [m for m in logs if "frames are not saved" in m]
+    assert len(paused) == 1 and "10 MB left" in paused[0] and str(save) in paused[0], logs
+    assert sum("saving frames" in m for m in logs) == 1, logs
+    assert all(Path(p) == save for p in looks)
+
+
 def test_unwritable_outputs_fail_at_start_with_one_line(tmp_path, monkeypatch):
     blocker = tmp_path / "file"
     blocker.write_text("x")

@@ -64,6 +64,9 @@ class Sink(Protocol):
 SINKS: Registry[Callable[[object], Sink | None]] = Registry("sink")
 
 IMAGE_QUEUE = 8
+# a sink that fills a disk (saved frames, a recording) stops while less than this is left: a
+# board's OS, journal, log and other outputs need room too, and an MP4 needs it for its index
+DISK_RESERVE_BYTES = 64 << 20
 
 _MODULES = ("jsonlog", "mqtt", "http", "gpio", "command", "frames", "recording", "window")
 

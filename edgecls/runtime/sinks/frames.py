@@ -3,14 +3,16 @@
 Names carry the UTC time to the microsecond, the frame index, the label made safe for file names
 and the confidence (`edgecls-20260101T120000.123456Z-f00000042-def-0.97.jpg`), so a restart never
 overwrites the frames of the last run. Each frame is written to a temp file and renamed, so a full
-disk leaves no half JPEG. The quota deletes the oldest frames first, and only files with this
-exact name pattern: nothing edgecls did not write is ever deleted.
+disk leaves no half JPEG; and saving pauses, counted, while the disk has less than 64 MB left, so
+saved frames never take the last room the board needs. The quota deletes the oldest frames
+first, and only files with this exact name pattern: nothing edgecls did not write is deleted.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from collections import deque
 from datetime import datetime, timezone
@@ -20,7 +22,7 @@ import cv2
 
 from edgecls.durable import check_writable_folder
 from edgecls.runtime.records import Record
-from edgecls.runtime.sinks import SINKS, SinkContext
+from edgecls.runtime.sinks import DISK_RESERVE_BYTES, SINKS, SinkContext
 
 OURS = re.compile(r"^edgecls-\d{8}T\d{6}\.\d{6}Z-f\d+-[A-Za-z0-9._-]+-\d\.\d{2}(-\d+)?\.jpg$")
 
@@ -48,6 +50,7 @@ class FramesSink:
         self.kept: deque[tuple[Path, int]] = deque()  # our files, oldest first
         self.total = 0
         self.over_quota_said = False
+        self.short = False  # the disk is below the reserve: frames are counted, not saved
 
     def open(self, context: SinkContext) -> None:
         self.context = context
@@ -71,6 +74,9 @@ class FramesSink:
         ok, buf = cv2.imencode(".jpg", event.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
         if not ok:
             raise RuntimeError("OpenCV could not encode the frame as JPEG")
+        if self._short_of_room(len(buf)):
+            self.context.summary.add_dropped(self.name)
+            return
         path = self._free_name(frame_name(event))
         self._write(path, buf.tobytes())
         self.context.summary.saved += 1
@@ -83,6 +89,22 @@ class FramesSink:
                     "is larger than the quota; only the newest frame is kept"
                 )
             self._prune(keep=1)
+
+    def _short_of_room(self, size: int) -> bool:
+        """True while saving this frame would leave the disk below the reserve; said once when
+        saving pauses and once when room comes back (a quota, or someone freeing space)."""
+        free = shutil.disk_usage(self.folder).free
+        short = free - size < DISK_RESERVE_BYTES
+        if short != self.short:
+            self.short = short
+            self.context.log(
+                f"warning: --save-dir {self.folder}: the disk has {free >> 20} MB left; frames "
+                f"are not saved (but counted) until it has more than {DISK_RESERVE_BYTES >> 20} "
+                "MB (free space, or set --save-max-mb)"
+                if short
+                else f"--save-dir {self.folder}: {free >> 20} MB free again; saving frames"
+            )
+        return short
 
     def _free_name(self, name: str) -> Path:
         path, n = self.folder / name, 1

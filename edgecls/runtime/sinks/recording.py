@@ -11,15 +11,14 @@ import cv2
 from edgecls.durable import check_writable_folder
 from edgecls.errors import EdgeclsError
 from edgecls.runtime.records import Record
-from edgecls.runtime.sinks import SINKS, SinkContext
+from edgecls.runtime.sinks import DISK_RESERVE_BYTES, SINKS, SinkContext
 from edgecls.runtime.sinks.overlay import draw
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 MEASURE_FRAMES, MEASURE_SECONDS = 60, 2.0
 # an MP4 is playable only once its index is written at the end: the recording is finished while
-# the disk still has this much room, rather than cut off by a full disk (which OpenCV's writer
+# the disk still has DISK_RESERVE_BYTES, rather than cut off by a full disk (which OpenCV's writer
 # does not report) into a file no player opens
-RESERVE_BYTES = 64 << 20
 CHECK_SECONDS = 1.0  # how often the room left is looked at
 
 
@@ -67,7 +66,7 @@ class RecordingSink:
 
     def _finish_if_the_disk_fills(self) -> None:
         free = shutil.disk_usage(self.path.parent).free
-        if free >= RESERVE_BYTES:
+        if free >= DISK_RESERVE_BYTES:
             return
         self.writer.release()  # finished and playable, with what it holds
         self.writer, self.broken = None, True
