@@ -9,10 +9,9 @@ import contextlib
 import ctypes
 import json
 import os
-import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -115,10 +114,26 @@ def _exchange(a: Path, b: Path) -> bool:
     return renameat2(_AT_FDCWD, a, _AT_FDCWD, b, _RENAME_EXCHANGE) == 0
 
 
-def foreign_files(folder: Path, ours: re.Pattern) -> list[str]:
-    """The entries of an output folder edgecls did not write (anything but a file whose name
-    `ours` matches), sorted: a folder holding any is the user's, never replaced."""
-    return sorted(e.name for e in folder.iterdir() if not (e.is_file() and ours.fullmatch(e.name)))
+def check_replaceable(
+    out: Path, what: str, is_ours: Callable[[Path], bool], our_file: Callable[[str], object]
+) -> None:
+    """Refuse, in one line and before any work, an --out that the swap at the end would take
+    from the user: the working folder (or one holding it), a file, or a non-empty folder that is
+    not `what` edgecls wrote (`is_ours` says no) or that holds an entry `our_file` does not name
+    (their notes, their images). A missing or empty folder is fine; so is an earlier `what`."""
+    out = Path(out)
+    refuse_working_folder(out)
+    if out.exists() and not out.is_dir():
+        raise EdgeclsError(f"--out {out}: is a file, not a folder; give a new or empty folder")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    foreign = sorted(e.name for e in out.iterdir() if not (e.is_file() and our_file(e.name)))
+    if foreign or not is_ours(out):
+        shown = f" ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''})"
+        raise EdgeclsError(
+            f"--out {out}: is not {what}{shown if foreign else ''}; edgecls replaces only its "
+            "own: give a new or empty folder"
+        )
 
 
 def refuse_working_folder(out: Path) -> None:

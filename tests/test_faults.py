@@ -183,7 +183,7 @@ CASES: list[Case] = [
         "export --out is a folder of the user's own files",
         lambda w: ["export", str(w.run), "--out", str(_user_folder(w))],
         2,
-        "edgecls replaces only its own bundles",
+        "is not an edgecls bundle (notes.txt); edgecls replaces only its own",
         after=lambda w: (w.tmp / "my-photos" / "notes.txt").read_text() == "mine, do not delete",
     ),
     Case(

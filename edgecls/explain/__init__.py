@@ -22,9 +22,8 @@ from rich.console import Console
 from rich.progress import Progress
 
 from edgecls.durable import (
+    check_replaceable,
     check_writable_folder,
-    foreign_files,
-    refuse_working_folder,
     staged_folder,
 )
 from edgecls.errors import EdgeclsError
@@ -174,18 +173,11 @@ def explain(config: ExplainConfig, console: Console | None = None) -> dict:
 _REPORT_FILE = re.compile(r"explain\.json|report\.html|\d{3}_.*\.png")
 
 
+def _is_report(folder: Path) -> bool:
+    return (folder / "explain.json").is_file()
+
+
 def _check_out(out: Path) -> None:
     """The report replaces an earlier report whole, and nothing else: a folder holding other
     files (or an earlier report mixed with them) is the user's."""
-    refuse_working_folder(out)
-    if out.exists() and not out.is_dir():
-        raise EdgeclsError(f"--out {out}: is a file; give a folder for the report")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    foreign = foreign_files(out, _REPORT_FILE)
-    if foreign or not (out / "explain.json").is_file():
-        shown = f" ({', '.join(foreign[:3])})" if foreign else ""
-        raise EdgeclsError(
-            f"--out {out}: holds files that are not an edgecls report{shown}; give a new or "
-            "empty folder (an earlier report there is replaced whole)"
-        )
+    check_replaceable(out, "an edgecls report", _is_report, _REPORT_FILE.fullmatch)

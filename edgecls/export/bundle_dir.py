@@ -9,7 +9,7 @@ import json
 import re
 from pathlib import Path
 
-from edgecls.durable import foreign_files, refuse_working_folder
+from edgecls.durable import check_replaceable, refuse_working_folder
 from edgecls.errors import EdgeclsError
 
 # What an edgecls bundle folder holds; anything else in it is the user's and stops the export.
@@ -31,21 +31,9 @@ def check_destination(out: Path, model: Path) -> None:
     """Refuse an --out that would destroy or mix what edgecls did not write: a file, the run
     folder (or any folder holding the model), a non-empty folder that is not an edgecls bundle."""
     out = Path(out)
-    refuse_working_folder(out)
-    if out.exists() and not out.is_dir():
-        raise EdgeclsError(f"--out {out}: is a file; give a folder for the bundle")
+    refuse_working_folder(out)  # first: `--out .` in the run folder holds the model too
     if out.resolve() in Path(model).resolve().parents:
         raise EdgeclsError(
             f"--out {out}: holds the model being exported; give a new folder, e.g. export/NAME"
         )
-    if not out.is_dir():
-        return
-    if not any(out.iterdir()):
-        return
-    foreign = foreign_files(out, _BUNDLE_FILE)
-    if not _is_bundle(out) or foreign:
-        what = f"holds {', '.join(foreign[:3])}" if foreign else "is not an edgecls bundle"
-        raise EdgeclsError(
-            f"--out {out}: {what}; edgecls replaces only its own bundles: give a new or empty "
-            "folder"
-        )
+    check_replaceable(out, "an edgecls bundle", _is_bundle, _BUNDLE_FILE.fullmatch)

@@ -14,7 +14,7 @@ import os
 import shutil
 from pathlib import Path
 
-from edgecls.durable import refuse_working_folder, replace_folder
+from edgecls.durable import check_replaceable, replace_folder
 from edgecls.errors import EdgeclsError
 
 # Everything `edgecls train` writes into a run folder; anything else there is the user's.
@@ -46,22 +46,7 @@ def is_run_folder(path: Path) -> bool:
 
 def check_out(out: Path) -> None:
     """Refuse, in one line, an --out that training could only fill by mixing or deleting."""
-    refuse_working_folder(out)
-    if out.exists() and not out.is_dir():
-        raise EdgeclsError(f"--out {out}: is a file, not a folder; choose another --out")
-    if not out.is_dir() or not any(out.iterdir()):
-        return
-    if not is_run_folder(out):
-        raise EdgeclsError(
-            f"--out {out}: folder is not empty and is not an edgecls run folder; "
-            "choose a new or empty folder"
-        )
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_ENTRIES)
-    if foreign:
-        raise EdgeclsError(
-            f"--out {out}: run folder also holds files edgecls did not write ({foreign[0]}"
-            f"{', ...' if len(foreign) > 1 else ''}); move them or choose another --out"
-        )
+    check_replaceable(out, "an edgecls run folder", is_run_folder, RUN_ENTRIES.__contains__)
 
 
 class RunFolder:
