@@ -128,11 +128,16 @@ def check_replaceable(
     if not out.is_dir() or not any(out.iterdir()):
         return
     foreign = sorted(e.name for e in out.iterdir() if not (e.is_file() and our_file(e.name)))
-    if foreign or not is_ours(out):
-        shown = f" ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''})"
+    shown = f" ({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''})"
+    if not is_ours(out):
         raise EdgeclsError(
             f"--out {out}: is not {what}{shown if foreign else ''}; edgecls replaces only its "
             "own: give a new or empty folder"
+        )
+    if foreign:
+        raise EdgeclsError(
+            f"--out {out}: is {what} but also holds files edgecls did not write{shown}; move "
+            "them, or give a new folder"
         )
 
 

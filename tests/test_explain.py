@@ -129,7 +129,10 @@ def test_a_report_replaces_an_earlier_one_whole_and_never_a_users_folder(
     assert [p.name for p in tmp_path.iterdir()] == ["report"]  # nothing left aside
     (out / "notes.txt").write_text("mine")  # a report the user wrote into: theirs now
     result = explain(out)
-    assert result.exit_code == 2 and "not an edgecls report (notes.txt)" in result.output
+    assert (
+        result.exit_code == 2
+        and "also holds files edgecls did not write (notes.txt)" in result.output
+    )
     assert (out / "notes.txt").read_text() == "mine" and (out / "explain.json").is_file()
     mine = tmp_path / "mine"
     mine.mkdir()

@@ -821,29 +821,55 @@ def test_full_disk_is_reported_once_counted_and_the_sink_goes_on(tmp_path, monke
 
 def test_saving_frames_pauses_while_the_disk_is_nearly_full(tmp_path, monkeypatch):
     """Frames never take the last 64 MB a board needs (its journal, log, recording): saving
-    pauses, each frame not saved is counted, and saving resumes once there is room again."""
+    pauses, each frame not saved is counted, and saving resumes once there is room again; free
+    space that hovers at the reserve does not flip it every frame."""
     import collections
 
-    from edgecls.runtime.sinks import frames
+    from edgecls.runtime.sinks import DISK_RESERVE_BYTES, frames
 
     usage = collections.namedtuple("usage", "total used free")
-    looks = []
+    looks, hovering = [], [-(1 << 20), 4 << 20]  # 1 MB below the reserve, 4 MB above it
 
-    def disk_usage(path):  # room for 3 frames, then 10 MB for 4, then room again
+    def disk_usage(path):  # room for 3 frames, then hovering at the reserve for 6, then room
         looks.append(path)
-        return usage(1 << 40, 0, 10 << 20 if 4 <= len(looks) <= 7 else 1 << 40)
+        n = len(looks)
+        return usage(1 << 40, 0, DISK_RESERVE_BYTES + hovering[n % 2] if 4 <= n <= 9 else 1 << 40)
 
     monkeypatch.setattr(frames.shutil, "disk_usage", disk_usage)
     save, logs = tmp_path / "saved", []
-    ctx, _ = run_sinks(config(save_dir=str(save)), [record(i) for i in range(10)], context(logs))
+    ctx, _ = run_sinks(config(save_dir=str(save)), [record(i) for i in range(12)], context(logs))
     saved = sorted(p.name for p in save.iterdir())
     assert len(saved) == ctx.summary.saved == 6
-    assert [int(re.search(r"-f(\d+)-", n)[1]) for n in saved] == [0, 1, 2, 7, 8, 9]
-    assert ctx.summary.outputs_dropped["frames"] == 4 and not ctx.summary.output_errors
+    assert [int(re.search(r"-f(\d+)-", n)[1]) for n in saved] == [0, 1, 2, 9, 10, 11]
+    assert ctx.summary.outputs_dropped["frames"] == 6 and not ctx.summary.output_errors
     paused = [m for m in logs if "frames are not saved" in m]
-    assert len(paused) == 1 and "10 MB left" in paused[0] and str(save) in paused[0], logs
-    assert sum("saving frames" in m for m in logs) == 1, logs
+    assert len(paused) == 1 and re.search(r"has 6\d MB left", paused[0]), logs
+    assert str(save) in paused[0] and sum("saving frames" in m for m in logs) == 1, logs
     assert all(Path(p) == save for p in looks)
+
+
+def test_a_saved_frames_quota_rotates_on_a_nearly_full_disk(tmp_path, monkeypatch):
+    """At its --save-max-mb quota each saved frame deletes an older one, so a folder at its quota
+    on a nearly full card needs no more room: it rotates on rather than pausing for good."""
+    import collections
+
+    from edgecls.runtime.sinks import DISK_RESERVE_BYTES, frames
+
+    save = tmp_path / "saved"
+    events = [record(i) for i in range(10)]
+    size = len(cv2.imencode(".jpg", events[0].image, [cv2.IMWRITE_JPEG_QUALITY, 92])[1])
+    usage = collections.namedtuple("usage", "total used free")
+
+    def disk_usage(path):  # the card: room for 2.5 frames above the reserve, no more
+        held = sum(p.stat().st_size for p in save.iterdir())
+        return usage(1 << 40, 0, DISK_RESERVE_BYTES + int(2.5 * size) - held)
+
+    monkeypatch.setattr(frames.shutil, "disk_usage", disk_usage)
+    quota = 2.5 * size / (1 << 20)  # two frames fit; a third deletes the oldest
+    ctx, _ = run_sinks(config(save_dir=str(save), save_max_mb=quota), events)
+    assert ctx.summary.saved == 10 and not ctx.summary.outputs_dropped
+    left = sorted(int(re.search(r"-f(\d+)-", p.name)[1]) for p in save.iterdir())
+    assert left == [8, 9]
 
 
 def test_unwritable_outputs_fail_at_start_with_one_line(tmp_path, monkeypatch):

@@ -840,7 +840,7 @@ def test_mqtt_user_and_password_reach_a_broker_that_asks_for_them(tmp_path):
     finally:
         broker.stop()
     refusals = [m for m in said if "refused us" in m]
-    assert len(refusals) == 1 and "check the user, password" in refusals[0], said
+    assert len(refusals) == 1 and "check the user and password in --mqtt" in refusals[0], said
     assert "Not authorized" in refusals[0], refusals
 
 

@@ -220,7 +220,7 @@ def _loop(config, source, classify, sinks: Sinks, summary: Summary, stop, log) -
         if frame.image is None:
             summary.corrupt += 1
             if frame.name:
-                _unreadable(summary, frame.problem, log)
+                _unreadable(summary, frame.problem or f"{frame.name}: not readable", log)
             continue
         if frame.index % config.every:
             continue

@@ -168,7 +168,8 @@ class Summary:
     labels: Counter = field(default_factory=Counter)
     saved: int = 0
     output_errors: Counter = field(default_factory=Counter)  # per sink
-    outputs_dropped: Counter = field(default_factory=Counter)  # per sink: full queue
+    # per sink: a full queue, a broker's queue, frames not saved on a nearly full disk
+    outputs_dropped: Counter = field(default_factory=Counter)
     drift: dict = field(default_factory=dict)  # the drift monitor's last state
     started: float = field(default_factory=time.monotonic)
     last_frame: float | None = None  # monotonic time of the last frame read

@@ -40,7 +40,7 @@ class Frame:
     index: int  # position in the source (frames read, corrupt ones included)
     image: np.ndarray | None  # BGR uint8; None for a corrupt frame
     name: str = ""  # an image folder's file, as the folder's path to it (sub/img.jpg)
-    problem: str = ""  # why a named image could not be read (set with every image=None name)
+    problem: str = ""  # why a named image could not be read
 
 
 class SourceEnded(Exception):

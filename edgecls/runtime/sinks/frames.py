@@ -24,6 +24,8 @@ from edgecls.durable import check_writable_folder
 from edgecls.runtime.records import Record
 from edgecls.runtime.sinks import DISK_RESERVE_BYTES, SINKS, SinkContext
 
+# after a pause, saving resumes once the disk has this much more than the reserve
+RESUME_BYTES = 16 << 20
 OURS = re.compile(r"^edgecls-\d{8}T\d{6}\.\d{6}Z-f\d+-[A-Za-z0-9._-]+-\d\.\d{2}(-\d+)?\.jpg$")
 
 
@@ -51,6 +53,7 @@ class FramesSink:
         self.total = 0
         self.over_quota_said = False
         self.short = False  # the disk is below the reserve: frames are counted, not saved
+        self.last_size = 0  # the last JPEG's size, what the next will about need (the first: 0)
 
     def open(self, context: SinkContext) -> None:
         self.context = context
@@ -71,12 +74,13 @@ class FramesSink:
     def handle(self, event) -> None:
         if not self.wants(event):
             return
+        if self._short_of_room(self.last_size):  # before the JPEG: a pause costs no encoding
+            self.context.summary.add_dropped(self.name)
+            return
         ok, buf = cv2.imencode(".jpg", event.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
         if not ok:
             raise RuntimeError("OpenCV could not encode the frame as JPEG")
-        if self._short_of_room(len(buf)):
-            self.context.summary.add_dropped(self.name)
-            return
+        self.last_size = len(buf)
         path = self._free_name(frame_name(event))
         self._write(path, buf.tobytes())
         self.context.summary.saved += 1
@@ -91,20 +95,34 @@ class FramesSink:
             self._prune(keep=1)
 
     def _short_of_room(self, size: int) -> bool:
-        """True while saving this frame would leave the disk below the reserve; said once when
-        saving pauses and once when room comes back (a quota, or someone freeing space)."""
-        free = shutil.disk_usage(self.folder).free
-        short = free - size < DISK_RESERVE_BYTES
+        """True while saving a frame of `size` would leave the disk below the reserve, counting
+        what the quota's pruning of older frames then frees (a folder at its quota on a full card
+        rotates on). Saving resumes only RESUME_BYTES above the reserve, so free space hovering
+        at it does not flip the state every few frames; each change is said once."""
+        free = shutil.disk_usage(self.folder).free + self._pruned_by(size) - size
+        short = free < DISK_RESERVE_BYTES + (RESUME_BYTES if self.short else 0)
         if short != self.short:
             self.short = short
             self.context.log(
-                f"warning: --save-dir {self.folder}: the disk has {free >> 20} MB left; frames "
-                f"are not saved (but counted) until it has more than {DISK_RESERVE_BYTES >> 20} "
-                "MB (free space, or set --save-max-mb)"
+                f"warning: --save-dir {self.folder}: the disk has {max(free, 0) >> 20} MB left; "
+                f"frames are not saved (each is counted) until it has "
+                f"{(DISK_RESERVE_BYTES + RESUME_BYTES) >> 20} MB (free space, or set or lower "
+                "--save-max-mb)"
                 if short
                 else f"--save-dir {self.folder}: {free >> 20} MB free again; saving frames"
             )
         return short
+
+    def _pruned_by(self, size: int) -> int:
+        """The bytes the quota would delete once a frame of `size` is saved (the oldest first)."""
+        if self.quota is None:
+            return 0
+        total, freed = self.total + size, 0
+        for _, old in self.kept:
+            if total <= self.quota:
+                break
+            total, freed = total - old, freed + old
+        return freed
 
     def _free_name(self, name: str) -> Path:
         path, n = self.folder / name, 1

@@ -32,7 +32,7 @@ COUNTERS = (
     ("saved", "saved_frames", "Frames saved to --save-dir."),
 )
 PER_OUTPUT = (
-    ("outputs_dropped", "Events an output dropped (full queue or broker queue)."),
+    ("outputs_dropped", "Events an output dropped (full queue, broker queue, disk reserve)."),
     ("output_errors", "Events an output failed to write."),
 )
 DRIFT = (

@@ -52,7 +52,12 @@ INFLIGHT = 100
 # ~1000 records a second here, a few hundred on a Pi's slower cores, well above a camera's rate;
 # nice 19 (1.5 %) would not keep up with a fast loop. Relative: under systemd's Nice=-5, it is 5.
 NICE = 10
-CORK = getattr(socket, "TCP_CORK", None)  # Linux: hold a batch's packets for one segment
+CORK = getattr(socket, "TCP_CORK", None)
+# CONNACK refusals (paho's names, MQTT 3.1.1 and 5) that the --mqtt URL's user:password can mend
+AUTH_REFUSALS = frozenset({"Not authorized", "Bad user name or password"})
+AUTH_HINT = (
+    "; check the user and password in --mqtt"  # Linux: hold a batch's packets for one segment
+)
 
 
 class Bridge:
@@ -110,11 +115,13 @@ class Bridge:
         if reason_code.is_failure:
             if str(reason_code) not in self.refused_said:  # once per reason, not every retry
                 self.refused_said.add(str(reason_code))
+                hint = AUTH_HINT if str(reason_code) in AUTH_REFUSALS else ""
                 self.tell(
-                    log=f"warning: mqtt {self._where()} refused us ({reason_code}); check the "
-                    "user, password and client id in --mqtt; retrying meanwhile"
+                    log=f"warning: mqtt {self._where()} refused us ({reason_code}){hint}; "
+                    "retrying meanwhile"
                 )
             return
+        self.refused_said.clear()  # a refusal after this connection is news again
         birth = {"state": "online", "time": round(time.time(), 3), **self.s["identity"]}
         self._track(client.publish(self.topic("status"), "online", qos=QOS, retain=True))
         self._track(client.publish(self.topic("info"), json.dumps(birth), qos=QOS, retain=True))
