@@ -52,12 +52,10 @@ INFLIGHT = 100
 # ~1000 records a second here, a few hundred on a Pi's slower cores, well above a camera's rate;
 # nice 19 (1.5 %) would not keep up with a fast loop. Relative: under systemd's Nice=-5, it is 5.
 NICE = 10
-CORK = getattr(socket, "TCP_CORK", None)
+CORK = getattr(socket, "TCP_CORK", None)  # Linux: hold a batch's packets for one segment
 # CONNACK refusals (paho's names, MQTT 3.1.1 and 5) that the --mqtt URL's user:password can mend
 AUTH_REFUSALS = frozenset({"Not authorized", "Bad user name or password"})
-AUTH_HINT = (
-    "; check the user and password in --mqtt"  # Linux: hold a batch's packets for one segment
-)
+AUTH_HINT = "; check the user and password in --mqtt"
 
 
 class Bridge:

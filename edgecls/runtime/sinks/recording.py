@@ -16,9 +16,6 @@ from edgecls.runtime.sinks.overlay import draw
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 MEASURE_FRAMES, MEASURE_SECONDS = 60, 2.0
-# an MP4 is playable only once its index is written at the end: the recording is finished while
-# the disk still has DISK_RESERVE_BYTES, rather than cut off by a full disk (which OpenCV's writer
-# does not report) into a file no player opens
 CHECK_SECONDS = 1.0  # how often the room left is looked at
 
 
@@ -65,6 +62,9 @@ class RecordingSink:
             self._finish_if_the_disk_fills()
 
     def _finish_if_the_disk_fills(self) -> None:
+        """An MP4 plays only once its index is written at the end: the recording is finished
+        while the disk still has DISK_RESERVE_BYTES, rather than cut off by a full disk (which
+        OpenCV's writer does not report) into a file no player opens."""
         free = shutil.disk_usage(self.path.parent).free
         if free >= DISK_RESERVE_BYTES:
             return
