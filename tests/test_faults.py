@@ -701,6 +701,34 @@ def test_a_folders_unreadable_images_are_named_and_the_run_exits_1(
     assert "2 images not classified" in result.stderr and "Traceback" not in result.output
 
 
+def test_every_skips_a_folders_broken_images_it_would_not_classify(
+    int8_bundle, insects_data, tmp_path
+):
+    """--every 2 classifies images 0, 2, 4 of the sorted folder: a broken image at 1 or 3 is
+    counted as corrupt but is not one the run failed to classify (exit 0); one at 2 is (exit 1)."""
+    good = sorted((insects_data / "test" / "beetles").glob("*.jpg"))[:3]
+    args = ["--headless", "--json", "--every", "2"]
+    for broken_at, code in ((1, 0), (2, 1)):
+        folder = tmp_path / f"broken_at_{broken_at}"
+        folder.mkdir()
+        names = [f"{i}.jpg" for i in range(5)]
+        for i, name in enumerate(names):
+            if i == broken_at:
+                (folder / name).write_bytes(b"\xff\xd8 broken")
+            else:
+                shutil.copy(good[i % len(good)], folder / name)
+        result = CliRunner().invoke(app, ["run", str(int8_bundle), "--source", str(folder), *args])
+        assert result.exit_code == code, result.output
+        lines = result.stdout.splitlines()
+        records = [json.loads(line) for line in lines if line.startswith("{")]
+        assert [r["name"] for r in records if r.get("type") == "frame"] == [
+            n for i, n in enumerate(names) if i % 2 == 0 and i != broken_at
+        ]
+        named = re.search(rf"warning: skipped \S*/{broken_at}\.jpg: not a readable", result.stderr)
+        assert bool(named) == bool(code), result.stderr
+        assert sorted(p.name for p in folder.iterdir()) == names  # nothing moved or deleted
+
+
 class _BrokenOnnxRuntime:
     """A meta-path finder that makes `import onnxruntime` fail as a wheel for the wrong CUDA
     does."""

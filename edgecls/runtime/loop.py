@@ -217,12 +217,13 @@ def _loop(config, source, classify, sinks: Sinks, summary: Summary, stop, log) -
         summary.last_frame = time.monotonic()
         _source_counts(summary, source)
         watchdog.ping()
+        skip = frame.index % config.every  # --every N: only every Nth frame is classified
         if frame.image is None:
             summary.corrupt += 1
-            if frame.name:
+            if frame.name and not skip:  # a folder's image this run was to classify
                 _unreadable(summary, frame.problem or f"{frame.name}: not readable", log)
             continue
-        if frame.index % config.every:
+        if skip:
             continue
         try:
             record = classify(frame)
