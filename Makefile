@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 DEMO ?= runs/demo
 
-.PHONY: setup demo test test-arm64 lint format clean
+.PHONY: setup demo test test-arm64 test-int8 lint format clean
 
 $(VENV)/.installed: pyproject.toml
 	@bash tools/system-packages.sh
@@ -41,6 +41,13 @@ test: lint
 # compared with x86; builds its arm64 root once into ~/.cache/edgecls/arm64.
 test-arm64: setup
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/pytest tests/arm64 -s -v -p no:cacheprovider
+
+# What differs on this CPU before CI sees it: its integer-kernel features (AVX2, AVX-512, VNNI; ARM
+# dot product) and what ONNX Runtime's int8 kernels do with them, then the integer-kernel tests.
+test-int8: setup
+	@$(BIN)/edgecls doctor --json | $(BIN)/python -c \
+	  'import json, sys; print("CPU int8 kernels:", json.load(sys.stdin)["cpu_int8"])'
+	$(BIN)/pytest -m int8 --ignore=tests/arm64
 
 format: setup
 	$(BIN)/ruff check --fix .

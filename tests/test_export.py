@@ -13,6 +13,7 @@ from edgecls.runtime.preprocess import load_image
 CLASSES = ["beetles", "cockroach", "dragonflies"]
 
 
+@pytest.mark.int8
 def test_int8_bundle_holds_proven_artifacts(int8_bundle):
     files = {p.name for p in int8_bundle.iterdir()}
     assert {
@@ -48,6 +49,7 @@ def test_int8_bundle_holds_proven_artifacts(int8_bundle):
     assert "All artifacts passed" in (int8_bundle / "parity.md").read_text()
 
 
+@pytest.mark.int8
 def test_int8_tflite_takes_decoded_pixels_straight_in(int8_bundle, insects_run, insects_data):
     from ai_edge_litert.interpreter import Interpreter
 
@@ -219,6 +221,7 @@ def test_fp16_and_dynamic_artifacts(insects_run, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.int8
 def test_mobilenet_v2_parity_float_and_int8(insects_data, tmp_path):
     from edgecls.train import TrainConfig, train
     from edgecls.train.models import ModelConfig

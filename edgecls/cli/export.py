@@ -38,11 +38,16 @@ REPAIR_OPTION = typer.Option(
 
 
 def _print_repairs(manifest) -> None:
-    """One line per repaired int8: which failed, which passes instead, and how."""
+    """One line per repaired int8: which failed, which passes instead, how, and for ONNX when
+    this CPU's own kernels may be the cause."""
+    from edgecls.runtime.cpu import onnx_int8_caveat
+
     for a in manifest.artifacts:
         if a.repair:
+            caveat = onnx_int8_caveat(manifest.calibration.onnx_int8) if a.format == "onnx" else ""
             console.print(
-                f"{a.repair['plain']} failed its gate; {a.file} passes ({a.repair['summary']})",
+                f"{a.repair['plain']} failed its gate; {a.file} passes ({a.repair['summary']})"
+                + (f"; {caveat}" if caveat else ""),
                 highlight=False,
                 soft_wrap=True,
             )

@@ -21,6 +21,7 @@ import numpy as np
 from edgecls.errors import EdgeclsError
 from edgecls.logs import native_stderr_silenced
 from edgecls.registry import Registry
+from edgecls.runtime.cpu import this_cpu
 from edgecls.runtime.delegates import choose_delegate, validate_delegate
 from edgecls.runtime.tflite_metadata import read_metadata
 
@@ -45,6 +46,9 @@ class RuntimeOptions:
     strict: bool = False  # a delegate/provider that cannot load is an error, not a fallback
     trt_cache: Path | None = None  # TensorRT engine cache folder
     fp16: bool = False  # TensorRT fp16 kernels
+    # False: ONNX Runtime leaves QDQ int8 unfused (dequantize, float op, quantize), the
+    # arithmetic every CPU agrees on up to float rounding, to tell a CPU's kernels from the model
+    fused_int8: bool = True
 
     def __post_init__(self):
         """Checked where the options are made, so every command that takes them checks alike."""
@@ -290,6 +294,8 @@ class OnnxRuntimePredictor:
         so = ort.SessionOptions()
         so.intra_op_num_threads = options.num_threads
         so.log_severity_level = 3
+        if not options.fused_int8:
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
         try:
             self.session = ort.InferenceSession(str(path), so, providers=onnx_providers(options))
         except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/… types
@@ -315,8 +321,10 @@ class OnnxRuntimePredictor:
             self.warnings.append(f"{options.providers[0]} not available; running on {active[0]}")
         self.description = (
             f"ONNX Runtime {ort.__version__}, providers {', '.join(active)}, "
-            f"{options.num_threads} threads"
+            f"{options.num_threads} threads, CPU int8: {this_cpu().int8}"
         )
+        if not options.fused_int8:
+            self.description += ", int8 unfused"
 
     def predict(self, batch: np.ndarray, chunk: int = 64) -> np.ndarray:
         outputs = [

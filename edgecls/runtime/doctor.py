@@ -10,6 +10,7 @@ import platform
 import sys
 from pathlib import Path
 
+from edgecls.runtime.cpu import this_cpu
 from edgecls.runtime.delegates import DELEGATES
 
 
@@ -120,6 +121,7 @@ def doctor() -> dict:
         "platform": platform.platform(),
         "architecture": platform.machine(),
         "cores": os.cpu_count(),
+        "cpu_int8": this_cpu().summary(),
         "board": board(),
         "numpy": _version_of_module("numpy"),
         "opencv": _version_of_module("cv2"),
