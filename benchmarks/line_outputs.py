@@ -61,9 +61,9 @@ def ensure_drift_reference(bundle: Path, video: Path) -> None:
     figures do not matter for speed, only that the monitor runs)."""
     import cv2
 
-    from edgecls.runtime.backends import load_predictor
-    from edgecls.runtime.bundle import load_bundle
-    from edgecls.runtime.drift import reference_stats
+    from edgecls.bundle.backends import load_predictor
+    from edgecls.bundle.drift import reference_stats
+    from edgecls.bundle.folder import load_bundle
 
     manifest = json.loads((bundle / "manifest.json").read_text())
     if manifest.get("drift_reference"):

@@ -21,9 +21,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgecls.runtime.backends import RuntimeOptions, load_predictor
+from edgecls.bundle.backends import RuntimeOptions, load_predictor
+from edgecls.bundle.latency import latency_samples
 from edgecls.runtime.loop import RunConfig, run
-from edgecls.runtime.select import measure_latency
 from edgecls.runtime.sources import SourceEnded, open_source
 
 
@@ -96,7 +96,7 @@ def main() -> int:
     rounds = []
     for _ in range(args.rounds):  # alternate the measurements: a shared machine drifts
         lat = {
-            p: float(np.median(measure_latency(pred, runs=args.runs, warmup=10)))
+            p: float(np.median(latency_samples(pred, runs=args.runs, warmup=10)))
             for p, pred in predictors.items()
         }
         config = RunConfig(

@@ -26,9 +26,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 def _model(sample: str, size: int, work: Path):
     """A seed-cnn trained on `sample`, with its test split and calibration images."""
+    from edgecls.bundle.preprocess import load_batch
     from edgecls.export.calibration import balanced_sample
     from edgecls.folders import load_eval_split
-    from edgecls.runtime.preprocess import load_batch
     from edgecls.samples import SampleSpec, write_sample
     from edgecls.train import TrainConfig, train
     from edgecls.train.models import ModelConfig
@@ -47,13 +47,13 @@ def measure(sample: str, size: int, work: Path) -> list[dict]:
     import keras
     import numpy as np
 
+    from edgecls.bundle.backends import RuntimeOptions, load_predictor
+    from edgecls.bundle.latency import median_latencies
+    from edgecls.bundle.manifest import ParityThresholds
+    from edgecls.bundle.parity import compare
     from edgecls.export.context import ONNX_INT8, ExportContext, logits_model
-    from edgecls.export.mixed import measure_latency
     from edgecls.export.onnx import quantize_int8
     from edgecls.keras_predictor import KerasPredictor
-    from edgecls.runtime.backends import RuntimeOptions, load_predictor
-    from edgecls.runtime.manifest import ParityThresholds
-    from edgecls.runtime.parity import compare
 
     run, images, y_true, calibration = _model(sample, size, work)
     model = keras.models.load_model(run / "model.keras")
@@ -83,7 +83,7 @@ def measure(sample: str, size: int, work: Path) -> list[dict]:
                     "gate": "pass" if f.passed else "FAIL",
                 }
             )
-    latency = measure_latency(files, rounds=7, runs=20)
+    latency = median_latencies(files, rounds=7, runs=20)
     for row in rows:
         if row["kernels"] == "fused":
             row["latency_ms"] = latency[row["type"]]
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from edgecls import logs
-    from edgecls.runtime.cpu import this_cpu
+    from edgecls.bundle.cpu import this_cpu
 
     logs.configure(logs.NORMAL)
     work = Path(tempfile.mkdtemp(prefix="edgecls-onnx-int8-"))

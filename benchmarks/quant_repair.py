@@ -57,12 +57,12 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)
 
+    from edgecls.bundle.backends import load_predictor
+    from edgecls.bundle.manifest import ParityThresholds
+    from edgecls.bundle.parity import compare
     from edgecls.export.context import ExportContext, logits_model
     from edgecls.export.mixed import MIXED_FILES, QUANTIZERS, layer_errors, repair
     from edgecls.keras_predictor import KerasPredictor
-    from edgecls.runtime.backends import load_predictor
-    from edgecls.runtime.manifest import ParityThresholds
-    from edgecls.runtime.parity import compare
     from edgecls.train.models import ModelConfig, build_model
 
     model = build_model(ModelConfig("mobilenet-v2", (args.size, args.size), weights="none"), 3)

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecls.bundle.labels import check_outputs, load_labels
+from edgecls.bundle.preprocess import InputSpec
 from edgecls.durable import write_text_atomic
 from edgecls.errors import EdgeclsError
 from edgecls.folders import Split, load_eval_split
-from edgecls.runtime.labels import check_outputs, load_labels
-from edgecls.runtime.preprocess import InputSpec
 from edgecls.schema import from_dict
 
 
@@ -172,8 +172,8 @@ class LabelledModel:
 
 
 def open_model(model: Path, labels: Path | None = None) -> LabelledModel:
+    from edgecls.bundle.backends import load_predictor
     from edgecls.runs import resolve_source
-    from edgecls.runtime.backends import load_predictor
 
     model = Path(model)
     if model.suffix == ".keras":  # the float model: TensorFlow, never on the board

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecls.bundle.preprocess import ImageTooLarge, decode_image, is_image_file
 from edgecls.errors import EdgeclsError
-from edgecls.runtime.preprocess import ImageTooLarge, decode_image, is_image_file
 
 
 @dataclass(frozen=True)

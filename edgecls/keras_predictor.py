@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecls.bundle.backends import RuntimeOptions
 from edgecls.errors import EdgeclsError
-from edgecls.runtime.backends import RuntimeOptions
 
 
 def load_keras_model(path: Path):

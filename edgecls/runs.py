@@ -7,10 +7,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgecls.bundle.labels import load_labels
+from edgecls.bundle.preprocess import CURRENT, InputSpec, preprocessing_from_legacy
 from edgecls.errors import EdgeclsError
 from edgecls.folders import Split, SplitConfig, load_folder_dataset
-from edgecls.runtime.labels import load_labels
-from edgecls.runtime.preprocess import CURRENT, InputSpec, preprocessing_from_legacy
 
 MODEL_FILE, LABELS_FILE, CONFIG_FILE = "model.keras", "labels.txt", "config.json"
 

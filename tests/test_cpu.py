@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from edgecls.bundle.cpu import cpu_kernels, onnx_int8_caveat, this_cpu
 from edgecls.cli import app
-from edgecls.runtime.cpu import cpu_kernels, onnx_int8_caveat, this_cpu
 
 pytestmark = pytest.mark.int8
 
@@ -91,7 +91,7 @@ def test_doctor_names_the_cpus_int8_kernels():
 
 
 def test_an_onnx_parity_record_names_the_cpu_it_ran_on(int8_bundle):
-    from edgecls.runtime.backends import RuntimeOptions, load_predictor
+    from edgecls.bundle.backends import RuntimeOptions, load_predictor
 
     fused = load_predictor(int8_bundle / "model_int8.onnx")
     assert fused.description.endswith(f"CPU int8: {this_cpu().int8}")

@@ -3,10 +3,10 @@ import pytest
 from messy import BAD, write_messy_folder
 from typer.testing import CliRunner
 
+from edgecls.bundle.preprocess import read_image
 from edgecls.cli import app
 from edgecls.errors import EdgeclsError
 from edgecls.folders import SplitConfig, load_eval_split, load_folder_dataset
-from edgecls.runtime.preprocess import read_image
 
 
 def test_messy_folder_skips_each_broken_file_and_keeps_the_odd_ones(tmp_path):

@@ -16,11 +16,11 @@ from typer.testing import CliRunner
 from videos import write_video
 
 import edgecls.runtime.loop as loop_module
+from edgecls.bundle.backends import RuntimeOptions, load_predictor
+from edgecls.bundle.folder import load_bundle
+from edgecls.bundle.preprocess import frame_to_input, load_image
 from edgecls.cli import app
-from edgecls.runtime.backends import RuntimeOptions, load_predictor
-from edgecls.runtime.bundle import load_bundle
 from edgecls.runtime.loop import RunConfig, run
-from edgecls.runtime.preprocess import frame_to_input, load_image
 from edgecls.runtime.records import Identity
 from edgecls.runtime.sinks.metrics import prometheus_text
 from edgecls.runtime.sources import LiveSource

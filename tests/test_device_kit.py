@@ -21,10 +21,10 @@ import pytest
 import tomllib
 from typer.testing import CliRunner
 
+from edgecls.bundle.preprocess import frame_to_input
 from edgecls.cli import app
 from edgecls.errors import EdgeclsError
 from edgecls.runtime import cameras, doctor, systemd
-from edgecls.runtime.preprocess import frame_to_input
 from edgecls.runtime.sources import CaptureSettings, SourceEnded, open_source
 
 REPO = Path(__file__).resolve().parents[1]

@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edgecls.runtime.drift import FEATURES, DriftMonitor, image_features, psi, reference_stats
-from edgecls.runtime.preprocess import frame_to_input
+from edgecls.bundle.drift import FEATURES, image_features, psi, reference_stats
+from edgecls.bundle.preprocess import frame_to_input
+from edgecls.runtime.drift import DriftMonitor
 
 SIZE = (64, 64)
 

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from edgecls.bundle.backends import load_predictor
+from edgecls.bundle.folder import sha256
+from edgecls.bundle.preprocess import load_image
 from edgecls.cli import app
-from edgecls.runtime.backends import load_predictor
-from edgecls.runtime.bundle import sha256
-from edgecls.runtime.preprocess import load_image
 
 CLASSES = ["beetles", "cockroach", "dragonflies"]
 
@@ -127,7 +127,7 @@ def test_parity_command_rechecks_a_bundle_without_tensorflow(int8_bundle, insect
 
     code = (
         "import sys, json\n"
-        "from edgecls.runtime.parity import check_bundle\n"
+        "from edgecls.runtime.parity_check import check_bundle\n"
         f"r = check_bundle({str(int8_bundle)!r}, {str(insects_data / 'test')!r})\n"
         "print(json.dumps([f.passed for f in r.figures.values()]))\n"
         "print('tensorflow' in sys.modules)\n"
@@ -314,8 +314,8 @@ def test_softmax_is_split_off_every_kind_of_head_and_put_back_by_the_runtime(tmp
     .tflite that outputs probabilities itself is not given a second softmax."""
     import keras
 
+    from edgecls.bundle.backends import softmax
     from edgecls.export.context import logits_model
-    from edgecls.runtime.backends import softmax
 
     x = np.random.default_rng(0).uniform(0, 255, (4, 8, 8, 3)).astype(np.float32)
 

@@ -1,5 +1,6 @@
-"""The shape of the package, read from its source (nothing is imported or run): the board side
-never reaches TensorFlow, functions stay short, every registry lists its choices."""
+"""The shape of the package, read from its source (nothing is imported or run): the layers of
+the house, the board side never reaching TensorFlow, short functions, registries that list their
+choices."""
 
 from __future__ import annotations
 
@@ -80,6 +81,78 @@ def test_the_board_side_never_reaches_tensorflow():
     training = {m for m in seen if m.startswith(("edgecls.train", "edgecls.export"))}
     training |= {m for m in seen if m.startswith("edgecls.explain")}
     assert not training, f"runtime reaches the training side: {sorted(training)}"
+
+
+# The layers, lowest first: a module imports its own layer and those below, never above; the
+# board application and the workstation side stand side by side and never import each other.
+LAYERS = (
+    (
+        "base",
+        ("edgecls.errors", "edgecls.registry", "edgecls.schema", "edgecls.durable", "edgecls.logs"),
+    ),
+    ("bundle", ("edgecls.bundle",)),
+    ("data", ("edgecls.folders", "edgecls.runs", "edgecls.samples")),
+    ("board", ("edgecls.runtime",)),
+    (
+        "workstation",
+        (
+            "edgecls.train",
+            "edgecls.export",
+            "edgecls.explain",
+            "edgecls.evaluate",
+            "edgecls.keras_predictor",
+        ),
+    ),
+    ("cli", ("edgecls.cli", "edgecls.__main__")),
+)
+SIDE_BY_SIDE = {"board", "workstation"}
+
+
+def _layer(module: str) -> int:
+    if module == "edgecls":
+        return 0  # the package itself: version and quiet environment
+    for rank, (_, prefixes) in enumerate(LAYERS):
+        if any(module == p or module.startswith(p + ".") for p in prefixes):
+            return rank
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS")
+
+
+def layer_violations(deps: dict[str, set[str]]) -> list[str]:
+    bad = []
+    for module, imported in deps.items():
+        here = _layer(module)
+        for d in imported:
+            there = _layer(d)
+            sideways = {LAYERS[here][0], LAYERS[there][0]} == SIDE_BY_SIDE
+            if there > here or sideways:
+                bad.append(f"{module} ({LAYERS[here][0]}) imports {d} ({LAYERS[there][0]})")
+    return sorted(bad)
+
+
+def test_every_module_imports_only_its_layer_and_those_below():
+    _, deps, _ = _graph()
+    assert {m for m in deps if m.startswith("edgecls.bundle.")}, "the bundle package is gone"
+    assert not layer_violations(deps)
+
+
+@pytest.mark.parametrize("upward", ["edgecls.train.fit", "edgecls.runtime.loop", "edgecls.cli"])
+def test_the_layer_check_fails_when_the_bundle_imports_upwards(upward):
+    """The check above can fail: a bundle module importing the training side, the board
+    application or the command line is named."""
+    _, deps, _ = _graph()
+    deps = {**deps, "edgecls.bundle.manifest": deps["edgecls.bundle.manifest"] | {upward}}
+    assert any(
+        v.startswith(f"edgecls.bundle.manifest (bundle) imports {upward}")
+        for v in layer_violations(deps)
+    )
+
+
+def test_the_board_and_the_workstation_never_import_each_other():
+    _, deps, _ = _graph()
+    deps = {**deps, "edgecls.export.onnx": deps["edgecls.export.onnx"] | {"edgecls.runtime.loop"}}
+    assert layer_violations(deps) == [
+        "edgecls.export.onnx (workstation) imports edgecls.runtime.loop (board)"
+    ]
 
 
 def test_the_graph_sees_lazy_imports():

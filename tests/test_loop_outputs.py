@@ -37,9 +37,9 @@ CLASSES = ["beetles", "cockroach", "dragonflies"]
 def bundle(insects_run, insects_data, tmp_path_factory) -> Path:
     """The insect model as a float32 TFLite bundle (quick to export), with drift reference
     statistics of its training images in the manifest."""
-    from edgecls.runtime.backends import load_predictor
-    from edgecls.runtime.drift import reference_stats
-    from edgecls.runtime.preprocess import frame_to_input
+    from edgecls.bundle.backends import load_predictor
+    from edgecls.bundle.drift import reference_stats
+    from edgecls.bundle.preprocess import frame_to_input
 
     out = tmp_path_factory.mktemp("loop-outputs") / "insects"
     args = ["export", str(insects_run), "--out", str(out), "--format", "tflite"]

@@ -11,9 +11,9 @@ import shutil
 import pytest
 from typer.testing import CliRunner
 
+from edgecls.bundle.manifest import SCHEMA_VERSION, parse_manifest
 from edgecls.cli import app
 from edgecls.errors import EdgeclsError
-from edgecls.runtime.manifest import SCHEMA_VERSION, parse_manifest
 from edgecls.schema import SchemaError
 
 SHA = "ab" * 32
@@ -205,7 +205,7 @@ def test_an_artifact_outside_the_bundle_is_refused_even_with_its_sha256(
 
 
 def test_artifacts_carry_their_labels_and_input_spec(int8_bundle):
-    from edgecls.runtime.bundle import load_bundle
+    from edgecls.bundle.folder import load_bundle
 
     bundle = load_bundle(int8_bundle)
     for artifact in bundle.artifacts:

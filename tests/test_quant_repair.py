@@ -4,7 +4,7 @@ float (mixed precision) until it passes, for TFLite and ONNX; symmetric s8s8 ONN
 
 What holds on every CPU is asserted everywhere: the gate decides and the repair delivers. ONNX
 Runtime's fused u8s8/s8s8 kernels saturate on x86 without VNNI (issue 33), so what they compute
-is asserted only where `edgecls.runtime.cpu` finds a CPU whose kernels are exact; elsewhere the
+is asserted only where `edgecls.bundle.cpu` finds a CPU whose kernels are exact; elsewhere the
 unfused arithmetic (the model itself, every CPU alike) is."""
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from edgecls.runtime.backends import RuntimeOptions, load_predictor
-from edgecls.runtime.cpu import this_cpu
-from edgecls.runtime.parity import compare
-from edgecls.runtime.preprocess import load_batch
+from edgecls.bundle.backends import RuntimeOptions, load_predictor
+from edgecls.bundle.cpu import this_cpu
+from edgecls.bundle.parity import compare
+from edgecls.bundle.preprocess import load_batch
 
 pytestmark = pytest.mark.int8
 
@@ -58,7 +58,7 @@ class Case:
     reference: np.ndarray
 
     def parity(self, path, options: RuntimeOptions = RuntimeOptions()):
-        from edgecls.runtime.manifest import ParityThresholds
+        from edgecls.bundle.manifest import ParityThresholds
 
         probs = load_predictor(path, options).predict(self.images)
         return compare(self.reference, probs, self.labels, "int8", ParityThresholds())
@@ -267,7 +267,7 @@ def _export(run, out, *extra):
 def test_export_repairs_a_failing_int8_and_passes(broken_run, insects_data, tmp_path):
     import json
 
-    from edgecls.runtime.bundle import load_bundle
+    from edgecls.bundle.folder import load_bundle
 
     out = tmp_path / "bundle"
     result = _export(broken_run, out)
@@ -318,7 +318,7 @@ def test_a_healthy_model_gets_only_the_table_and_s8s8_onnx_passes(insects_run, t
     """TFLite int8 is the same integer arithmetic on every CPU: it passes, unrepaired. The s8s8
     ONNX passes too where the kernels are exact; where they saturate, the gate may catch it, and
     then the export repairs it, says why, and still exits 0."""
-    from edgecls.runtime.bundle import load_bundle
+    from edgecls.bundle.folder import load_bundle
 
     out = tmp_path / "bundle"
     result = _export(insects_run, out, "--onnx-int8", "s8s8")

@@ -77,7 +77,7 @@ def test_evaluation_is_repeatable_and_aligned(insects_run, insects_data):
     assert first.paths == split.paths
     # the predictions of image i belong to image i: predict one image at a time and compare
     for i in (0, len(split) // 2, len(split) - 1):
-        from edgecls.runtime.preprocess import load_image
+        from edgecls.bundle.preprocess import load_image
 
         single = predictor.predict(load_image(split.paths[i], predictor.input_size)[None])[0]
         assert np.allclose(single, first.probs[i], atol=1e-5)

@@ -11,12 +11,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edgecls.errors import EdgeclsError
-from edgecls.folders import _stratified
-from edgecls.runtime.image_size import image_size
-from edgecls.runtime.manifest import ParityThresholds
-from edgecls.runtime.parity import compare
-from edgecls.runtime.preprocess import (
+from edgecls.bundle.image_size import image_size
+from edgecls.bundle.manifest import ParityThresholds
+from edgecls.bundle.parity import compare
+from edgecls.bundle.preprocess import (
     CURRENT,
     PREPROCESSING,
     InputSpec,
@@ -24,6 +22,8 @@ from edgecls.runtime.preprocess import (
     preprocessing_from_legacy,
     resize,
 )
+from edgecls.errors import EdgeclsError
+from edgecls.folders import _stratified
 from edgecls.schema import SchemaError, from_dict, to_dict
 
 RNG = np.random.default_rng(0)
@@ -214,7 +214,7 @@ def test_image_size_of_something_else_is_none():
 
 def test_an_image_whose_size_the_header_does_not_tell_is_not_decoded(tmp_path):
     """A TIFF named .png: OpenCV would decode it, at whatever size, past the 64 MP guard."""
-    from edgecls.runtime.preprocess import decode_image, read_image
+    from edgecls.bundle.preprocess import decode_image, read_image
 
     ok, tiff = cv2.imencode(".tiff", _image(37, 81))
     assert ok and decode_image(tiff.tobytes()) is None

@@ -92,7 +92,7 @@ def benchmark(
     as_json: bool = typer.Option(False, "--json", help="print JSON"),
 ):
     """Size, load time, latency p50/p90/p99 and FPS of every artifact, side by side."""
-    from edgecls.runtime.backends import RuntimeOptions
+    from edgecls.bundle.backends import RuntimeOptions
     from edgecls.runtime.benchmark import benchmark_bundle
 
     options = RuntimeOptions(threads=threads, delegate=delegate)

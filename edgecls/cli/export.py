@@ -13,7 +13,7 @@ from edgecls.cli.common import command, console, err, fail
 
 
 def _parity_table(rows, title: str) -> None:
-    from edgecls.runtime.parity import PARITY_COLUMNS
+    from edgecls.bundle.report import PARITY_COLUMNS
 
     table = Table(title=title)
     for col in PARITY_COLUMNS:
@@ -40,7 +40,7 @@ REPAIR_OPTION = typer.Option(
 def _print_repairs(manifest) -> None:
     """One line per repaired int8: which failed, which passes instead, how, and for ONNX when
     this CPU's own kernels may be the cause."""
-    from edgecls.runtime.cpu import onnx_int8_caveat
+    from edgecls.bundle.cpu import onnx_int8_caveat
 
     for a in manifest.artifacts:
         if a.repair:
@@ -81,10 +81,10 @@ def export(
     seed: int = typer.Option(0),
 ):
     """Export TFLite and ONNX artifacts with a parity gate against the float model."""
+    from edgecls.bundle.manifest import ParityThresholds
+    from edgecls.bundle.report import parity_rows
     from edgecls.export import ExportConfig, export_bundle
     from edgecls.export.mixed import RepairOptions
-    from edgecls.runtime.manifest import ParityThresholds
-    from edgecls.runtime.parity import parity_rows
 
     wanted = {"float16": fp16, "dynamic": dynamic, "int8": int8}
     precisions = ("float32", *(p for p, on in wanted.items() if on))
@@ -134,8 +134,8 @@ def parity(
     ),
 ):
     """Re-run the parity checks of a bundle on other data, on this machine's runtimes."""
-    from edgecls.runtime.backends import RuntimeOptions
-    from edgecls.runtime.parity import check_bundle, record_check
+    from edgecls.bundle.backends import RuntimeOptions
+    from edgecls.runtime.parity_check import check_bundle, record_check
 
     options = RuntimeOptions(threads=threads, delegate=delegate)
     report = check_bundle(

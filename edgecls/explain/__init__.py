@@ -21,6 +21,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
+from edgecls.bundle.preprocess import image_paths
 from edgecls.durable import (
     check_replaceable,
     check_writable_folder,
@@ -31,7 +32,6 @@ from edgecls.explain.checks import DELETION_FRACTION, deletion_check, mask_for, 
 from edgecls.explain.methods import EXPLAINERS
 from edgecls.explain.report import figure, report_html
 from edgecls.runs import RunSource, resolve_source, run_split
-from edgecls.runtime.preprocess import image_paths
 
 
 @dataclass(frozen=True)

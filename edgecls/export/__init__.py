@@ -18,6 +18,24 @@ import numpy as np
 from rich.console import Console
 
 from edgecls import __version__
+from edgecls.bundle.backends import load_predictor
+from edgecls.bundle.drift import reference_stats
+from edgecls.bundle.folder import sha256
+from edgecls.bundle.labels import check_outputs
+from edgecls.bundle.manifest import (
+    SCHEMA_VERSION,
+    Artifact,
+    Calibration,
+    Manifest,
+    ParityRecord,
+    ParityThresholds,
+    SourceModel,
+    TensorIO,
+    embedded_metadata,
+)
+from edgecls.bundle.parity import compare
+from edgecls.bundle.preprocess import InputSpec, is_image_file
+from edgecls.bundle.report import save_bundle_files
 from edgecls.durable import staged_folder, write_text_atomic
 from edgecls.errors import EdgeclsError
 from edgecls.export.bundle_dir import check_destination
@@ -32,23 +50,6 @@ from edgecls.export.formats import FORMATS, PRECISIONS, ArtifactFormat, planned
 from edgecls.export.mixed import MIXED_FILES, MIXED_PRECISION, RepairOptions
 from edgecls.folders import load_eval_split
 from edgecls.runs import RunSource, resolve_source, run_split
-from edgecls.runtime.backends import load_predictor
-from edgecls.runtime.bundle import sha256
-from edgecls.runtime.drift import reference_stats
-from edgecls.runtime.labels import check_outputs
-from edgecls.runtime.manifest import (
-    SCHEMA_VERSION,
-    Artifact,
-    Calibration,
-    Manifest,
-    ParityRecord,
-    ParityThresholds,
-    SourceModel,
-    TensorIO,
-    embedded_metadata,
-)
-from edgecls.runtime.parity import compare, save_bundle_files
-from edgecls.runtime.preprocess import InputSpec, is_image_file
 
 DEFAULT_CALIBRATION = Path("calibration_data")
 
@@ -175,8 +176,8 @@ def _int8_checks(artifacts, ctx, folder: Path, evalset, config, meta, console) -
     """Per-layer error of every int8 artifact (its worst layers in the manifest, all of them in
     layer_errors.json), and for a failed one the repair search (export/mixed.py): a passing
     `model_int8_mixed.*` joins the bundle, the failed plain int8 stays as the record."""
+    from edgecls.bundle.manifest import LayerErrorRow
     from edgecls.export.mixed import layer_errors
-    from edgecls.runtime.manifest import LayerErrorRow
 
     out, tables = [], {}
     for a in artifacts:
@@ -203,8 +204,9 @@ def _int8_checks(artifacts, ctx, folder: Path, evalset, config, meta, console) -
 def _repaired(plain, report, ctx, folder: Path, evalset, config, meta, console):
     """The int8-mixed artifact of a failed int8 one, with what was done and what it costs; None
     when the search found nothing that passes."""
+    from edgecls.bundle.latency import median_latencies
     from edgecls.export.formats import ARTIFACT_FORMATS
-    from edgecls.export.mixed import measure_latency, repair
+    from edgecls.export.mixed import repair
 
     def evaluate(path):
         probs = load_predictor(path).predict(evalset.images)
@@ -227,7 +229,7 @@ def _repaired(plain, report, ctx, folder: Path, evalset, config, meta, console):
     artifact = _artifact(done, ctx, folder, evalset, config, meta, console)
     float32 = ARTIFACT_FORMATS.get((plain.format, "float32")).file
     files = {f: folder / f for f in (float32, plain.file, file)}
-    record = result.to_dict() | {"plain": plain.file, "latency_ms": measure_latency(files)}
+    record = result.to_dict() | {"plain": plain.file, "latency_ms": median_latencies(files)}
     return replace(artifact, repair=record, convert_seconds=round(result.seconds, 2))
 
 

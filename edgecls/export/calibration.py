@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecls.bundle.preprocess import InputSpec, is_image_file
 from edgecls.errors import EdgeclsError
-from edgecls.runtime.preprocess import InputSpec, is_image_file
 
 MIN_RECOMMENDED = 100
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecls.runtime.backends import LOGITS
+from edgecls.bundle.backends import LOGITS
 
 
 def logits_model(model):

@@ -148,8 +148,8 @@ def _denylist_name(tensor_name: str) -> str:
 def tflite_layer_errors(ctx, denylisted_nodes: tuple[str, ...] = ()) -> LayerReport:
     """Per-layer error of the int8 TFLite model from the NumericVerify ops of its debug model,
     run with every tensor preserved (the debugger's `layer_direct_compare_metrics` path)."""
+    from edgecls.bundle.backends import litert_runtime
     from edgecls.export.tflite import quantize_int8
-    from edgecls.runtime.backends import litert_runtime
 
     interpreter_cls = litert_runtime()[0]
     with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": it is

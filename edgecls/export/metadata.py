@@ -1,5 +1,5 @@
 """Write the edgecls metadata (labels, input spec) into each artifact, so the sha256 that guards
-the file also guards what it means; the board reads it back (runtime/tflite_metadata.py, ONNX
+the file also guards what it means; the board reads it back (bundle/tflite_metadata.py, ONNX
 Runtime's custom metadata map) and cross-checks it with the manifest."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecls.runtime.backends import METADATA_KEY
+from edgecls.bundle.backends import METADATA_KEY
 
 
 def embed_metadata(path: Path, meta: dict) -> None:

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
-
 from edgecls.export.context import ExportContext
 from edgecls.export.layer_error import LayerReport
 
@@ -271,17 +269,3 @@ def repair(
         search.attempts,
         time.perf_counter() - t0,
     )
-
-
-def measure_latency(paths: dict[str, Path], rounds: int = 5, runs: int = 10) -> dict:
-    """Median milliseconds per image of each artifact on this machine, rounds alternating
-    between artifacts so a busy moment does not land on one of them."""
-    from edgecls.runtime.backends import load_predictor
-    from edgecls.runtime.select import measure_latency as latency
-
-    predictors = {name: load_predictor(p) for name, p in paths.items()}
-    times: dict[str, list] = {name: [] for name in paths}
-    for i in range(rounds):
-        for name, p in predictors.items():
-            times[name].extend(latency(p, runs=runs, warmup=3 if i == 0 else 0))
-    return {name: round(float(np.median(t)), 3) for name, t in times.items()}

@@ -1,1 +1,2 @@
-"""The device side: only numpy, OpenCV and a runtime (LiteRT or ONNX Runtime). Never TensorFlow."""
+"""The board application: sources, the loop, decisions, sinks, drift, the parity re-check,
+benchmark and doctor, over the bundle contract (edgecls.bundle). Never TensorFlow."""

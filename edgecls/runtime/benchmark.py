@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecls.bundle.backends import RuntimeOptions
+from edgecls.bundle.folder import load_bundle
+from edgecls.bundle.latency import latency_samples
 from edgecls.errors import EdgeclsError
-from edgecls.runtime.backends import RuntimeOptions
-from edgecls.runtime.bundle import load_bundle
-from edgecls.runtime.select import measure_latency
 
 
 def benchmark_bundle(
@@ -35,7 +35,7 @@ def benchmark_bundle(
         t0 = time.perf_counter()
         predictor = bundle.load(a, options, allow_failed=True)
         load_ms = (time.perf_counter() - t0) * 1000
-        lat = measure_latency(predictor, runs=runs, warmup=warmup)
+        lat = latency_samples(predictor, runs=runs, warmup=warmup)
         row = {
             "file": a.file,
             "format": a.format,

@@ -10,8 +10,8 @@ import platform
 import sys
 from pathlib import Path
 
-from edgecls.runtime.cpu import this_cpu
-from edgecls.runtime.delegates import DELEGATES
+from edgecls.bundle.cpu import this_cpu
+from edgecls.bundle.delegates import DELEGATES
 
 
 def _version(dist: str) -> str | None:

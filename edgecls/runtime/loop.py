@@ -18,9 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgecls.bundle.folder import Bundle, load_bundle
 from edgecls.errors import EdgeclsError
 from edgecls.runtime import systemd
-from edgecls.runtime.bundle import Bundle, load_bundle
 from edgecls.runtime.decisions import DecisionRule
 from edgecls.runtime.records import Identity, Record, Summary
 from edgecls.runtime.runconfig import RunConfig

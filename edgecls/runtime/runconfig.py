@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+from edgecls.bundle.backends import RuntimeOptions
 from edgecls.errors import EdgeclsError
-from edgecls.runtime.backends import RuntimeOptions
 from edgecls.runtime.decisions import DecisionConfig
 from edgecls.runtime.sources import CaptureSettings
 

@@ -9,17 +9,17 @@ import hashlib
 import json
 import os
 import platform
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from edgecls.bundle.backends import RuntimeOptions
+from edgecls.bundle.folder import Bundle
+from edgecls.bundle.latency import latency_samples
+from edgecls.bundle.manifest import Artifact
 from edgecls.durable import write_json_atomic
 from edgecls.errors import EdgeclsError
-from edgecls.runtime.backends import RuntimeOptions
-from edgecls.runtime.bundle import Bundle
-from edgecls.runtime.manifest import Artifact
 
 BACKEND_FORMATS = {"litert": "tflite", "onnxruntime": "onnx"}
 CACHE_ENTRIES = 32  # bundles x settings remembered; the oldest measurement goes first
@@ -30,19 +30,6 @@ class Choice:
     artifact: Artifact
     predictor: object  # the loaded Predictor, checked against the manifest
     reason: str
-
-
-def measure_latency(predictor, runs: int = 20, warmup: int = 3) -> np.ndarray:
-    """Milliseconds per single-image inference, after warm-up, on a fixed random image."""
-    image = np.random.default_rng(0).integers(0, 256, (1, *predictor.input_size, 3), dtype=np.uint8)
-    for _ in range(warmup):
-        predictor.predict(image)
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        predictor.predict(image)
-        times.append((time.perf_counter() - t0) * 1000)
-    return np.asarray(times)
 
 
 def _cache_key(bundle: Bundle, options: RuntimeOptions) -> str:
@@ -171,7 +158,7 @@ def choose(
         isinstance(timings.get(a.file), (int, float)) for a in candidates
     )
     if not cached:
-        timings = {f: float(np.median(measure_latency(p))) for f, p in predictors.items()}
+        timings = {f: float(np.median(latency_samples(p))) for f, p in predictors.items()}
         if use_cache:
             kept = [k for k in cache if k != key][-(CACHE_ENTRIES - 1) :]
             write_cache({**{k: cache[k] for k in kept}, key: timings}, log)

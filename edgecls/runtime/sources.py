@@ -19,10 +19,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgecls.bundle.preprocess import image_paths, is_image_file, read_image
 from edgecls.errors import EdgeclsError, SourceUnavailable
 from edgecls.registry import Registry
 from edgecls.runtime import native_memory
-from edgecls.runtime.preprocess import image_paths, is_image_file, read_image
 
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".h264", ".ts")
 URL_SCHEMES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")

@@ -17,10 +17,10 @@ import numpy as np
 from rich.console import Console
 
 from edgecls import __version__
+from edgecls.bundle.preprocess import InputSpec
 from edgecls.errors import EdgeclsError
 from edgecls.evaluate import evaluate, write_reports
 from edgecls.folders import FolderDataset, SplitConfig, load_folder_dataset
-from edgecls.runtime.preprocess import InputSpec
 from edgecls.train.callbacks import keras_callbacks as _keras_callbacks
 from edgecls.train.callbacks import progress_bar
 from edgecls.train.distribute import ClusterTask, cluster_task, determinism, make_strategy

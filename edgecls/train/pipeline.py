@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecls.bundle.preprocess import load_image
 from edgecls.errors import EdgeclsError
 from edgecls.folders import Split
-from edgecls.runtime.preprocess import load_image
 
 CACHE_MODES = ("auto", "memory", "disk", "none")
 

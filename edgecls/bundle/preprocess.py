@@ -14,9 +14,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edgecls.bundle.image_size import image_size
 from edgecls.errors import EdgeclsError
 from edgecls.registry import Registry
-from edgecls.runtime.image_size import image_size
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 

@@ -18,12 +18,12 @@ from typing import Protocol
 
 import numpy as np
 
+from edgecls.bundle.cpu import this_cpu
+from edgecls.bundle.delegates import choose_delegate, validate_delegate
+from edgecls.bundle.tflite_metadata import read_metadata
 from edgecls.errors import EdgeclsError
 from edgecls.logs import native_stderr_silenced
 from edgecls.registry import Registry
-from edgecls.runtime.cpu import this_cpu
-from edgecls.runtime.delegates import choose_delegate, validate_delegate
-from edgecls.runtime.tflite_metadata import read_metadata
 
 
 class Predictor(Protocol):

@@ -8,9 +8,9 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgecls.bundle.manifest import Artifact, Manifest, check_embedded, load_manifest
+from edgecls.bundle.preprocess import InputSpec
 from edgecls.errors import EdgeclsError
-from edgecls.runtime.manifest import Artifact, Manifest, check_embedded, load_manifest
-from edgecls.runtime.preprocess import InputSpec
 
 
 def sha256(path: Path) -> str:
@@ -72,7 +72,7 @@ class Bundle:
     def load(self, artifact: Artifact, options=None, allow_failed: bool = False):
         """A Predictor for the artifact, refused before the first frame if it is not the model
         the manifest describes (labels, input size and preprocessing, output count)."""
-        from edgecls.runtime.backends import RuntimeOptions, load_predictor
+        from edgecls.bundle.backends import RuntimeOptions, load_predictor
 
         path = self.verified_path(artifact, allow_failed)
         predictor = load_predictor(path, options or RuntimeOptions())

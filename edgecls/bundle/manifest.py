@@ -10,9 +10,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from edgecls.bundle.preprocess import InputSpec
 from edgecls.durable import write_text_atomic
 from edgecls.errors import EdgeclsError
-from edgecls.runtime.preprocess import InputSpec
 from edgecls.schema import SchemaError, from_dict, to_dict
 
 SCHEMA_VERSION = 2
