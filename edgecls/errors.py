@@ -1,4 +1,5 @@
-"""One exception type for mistakes a user can fix; the CLI prints it as one line, no traceback."""
+"""The errors a user can fix: the CLI prints each as one line, no traceback, with an exit code
+that tells systemd whether trying again can help (`SchemaError` in schema.py is one too)."""
 
 
 class EdgeclsError(Exception):

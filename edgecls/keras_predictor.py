@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecls.bundle.backends import RuntimeOptions
 from edgecls.errors import EdgeclsError
 
 
@@ -21,7 +20,7 @@ def load_keras_model(path: Path):
 
 
 class KerasPredictor:
-    def __init__(self, path: Path | None, options: RuntimeOptions = RuntimeOptions(), model=None):
+    def __init__(self, path: Path | None, model=None):
         self.model = model if model is not None else load_keras_model(path)
         self.path = path
         shape = self.model.input_shape

@@ -34,10 +34,6 @@ _level = NORMAL
 _fd2_lock = threading.RLock()  # fd 2 is process-wide: one thread redirects it at a time
 
 
-def level() -> int:
-    return _level
-
-
 def verbose() -> bool:
     return _level >= VERBOSE
 

@@ -96,7 +96,6 @@ def _impeller(rng: np.random.Generator, size: int):
     cx, cy = size / 2 + rng.normal(0, size * 0.015, 2)
     radius = size * rng.uniform(0.40, 0.46)
     r = np.hypot(xx - cx, yy - cy)
-    np.arctan2(yy - cy, xx - cx)
 
     img = np.full((size, size), rng.uniform(25, 60), np.float32)
     img += 8 * _smooth_noise(rng, size, 5)

@@ -184,6 +184,12 @@ class Manifest:
         files = [a.file for a in self.artifacts]
         if len(set(files)) != len(files):
             raise ValueError("artifacts: a file is listed twice")
+        for a in self.artifacts:  # a repair names the failed int8 it replaces (gates_held)
+            if a.repair is not None and a.repair.get("plain") not in files:
+                raise ValueError(
+                    f"artifacts: {a.file}: repair.plain {a.repair.get('plain')!r} names no "
+                    "artifact of this bundle"
+                )
 
     def artifact(self, file: str) -> Artifact:
         for a in self.artifacts:

@@ -1,5 +1,6 @@
 """Keras callbacks our own loop drives: a rich progress bar that records the history, and early
-stopping on val_loss that restores the best weights."""
+stopping on the monitored validation metric (val_loss or val_accuracy) that restores the best
+weights."""
 
 from __future__ import annotations
 
