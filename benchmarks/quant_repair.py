@@ -61,7 +61,8 @@ def main(argv=None) -> int:
     from edgecls.bundle.manifest import ParityThresholds
     from edgecls.bundle.parity import compare
     from edgecls.export.context import ExportContext, logits_model
-    from edgecls.export.mixed import MIXED_FILES, QUANTIZERS, layer_errors, repair
+    from edgecls.export.formats import quantizer
+    from edgecls.export.mixed import MIXED_FILES, layer_errors, repair
     from edgecls.keras_predictor import KerasPredictor
     from edgecls.train.models import ModelConfig, build_model
 
@@ -84,7 +85,7 @@ def main(argv=None) -> int:
     rows = {}
     for fmt in ("tflite", "onnx"):
         plain = work / f"plain.{fmt}"
-        _, plain_s = _timed(QUANTIZERS[fmt].write, ctx, plain)
+        _, plain_s = _timed(quantizer(fmt).write, ctx, plain)
         parity, parity_s = _timed(gate, plain)
         report, error_s = _timed(layer_errors, fmt, ctx, plain)
         failed = (plain, never(plain), report)

@@ -9,6 +9,7 @@ from edgecls.bundle.backends import load_predictor
 from edgecls.bundle.folder import sha256
 from edgecls.bundle.preprocess import load_image
 from edgecls.cli import app
+from edgecls.errors import EdgeclsError
 
 CLASSES = ["beetles", "cockroach", "dragonflies"]
 
@@ -342,3 +343,29 @@ def test_softmax_is_split_off_every_kind_of_head_and_put_back_by_the_runtime(tmp
     np.testing.assert_allclose(
         predictor.predict(x.astype(np.uint8)), np.asarray(dense(x.astype(np.uint8))), atol=1e-6
     )
+
+
+def test_every_format_in_the_table_has_its_converters_backend_and_file_names():
+    """The format table is the one list: each entry needs a converter per precision, a metadata
+    writer and (with int8) a quantizer in export/, and a backend in bundle/backends.py."""
+    from edgecls.bundle.backends import BACKENDS
+    from edgecls.bundle.formats import FORMATS, MIXED, artifact_file, format_of
+    from edgecls.export.formats import (
+        ARTIFACT_FORMATS,
+        METADATA_WRITERS,
+        QUANTIZERS,
+        load_converters,
+    )
+
+    load_converters()
+    for name, f in FORMATS.items():
+        assert f.backend in BACKENDS and format_of(artifact_file(name, MIXED)) == f
+        assert {p for fmt, p in ARTIFACT_FORMATS if fmt == name} == set(f.precisions)
+        assert name in METADATA_WRITERS and (name in QUANTIZERS) == ("int8" in f.precisions)
+        for p in f.precisions:
+            assert ARTIFACT_FORMATS.get((name, p)).file == artifact_file(name, p)
+    assert artifact_file("onnx", MIXED) == "model_int8_mixed.onnx"
+    with pytest.raises(
+        EdgeclsError, match=r"unknown model format '\.pb' \(known: \.tflite, \.onnx\)"
+    ):
+        format_of("m.pb")

@@ -109,12 +109,13 @@ def broken(insects_run, data, tmp_path_factory) -> Case:
 @pytest.fixture(scope="module")
 def plain(broken):
     """Plain int8 of the broken model per format: (path, parity, per-layer error)."""
-    from edgecls.export.mixed import QUANTIZERS, layer_errors
+    from edgecls.export.formats import quantizer
+    from edgecls.export.mixed import layer_errors
 
     out = {}
     for fmt in FORMATS:
         path = broken.ctx.workdir / f"plain.{fmt}"
-        QUANTIZERS[fmt].write(broken.ctx, path)
+        quantizer(fmt).write(broken.ctx, path)
         out[fmt] = (path, broken.parity(path), layer_errors(fmt, broken.ctx, path))
     return out
 
@@ -143,7 +144,8 @@ def test_plain_int8_fails_although_the_float_model_is_accurate(broken, normal, p
 
 
 def test_per_layer_error_names_the_broken_layer(broken, normal, plain):
-    from edgecls.export.mixed import QUANTIZERS, layer_errors
+    from edgecls.export.formats import quantizer
+    from edgecls.export.mixed import layer_errors
 
     for fmt in FORMATS:
         report = plain[fmt][2]
@@ -155,7 +157,7 @@ def test_per_layer_error_names_the_broken_layer(broken, normal, plain):
         assert first_conv.rmse_scale < 1.0  # ... while RMSE/scale looks like plain rounding
         assert report.to_dict()["layers"][0]["error"] == report.layers[0].error
         path = normal.ctx.workdir / f"plain.{fmt}"
-        QUANTIZERS[fmt].write(normal.ctx, path)
+        quantizer(fmt).write(normal.ctx, path)
         healthy = layer_errors(fmt, normal.ctx, path)
         assert healthy.layers[0].error < 0.5 < report.layers[0].error
         assert len(healthy.weighted) == 5  # seed-cnn: three convs, two dense

@@ -20,6 +20,7 @@ import numpy as np
 
 from edgecls.bundle.cpu import this_cpu
 from edgecls.bundle.delegates import choose_delegate, validate_delegate
+from edgecls.bundle.formats import format_of
 from edgecls.bundle.tflite_metadata import read_metadata
 from edgecls.errors import EdgeclsError
 from edgecls.logs import native_stderr_silenced
@@ -64,23 +65,19 @@ class RuntimeOptions:
 @dataclass(frozen=True)
 class Backend:
     name: str
-    suffixes: tuple[str, ...]
     loader: Callable[..., Predictor]
 
 
+# The format each backend runs is in the format table (bundle/formats.py).
 BACKENDS: Registry[Backend] = Registry("backend")
 
 
-def register_backend(name: str, suffixes: tuple[str, ...]):
-    return BACKENDS.register(name, lambda cls: Backend(name, suffixes, cls))
+def register_backend(name: str):
+    return BACKENDS.register(name, lambda cls: Backend(name, cls))
 
 
 def backend_for(path: Path) -> Backend:
-    for backend in BACKENDS.values():
-        if path.suffix.lower() in backend.suffixes:
-            return backend
-    known = ", ".join(s for b in BACKENDS.values() for s in b.suffixes)
-    raise EdgeclsError(f"{path}: unknown model format {path.suffix!r} (known: {known})")
+    return BACKENDS.get(format_of(path).backend)
 
 
 def load_predictor(path: str | Path, options: RuntimeOptions = RuntimeOptions()) -> Predictor:
@@ -179,7 +176,7 @@ def litert_runtime():
     raise EdgeclsError("no TFLite runtime found: pip install ai-edge-litert (or 'edgecls[device]')")
 
 
-@register_backend("litert", (".tflite",))
+@register_backend("litert")
 class LiteRTPredictor:
     def __init__(self, path: Path, options: RuntimeOptions = RuntimeOptions()):
         interpreter_cls, load_delegate, resolver, source = litert_runtime()
@@ -284,7 +281,7 @@ def onnx_providers(options: RuntimeOptions) -> list:
     return providers
 
 
-@register_backend("onnxruntime", (".onnx",))
+@register_backend("onnxruntime")
 class OnnxRuntimePredictor:
     def __init__(self, path: Path, options: RuntimeOptions = RuntimeOptions()):
         try:

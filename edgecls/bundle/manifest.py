@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from edgecls.bundle.formats import FORMATS, PRECISIONS
 from edgecls.bundle.preprocess import InputSpec
 from edgecls.durable import write_text_atomic
 from edgecls.errors import EdgeclsError
@@ -18,7 +19,6 @@ from edgecls.schema import SchemaError, from_dict, to_dict
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 PARITY_MD = "parity.md"
-ARTIFACT_PRECISIONS = ("float32", "float16", "dynamic", "int8", "int8-mixed")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -83,7 +83,7 @@ class LayerErrorRow:
 @dataclass(frozen=True)
 class Artifact:
     file: str
-    format: Literal["tflite", "onnx"]
+    format: str  # a name in the format table (bundle/formats.py)
     precision: str
     bytes: int
     sha256: str
@@ -96,8 +96,10 @@ class Artifact:
 
     def __post_init__(self):
         _check_file_name(self.file)
-        if self.precision not in ARTIFACT_PRECISIONS:
-            raise ValueError(f"precision {self.precision!r} is not one of {ARTIFACT_PRECISIONS}")
+        if self.format not in FORMATS:
+            raise ValueError(f"format {self.format!r} is not one of {FORMATS.choices()}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision {self.precision!r} is not one of {PRECISIONS}")
         if not _SHA256.fullmatch(self.sha256):
             raise ValueError(f"sha256 of {self.file} is not 64 hex digits")
         if self.bytes < 1:

@@ -7,13 +7,16 @@ from pathlib import Path
 
 import typer
 
+from edgecls.bundle.formats import FORMATS
 from edgecls.cli.common import command, console, err
 from edgecls.cli.train import metrics_table
+
+MODEL_HELP = ", ".join([".keras", *(f.suffix for f in FORMATS.values())])
 
 
 @command()
 def evaluate(
-    model: Path = typer.Argument(..., help=".keras, .tflite or .onnx"),
+    model: Path = typer.Argument(..., help=MODEL_HELP),
     data: Path = typer.Option(..., help="DIR/<class>/* (or a split layout: its test/ is used)"),
     out: Path | None = typer.Option(None, help="report folder; default <model folder>/eval"),
     labels: Path | None = typer.Option(
@@ -40,7 +43,7 @@ def evaluate(
 
 @command()
 def predict(
-    model: Path = typer.Argument(..., help=".keras, .tflite or .onnx"),
+    model: Path = typer.Argument(..., help=MODEL_HELP),
     images: list[Path] = typer.Argument(..., help="image files"),
     top_k: int = typer.Option(1, min=1, help="show the K most likely labels"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per image"),

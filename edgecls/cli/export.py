@@ -9,6 +9,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
+from edgecls.bundle.formats import FORMATS
 from edgecls.cli.common import command, console, err, fail
 
 
@@ -24,6 +25,9 @@ def _parity_table(rows, title: str) -> None:
     console.print(table)
 
 
+FORMAT_OPTION = typer.Option(
+    ",".join(FORMATS.names), "--format", help=f"comma-separated: {','.join(FORMATS.names)}"
+)
 ONNX_INT8_OPTION = typer.Option(
     "u8u8",
     help="int8 ONNX activations/weights: u8u8 (same bits on ARM and x86), u8s8, or s8s8 "
@@ -44,7 +48,8 @@ def _print_repairs(manifest) -> None:
 
     for a in manifest.artifacts:
         if a.repair:
-            caveat = onnx_int8_caveat(manifest.calibration.onnx_int8) if a.format == "onnx" else ""
+            onnx = FORMATS.get(a.format).backend == "onnxruntime"
+            caveat = onnx_int8_caveat(manifest.calibration.onnx_int8) if onnx else ""
             console.print(
                 f"{a.repair['plain']} failed its gate; {a.file} passes ({a.repair['summary']})"
                 + (f"; {caveat}" if caveat else ""),
@@ -60,7 +65,7 @@ def export(
     int8: bool = typer.Option(False, "--int8", help="full-integer TFLite + static int8 ONNX (QDQ)"),
     fp16: bool = typer.Option(False, "--fp16", help="float16 TFLite and ONNX"),
     dynamic: bool = typer.Option(False, "--dynamic", help="dynamic-range TFLite"),
-    format: str = typer.Option("tflite,onnx", "--format", help="comma-separated: tflite,onnx"),
+    format: str = FORMAT_OPTION,
     io: str = typer.Option("uint8", help="int8 TFLite input/output type: uint8, int8 or float32"),
     onnx_int8: str = ONNX_INT8_OPTION,
     repair: bool = REPAIR_OPTION,

@@ -21,6 +21,7 @@ from edgecls import __version__
 from edgecls.bundle.backends import load_predictor
 from edgecls.bundle.drift import reference_stats
 from edgecls.bundle.folder import sha256
+from edgecls.bundle.formats import FORMATS, MIXED, artifact_file
 from edgecls.bundle.labels import check_outputs
 from edgecls.bundle.manifest import (
     SCHEMA_VERSION,
@@ -46,8 +47,8 @@ from edgecls.export.calibration import (
     round_robin,
 )
 from edgecls.export.context import ONNX_INT8
-from edgecls.export.formats import FORMATS, PRECISIONS, ArtifactFormat, planned
-from edgecls.export.mixed import MIXED_FILES, MIXED_PRECISION, RepairOptions
+from edgecls.export.formats import ArtifactFormat, planned
+from edgecls.export.mixed import MIXED_FILES, RepairOptions
 from edgecls.folders import load_eval_split
 from edgecls.runs import RunSource, resolve_source, run_split
 
@@ -58,7 +59,7 @@ DEFAULT_CALIBRATION = Path("calibration_data")
 class ExportConfig:
     source: Path  # a run folder, or a .keras file with labels.txt beside it (or `labels`)
     out: Path | None = None  # default export/<name>
-    formats: tuple[str, ...] = FORMATS
+    formats: tuple[str, ...] = FORMATS.names
     precisions: tuple[str, ...] = ("float32",)
     io: str = "uint8"
     onnx_int8: str = "u8u8"  # see export.context.ONNX_INT8 for why u8u8
@@ -73,14 +74,15 @@ class ExportConfig:
     def __post_init__(self):
         bad = [f for f in self.formats if f not in FORMATS]
         if bad or not self.formats:
-            raise EdgeclsError(f"--format {','.join(bad)}: choose from {', '.join(FORMATS)}")
+            raise EdgeclsError(f"--format {','.join(bad)}: choose from {FORMATS.choices()}")
         if self.io not in ("uint8", "int8", "float32"):
             raise EdgeclsError(f"--io {self.io}: choose uint8, int8 or float32")
         if self.onnx_int8 not in ONNX_INT8:
             raise EdgeclsError(f"--onnx-int8 {self.onnx_int8}: choose {' or '.join(ONNX_INT8)}")
         if self.calibration_size < 1:
             raise EdgeclsError("--calibration-size must be at least 1")
-        unknown = [p for p in self.precisions if p not in PRECISIONS]
+        written = {p for f in FORMATS.values() for p in f.precisions}
+        unknown = [p for p in self.precisions if p not in written]
         if unknown:
             raise EdgeclsError(f"unknown precision {unknown}")
 
@@ -205,7 +207,6 @@ def _repaired(plain, report, ctx, folder: Path, evalset, config, meta, console):
     """The int8-mixed artifact of a failed int8 one, with what was done and what it costs; None
     when the search found nothing that passes."""
     from edgecls.bundle.latency import median_latencies
-    from edgecls.export.formats import ARTIFACT_FORMATS
     from edgecls.export.mixed import repair
 
     def evaluate(path):
@@ -225,9 +226,9 @@ def _repaired(plain, report, ctx, folder: Path, evalset, config, meta, console):
             soft_wrap=True,
         )
         return None
-    done = ArtifactFormat(plain.format, MIXED_PRECISION, file, lambda ctx, path: None)
+    done = ArtifactFormat(plain.format, MIXED, file, lambda ctx, path: None)
     artifact = _artifact(done, ctx, folder, evalset, config, meta, console)
-    float32 = ARTIFACT_FORMATS.get((plain.format, "float32")).file
+    float32 = artifact_file(plain.format, "float32")
     files = {f: folder / f for f in (float32, plain.file, file)}
     record = result.to_dict() | {"plain": plain.file, "latency_ms": median_latencies(files)}
     return replace(artifact, repair=record, convert_seconds=round(result.seconds, 2))

@@ -14,11 +14,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+from edgecls.bundle.formats import FORMATS, MIXED, artifact_file
 from edgecls.export.context import ExportContext
+from edgecls.export.formats import quantizer
 from edgecls.export.layer_error import LayerReport
 
-MIXED_PRECISION = "int8-mixed"
-MIXED_FILES = {"tflite": "model_int8_mixed.tflite", "onnx": "model_int8_mixed.onnx"}
+MIXED_FILES = {fmt: artifact_file(fmt, MIXED) for fmt in FORMATS}
 BIAS_IMAGES = 32  # calibration images for the bias correction's E[x]
 
 Evaluate = Callable[[Path], object]  # artifact -> parity figures (passed, agreement, drop)
@@ -98,48 +99,9 @@ class RepairResult:
         }
 
 
-@dataclass(frozen=True)
-class Quantizer:
-    """One format's int8 writer that can keep nodes in float, and its per-layer error."""
-
-    write: Callable  # (ctx, out, float_nodes, method) -> None
-    errors: Callable  # (ctx, artifact, float_nodes) -> LayerReport
-    methods: tuple[str, ...] = ("minmax",)
-
-
-def _tflite_write(ctx, out: Path, float_nodes=(), method="minmax") -> None:
-    from edgecls.export.tflite import quantize_int8
-
-    out.write_bytes(quantize_int8(ctx, tuple(float_nodes)))
-
-
-def _tflite_errors(ctx, artifact: Path, float_nodes=()) -> LayerReport:
-    from edgecls.export.layer_error import tflite_layer_errors
-
-    return tflite_layer_errors(ctx, tuple(float_nodes))
-
-
-def _onnx_write(ctx, out: Path, float_nodes=(), method="minmax") -> None:
-    from edgecls.export.onnx import quantize_int8
-
-    quantize_int8(ctx, out, tuple(float_nodes), method)
-
-
-def _onnx_errors(ctx, artifact: Path, float_nodes=()) -> LayerReport:
-    from edgecls.export.layer_error import onnx_layer_errors
-
-    return onnx_layer_errors(ctx, artifact)
-
-
-QUANTIZERS = {
-    "tflite": Quantizer(_tflite_write, _tflite_errors),
-    "onnx": Quantizer(_onnx_write, _onnx_errors, ("minmax", "percentile", "entropy")),
-}
-
-
 def layer_errors(fmt: str, ctx: ExportContext, artifact: Path) -> LayerReport:
     """Per-layer error of a plain int8 artifact (every int8 artifact gets this table)."""
-    return QUANTIZERS[fmt].errors(ctx, artifact)
+    return quantizer(fmt).errors(ctx, artifact)
 
 
 def _score(parity) -> tuple:
@@ -152,7 +114,7 @@ class _Search:
 
     def __init__(self, fmt: str, evaluate: Evaluate, workdir: Path, ext: str):
         self.fmt, self.evaluate, self.workdir, self.ext = fmt, evaluate, workdir, ext
-        self.quantizer = QUANTIZERS[fmt]
+        self.quantizer = quantizer(fmt)
         self.attempts: list[Attempt] = []
         self.best: tuple | None = None  # (parity, ctx, changes, path)
 

@@ -9,8 +9,9 @@ from pathlib import Path
 import numpy as np
 from onnxruntime.quantization import CalibrationDataReader
 
+from edgecls.bundle.backends import METADATA_KEY
 from edgecls.export.context import ONNX_INT8, ExportContext
-from edgecls.export.formats import register_format
+from edgecls.export.formats import METADATA_WRITERS, QUANTIZERS, Quantizer, register_format
 
 OPSET = 17
 INPUT_NAME = "input"
@@ -29,7 +30,7 @@ def keras_to_onnx(model, input_size: tuple[int, int], out: Path) -> None:
     onnx.save(proto, str(out))
 
 
-@register_format("onnx", "float32", "model_float32.onnx")
+@register_format("onnx", "float32")
 def onnx_float32(ctx: ExportContext, out: Path) -> None:
     shutil.copyfile(ctx.onnx_float, out)
 
@@ -51,7 +52,7 @@ def _topological_sort(graph) -> None:
     graph.node.extend(ordered)
 
 
-@register_format("onnx", "float16", "model_float16.onnx")
+@register_format("onnx", "float16")
 def onnx_float16(ctx: ExportContext, out: Path) -> None:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -119,6 +120,34 @@ def quantize_int8(
     onnx.checker.check_model(str(out))
 
 
-@register_format("onnx", "int8", "model_int8.onnx", needs_calibration=True)
+@register_format("onnx", "int8", needs_calibration=True)
 def onnx_int8(ctx: ExportContext, out: Path) -> None:
     quantize_int8(ctx, out)
+
+
+@METADATA_WRITERS.register("onnx")
+def embed_metadata(path: Path, data: bytes) -> None:
+    """A `metadata_props` entry, which ONNX Runtime shows as custom metadata."""
+    import onnx
+
+    model = onnx.load(str(path))
+    for prop in model.metadata_props:
+        if prop.key == METADATA_KEY:
+            prop.value = data.decode("utf-8")
+            break
+    else:
+        model.metadata_props.add(key=METADATA_KEY, value=data.decode("utf-8"))
+    onnx.save(model, str(path))
+
+
+def _write_int8(ctx, out: Path, float_nodes=(), method="minmax") -> None:
+    quantize_int8(ctx, out, tuple(float_nodes), method)
+
+
+def _layer_errors(ctx, artifact: Path, float_nodes=()):
+    from edgecls.export.layer_error import onnx_layer_errors
+
+    return onnx_layer_errors(ctx, artifact)
+
+
+QUANTIZERS.add("onnx", Quantizer(_write_int8, _layer_errors, tuple(CALIBRATION_METHODS)))

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
+from edgecls.bundle.backends import METADATA_KEY
 from edgecls.export.context import ExportContext
-from edgecls.export.formats import register_format
+from edgecls.export.formats import METADATA_WRITERS, QUANTIZERS, Quantizer, register_format
 from edgecls.logs import native_stderr_silenced
 
 
@@ -21,12 +24,12 @@ def _write(converter, out: Path) -> None:
     out.write_bytes(model)
 
 
-@register_format("tflite", "float32", "model_float32.tflite")
+@register_format("tflite", "float32")
 def tflite_float32(ctx: ExportContext, out: Path) -> None:
     _write(_converter(ctx), out)
 
 
-@register_format("tflite", "float16", "model_float16.tflite")
+@register_format("tflite", "float16")
 def tflite_float16(ctx: ExportContext, out: Path) -> None:
     import tensorflow as tf
 
@@ -36,7 +39,7 @@ def tflite_float16(ctx: ExportContext, out: Path) -> None:
     _write(conv, out)
 
 
-@register_format("tflite", "dynamic", "model_dynamic.tflite")
+@register_format("tflite", "dynamic")
 def tflite_dynamic(ctx: ExportContext, out: Path) -> None:
     import tensorflow as tf
 
@@ -82,8 +85,38 @@ def quantize_int8(
     return model if debug else lite._deduplicate_readonly_buffers(model)
 
 
-@register_format("tflite", "int8", "model_int8.tflite", needs_calibration=True)
+@register_format("tflite", "int8", needs_calibration=True)
 def tflite_int8(ctx: ExportContext, out: Path) -> None:
     """Full integer: int8 weights and activations; uint8 IO by default so camera pixels go
     straight in (the Rescaling inside the model makes the input scale 1, zero point 0)."""
     out.write_bytes(quantize_int8(ctx))
+
+
+@METADATA_WRITERS.register("tflite")
+def embed_metadata(path: Path, data: bytes) -> None:
+    """A named metadata buffer in the flatbuffer, as the TFLite Support metadata is stored."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(data, np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = METADATA_KEY
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [*(model.metadata or []), entry]
+    flatbuffer_utils.write_model(model, str(path))
+
+
+def _write_int8(ctx, out: Path, float_nodes=(), method="minmax") -> None:
+    out.write_bytes(quantize_int8(ctx, tuple(float_nodes)))
+
+
+def _layer_errors(ctx, artifact: Path, float_nodes=()):
+    from edgecls.export.layer_error import tflite_layer_errors
+
+    return tflite_layer_errors(ctx, tuple(float_nodes))
+
+
+QUANTIZERS.add("tflite", Quantizer(_write_int8, _layer_errors))

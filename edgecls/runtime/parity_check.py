@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecls.bundle.folder import Bundle, load_bundle
+from edgecls.bundle.formats import FORMATS
 from edgecls.bundle.manifest import (
     MANIFEST,
     CheckFigures,
@@ -136,7 +137,7 @@ def check_bundle(
     )
     floats = sorted(
         (a for a in bundle.artifacts if a.precision == "float32"),
-        key=lambda a: a.format != "tflite",
+        key=lambda a: FORMATS.names.index(a.format),  # the table's first: TFLite
     )
     if not floats:
         raise EdgeclsError(f"{bundle.root}: no float32 artifact to use as the parity reference")

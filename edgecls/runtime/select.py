@@ -16,12 +16,13 @@ import numpy as np
 
 from edgecls.bundle.backends import RuntimeOptions
 from edgecls.bundle.folder import Bundle
+from edgecls.bundle.formats import backend_formats
 from edgecls.bundle.latency import latency_samples
 from edgecls.bundle.manifest import Artifact
 from edgecls.durable import write_json_atomic
 from edgecls.errors import EdgeclsError
 
-BACKEND_FORMATS = {"litert": "tflite", "onnxruntime": "onnx"}
+BACKEND_FORMATS = backend_formats()
 CACHE_ENTRIES = 32  # bundles x settings remembered; the oldest measurement goes first
 
 
@@ -123,7 +124,8 @@ def _gpu_choice(bundle, candidates, backend, options, allow_failed) -> Choice | 
     calibration = bundle.manifest.calibration
     if gpu[0] == "TensorrtExecutionProvider" and calibration and calibration.onnx_int8 == "s8s8":
         rank.update({"int8": 0, "int8-mixed": 0})
-    onnx = [a for a in candidates if a.format == "onnx" and a.precision in rank]
+    runs_here = BACKEND_FORMATS["onnxruntime"]  # the GPU providers are ONNX Runtime's
+    onnx = [a for a in candidates if a.format == runs_here and a.precision in rank]
     if not onnx:
         return None
     a = min(onnx, key=lambda a: rank[a.precision])
