@@ -43,7 +43,7 @@ from mjpeg_server import MjpegServer, free_port  # noqa: E402
 
 from edgecls.runtime.loop import run  # noqa: E402
 from edgecls.runtime.runconfig import RunOptions  # noqa: E402
-from edgecls.runtime.sources import LiveSource, SourceEnded, open_source  # noqa: E402
+from edgecls.runtime.sources import LiveSource, Source, SourceEnded, open_source  # noqa: E402
 
 
 def rss_bytes() -> int:
@@ -171,7 +171,7 @@ def phase(name, source, args, work: Path, broker) -> dict:
         warnings[0] += "warning" in message
         logs.append(message)
 
-    class Until:  # ends the run once enough frames went through
+    class Until(Source):  # ends the run once enough frames went through
         def __init__(self, m):
             self.m, self.name, self.live = m, m.name, m.live
 

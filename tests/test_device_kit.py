@@ -24,8 +24,8 @@ from typer.testing import CliRunner
 from edgecls.bundle.preprocess import frame_to_input
 from edgecls.cli import app
 from edgecls.errors import EdgeclsError
-from edgecls.runtime import cameras, doctor, systemd
-from edgecls.runtime.sources import CaptureSettings, SourceEnded, open_source
+from edgecls.runtime import doctor, systemd
+from edgecls.runtime.sources import CaptureSettings, SourceEnded, cameras, open_source
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -28,7 +28,7 @@ from edgecls.errors import EdgeclsError
 from edgecls.runtime.decisions import DecisionConfig, DecisionRule
 from edgecls.runtime.records import Identity, LatencyStats, Record, Summary
 from edgecls.runtime.runconfig import RunOptions, merge_options, read_device_file
-from edgecls.runtime.sinks import SinkContext, Sinks, build_sinks
+from edgecls.runtime.sinks import Sink, SinkContext, Sinks, build_sinks
 from edgecls.runtime.sinks.mqtt_worker import NICE
 
 LABELS = ("ok", "def")
@@ -284,7 +284,7 @@ def test_json_log_rotates_and_goes_to_a_file_under_systemd(tmp_path, monkeypatch
 
 
 def test_a_slow_output_never_blocks_a_live_loop_and_its_drops_are_counted():
-    class Slow:
+    class Slow(Sink):
         name, needs = "slow", frozenset()
 
         def open(self, context):
@@ -314,7 +314,7 @@ def test_a_slow_output_never_blocks_a_live_loop_and_its_drops_are_counted():
 
 
 def test_a_lingering_output_takes_a_decision_at_once_and_a_filling_queue_before_it_overflows():
-    class Gathering:  # lingers far longer than any test waits: only a cut-short linger shows
+    class Gathering(Sink):  # lingers far longer than any test waits: only a cut-short linger shows
         name, needs, linger = "gathering", frozenset(), 30.0
 
         def __init__(self):
@@ -351,7 +351,7 @@ def test_a_lingering_output_takes_a_decision_at_once_and_a_filling_queue_before_
 
 
 def test_an_inline_output_runs_on_the_loops_thread_and_its_faults_are_counted():
-    class Quick:  # as the live view and the drift monitor: a few microseconds, never I/O
+    class Quick(Sink):  # as the live view and the drift monitor: a few microseconds, never I/O
         name, needs, inline = "quick", frozenset(), True
 
         def __init__(self):

@@ -28,7 +28,7 @@ from edgecls.cli import app
 from edgecls.errors import EdgeclsError
 from edgecls.runtime.loop import run
 from edgecls.runtime.runconfig import RunOptions
-from edgecls.runtime.sources import open_source
+from edgecls.runtime.sources import Source, open_source
 
 CLASSES = ["beetles", "cockroach", "dragonflies"]
 
@@ -78,7 +78,7 @@ class Lines:
         pass
 
 
-class Paced:
+class Paced(Source):
     """A file source read at a camera's pace, so a test can act while the loop runs."""
 
     def __init__(self, source, seconds: float):

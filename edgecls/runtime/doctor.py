@@ -102,7 +102,7 @@ def _cameras() -> dict:
     if cv2 is None:
         report["gstreamer"] = f"unknown: OpenCV {cv2_status}"
         return report
-    from edgecls.runtime.cameras import gstreamer_available, libcamera_cameras
+    from edgecls.runtime.sources.cameras import gstreamer_available, libcamera_cameras
 
     report["gstreamer"] = gstreamer_available()
     if picamera2 is not None:

@@ -27,7 +27,7 @@ from edgecls.runtime.runconfig import RunConfig
 from edgecls.runtime.select import choose
 from edgecls.runtime.sinks import SinkContext, Sinks, build_sinks
 from edgecls.runtime.sinks.recording import source_fps
-from edgecls.runtime.sources import Frame, SourceEnded, open_source
+from edgecls.runtime.sources import Frame, Source, SourceEnded, open_source
 
 __all__ = ["RunConfig", "Summary", "run"]
 
@@ -147,7 +147,7 @@ def _drift_sinks(config: RunConfig, bundle: Bundle) -> list:
     return [DriftSink(reference, config.drift.window, config.drift.threshold)]
 
 
-def run(config: RunConfig, out=None, log=None, source=None) -> Summary:
+def run(config: RunConfig, out=None, log=None, source: Source | None = None) -> Summary:
     """Run the loop until the source ends, max_frames, the window closes, or a signal."""
     out = out or sys.stdout
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
@@ -174,8 +174,8 @@ def run(config: RunConfig, out=None, log=None, source=None) -> Summary:
         except BaseException:
             sinks.close()
             raise
-        stopper.follow(getattr(source, "stop", None))
-        context.live = getattr(source, "live", True)
+        stopper.follow(source.stop)
+        context.live = source.live
         context.source_fps = lambda: source_fps(source, config.source)
         a = choice.artifact
         log(
@@ -202,7 +202,7 @@ def run(config: RunConfig, out=None, log=None, source=None) -> Summary:
     return summary
 
 
-def _loop(config, source, classify, sinks: Sinks, summary: Summary, stop, log) -> None:
+def _loop(config, source: Source, classify, sinks: Sinks, summary: Summary, stop, log) -> None:
     rule = DecisionRule(config.decision)
     watchdog = systemd.Watchdog()
     last_status = time.monotonic()
@@ -255,9 +255,9 @@ def _unreadable(summary: Summary, why: str, log) -> None:
         log("warning: further unreadable images are counted in the summary, not named")
 
 
-def _source_counts(summary: Summary, source) -> None:
-    summary.reconnects = getattr(source, "reconnects", 0)
-    summary.skipped = getattr(source, "dropped_frames", 0)
+def _source_counts(summary: Summary, source: Source) -> None:
+    summary.reconnects = source.reconnects
+    summary.skipped = source.dropped_frames
 
 
 def _count(summary: Summary, record: Record) -> None:
@@ -281,7 +281,7 @@ def _heartbeat(config, summary: Summary, record: Record, log) -> None:
         log(text)
 
 
-def _finish(summary: Summary, source, sinks: Sinks, log) -> None:
+def _finish(summary: Summary, source: Source, sinks: Sinks, log) -> None:
     systemd.stopping()
     summary.seconds = time.monotonic() - summary.started
     _source_counts(summary, source)
@@ -289,6 +289,6 @@ def _finish(summary: Summary, source, sinks: Sinks, log) -> None:
         source.close()
     finally:
         sinks.close()  # drained and closed whatever the source does: no lost records
-    if getattr(source, "ended_early", None):
+    if source.ended_early:
         log(f"warning: {source.ended_early}")
     log(summary.text())

@@ -17,10 +17,13 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING
 
 from edgecls.registry import Registry
 from edgecls.runtime.records import Decision, Identity, Record, Summary
+
+if TYPE_CHECKING:
+    from edgecls.runtime.runconfig import RunConfig
 
 
 @dataclass
@@ -37,31 +40,59 @@ class SinkContext:
     live: bool = True  # live source: a full queue drops; file source: the loop waits instead
 
 
-class Sink(Protocol):
-    name: str
-    needs: frozenset[str]  # Record arrays it reads ("image", "model_input"); others get none
-    # optional: `rate`, frames a second it takes at most (None: all); decisions always pass
-    # optional: `wants(event) -> bool`, checked before queueing (e.g. only --save-labels frames)
-    # optional: `linger` seconds to let events gather before handling them (cheaper per event);
-    # a decision or a half-full queue ends the wait at once
-    # optional: `flush()`, called after each gathered batch (e.g. one pipe write for all of it)
-    # optional: `inline = True`: handle() is quick and never blocks (no I/O, no lock held long by
-    # another thread), so it runs on the loop's thread, with no queue and no thread of its own
-    # optional: `abort()`, called from the loop's thread when handle() is still busy at the end
-    # (e.g. kill a child process that would outlive the run)
+class Sink:
+    """One output of the run. Only `name` and `handle` are required; the other members have the
+    defaults of a sink that takes every event, one at a time, on a thread of its own."""
+
+    name: str  # the output's name in logs, the summary and /metrics
+    needs: frozenset[str] = frozenset()
+    """The Record arrays it reads ("image", "model_input"); the others are left out of its copy,
+    so a queued record does not hold frames nobody reads."""
+
+    rate: float | None = None
+    """Records a second it takes at most (None: all), sampled on the loop's side before any
+    copy or queueing, so a fast loop does not hand over frames nobody uses; decisions always
+    pass. Read at each record, so a sink may change it as it runs (the drift monitor takes all
+    until its window is full)."""
+
+    linger: float = 0.0
+    """Seconds to let events gather before handling them, so a batch costs one wake-up (and
+    one network write) instead of one per event; a decision or a half-full queue ends the wait
+    at once."""
+
+    inline: bool = False
+    """True where handle() is quick and never blocks (no I/O, no lock held long by another
+    thread): it then runs on the loop's thread, with no queue and no thread of its own, as a
+    thread's wake-up and hand-off of the interpreter lock per event would cost more than the
+    work."""
+
+    def wants(self, event: Record | Decision) -> bool:
+        """Whether to queue `event` at all (e.g. only --save-labels frames), checked on the loop's
+        side so what the sink would ignore costs no copy and no queue slot; called only where a
+        sink overrides it."""
+        return True
 
     def open(self, context: SinkContext) -> None:
         """Check and acquire what the sink needs; raise EdgeclsError if it can never work."""
 
     def handle(self, event: Record | Decision) -> None:
         """Consume one event, on the sink's own thread (an inline sink's: the loop's)."""
+        raise NotImplementedError(f"{type(self).__name__} handles no events")
+
+    def flush(self) -> None:
+        """Called after each gathered batch, so a batch can end in one write (e.g. one pipe write
+        for all of it)."""
+
+    def abort(self) -> None:
+        """Called from the loop's thread when handle() is still busy at the end, to end what
+        would outlive the run (e.g. kill a child process)."""
 
     def close(self) -> None:
         """Flush and release; called once, after the last event."""
 
 
 # name -> factory(options: RunConfig) -> Sink | None (None: not asked for in this run)
-SINKS: Registry[Callable[[object], Sink | None]] = Registry("sink")
+SINKS: Registry[Callable[[RunConfig], Sink | None]] = Registry("sink")
 
 IMAGE_QUEUE = 8
 # a sink that fills a disk (saved frames, a recording) stops while less than this is left: a
@@ -95,13 +126,13 @@ class SinkRunner:
         self.events: deque = deque()  # appended by the loop only, taken by the sink's thread
         self.waiting = threading.Event()  # events wait for the thread
         self.room = threading.Condition()  # from a file, the loop waits here while it is full
-        self.wants = getattr(sink, "wants", None)  # optional early filter, on the loop's side
-        self.rated = hasattr(sink, "rate")
+        # the early filter, bound once; None where the sink keeps the default (a call a frame less)
+        self.wants = sink.wants if type(sink).wants is not Sink.wants else None
         self.next_at = 0.0  # record time from which a rated sink takes the next frame
-        self.linger = getattr(sink, "linger", 0.0)
+        self.linger = sink.linger
         self.hurry = threading.Event()  # ends a linger early: a decision waits for no batch
         self.failed_once = False
-        self.inline = getattr(sink, "inline", False)
+        self.inline = sink.inline
         self.thread = threading.Thread(target=self._work, name=f"sink-{sink.name}", daemon=True)
 
     def start(self) -> None:
@@ -112,7 +143,7 @@ class SinkRunner:
         """From a live source, never blocks: a full queue drops the event and counts it. From a
         file there is no real time to keep, so the loop waits for the sink (until stopped)."""
         is_record = isinstance(event, Record)
-        if is_record and self.rated and self._too_soon(event.time):
+        if is_record and self.sink.rate and self._too_soon(event.time):
             return
         if self.wants is not None and not self.wants(event):
             return
@@ -144,10 +175,7 @@ class SinkRunner:
     def _too_soon(self, t: float) -> bool:
         """Sampling for a rated sink on the record's own clock (no clock read per frame); a
         clock set back restarts the sampling instead of pausing it."""
-        rate = self.sink.rate
-        if not rate:
-            return False
-        period = 1.0 / rate
+        period = 1.0 / self.sink.rate
         if 0.0 < self.next_at - t <= period:
             return True
         self.next_at = t + period
@@ -175,14 +203,14 @@ class SinkRunner:
         return batch
 
     def _work(self) -> None:
-        flush = getattr(self.sink, "flush", None)
+        flush = self.sink.flush
         while True:
             batch = self._take()
             for event in batch:
                 if event is self._CLOSE:
                     return
                 self._handle(event)
-            if flush is not None and batch:
+            if batch:
                 try:
                     flush()
                 except Exception as exc:
@@ -216,9 +244,7 @@ class SinkRunner:
         if not self.inline:
             self.thread.join(timeout=max(0.0, deadline - time.monotonic()))
         if self.thread.is_alive():  # its thread still owns it: closing it now would race
-            abort = getattr(self.sink, "abort", None)
-            if abort is not None:
-                abort()
+            self.sink.abort()
             self.context.log(f"warning: output {self.sink.name} did not finish in time")
             self.context.summary.add_error(self.sink.name)
             return
@@ -278,8 +304,8 @@ class Sinks:
             runner.finish(deadline)
 
 
-def build_sinks(config, context: SinkContext, extra: list[Sink] = ()) -> Sinks:
+def build_sinks(config: RunConfig, context: SinkContext, extra: list[Sink] = ()) -> Sinks:
     """The registered sinks the run's options ask for, plus `extra` (e.g. the drift monitor)."""
     sinks = [s for make in load_sinks().values() if (s := make(config)) is not None]
     # extra first: the drift monitor closes before the outputs that report its last state
-    return Sinks([*extra, *sinks], context, depth=getattr(config, "queue_size", 64))
+    return Sinks([*extra, *sinks], context, depth=config.queue_size)

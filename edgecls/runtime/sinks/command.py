@@ -15,12 +15,11 @@ import subprocess
 
 from edgecls.errors import EdgeclsError
 from edgecls.runtime.records import Decision
-from edgecls.runtime.sinks import SINKS, SinkContext
+from edgecls.runtime.sinks import SINKS, Sink, SinkContext
 
 
-class CommandSink:
+class CommandSink(Sink):
     name = "on-trigger"
-    needs = frozenset()
 
     def __init__(self, config):
         self.config = config.on_trigger
@@ -78,9 +77,6 @@ class CommandSink:
         orphan of init once the run's process has exited."""
         if (proc := self.proc) is not None:
             _kill(proc)
-
-    def close(self) -> None:
-        pass
 
 
 def _kill(proc: subprocess.Popen) -> None:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from edgecls.runtime.drift import DriftMonitor
 from edgecls.runtime.records import Record
-from edgecls.runtime.sinks import SinkContext
+from edgecls.runtime.sinks import Sink, SinkContext
 
 MAX_RATE = 10.0  # frames measured per second once the window is full
 
 
-class DriftSink:
+class DriftSink(Sink):
     name = "drift"
     needs = frozenset({"model_input"})
     # a measurement is ~60 us of arithmetic on the small model input, 10 a second: less than the
@@ -48,6 +48,3 @@ class DriftSink:
             )
         elif state["state"] == "ok" and before == "drift":
             self.context.log(f"drift cleared (score {state['score']:.2f})")
-
-    def close(self) -> None:
-        pass

@@ -22,7 +22,7 @@ import cv2
 
 from edgecls.durable import check_writable_folder
 from edgecls.runtime.records import Record
-from edgecls.runtime.sinks import DISK_RESERVE_BYTES, SINKS, SinkContext
+from edgecls.runtime.sinks import DISK_RESERVE_BYTES, SINKS, Sink, SinkContext
 
 # after a pause, saving resumes once the disk has this much more than the reserve
 RESUME_BYTES = 16 << 20
@@ -41,7 +41,7 @@ def frame_name(record: Record) -> str:
     return f"edgecls-{stamp}-f{record.frame:08d}-{label}-{min(record.confidence, 1.0):.2f}.jpg"
 
 
-class FramesSink:
+class FramesSink(Sink):
     name = "frames"
     needs = frozenset({"image"})
 
@@ -154,9 +154,6 @@ class FramesSink:
             path, size = self.kept.popleft()
             path.unlink(missing_ok=True)
             self.total -= size
-
-    def close(self) -> None:
-        pass
 
 
 @SINKS.register("frames")

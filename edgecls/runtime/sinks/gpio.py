@@ -8,12 +8,11 @@ import warnings
 
 from edgecls.errors import EdgeclsError
 from edgecls.runtime.records import Decision
-from edgecls.runtime.sinks import SINKS, SinkContext
+from edgecls.runtime.sinks import SINKS, Sink, SinkContext
 
 
-class GpioSink:
+class GpioSink(Sink):
     name = "gpio"
-    needs = frozenset()
 
     def __init__(self, config):
         self.config = config.gpio

@@ -19,7 +19,7 @@ import cv2
 
 from edgecls.errors import EdgeclsError
 from edgecls.runtime.records import Decision, Record
-from edgecls.runtime.sinks import SINKS, SinkContext
+from edgecls.runtime.sinks import SINKS, Sink, SinkContext
 from edgecls.runtime.sinks.metrics import prometheus_text
 from edgecls.runtime.sinks.overlay import draw
 
@@ -51,7 +51,7 @@ class LiveState:
             self.cond.notify_all()
 
 
-class HttpSink:
+class HttpSink(Sink):
     name = "http"
     needs = frozenset({"image"})
     # frames at most 30 a second (the view shows <= 30, /latest lags < 35 ms), so a fast loop does

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from edgecls.errors import EdgeclsError
-from edgecls.runtime.sinks import SINKS, SinkContext
+from edgecls.runtime.sinks import SINKS, Sink, SinkContext
 
 
 def stdout_is_journal() -> bool:
@@ -91,9 +91,8 @@ class RotatingFile:
         self.file.close()
 
 
-class JsonLogSink:
+class JsonLogSink(Sink):
     name = "json"
-    needs = frozenset()
 
     def __init__(self, config):
         self.config = config

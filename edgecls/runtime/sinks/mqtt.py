@@ -21,7 +21,7 @@ from pathlib import Path
 
 from edgecls.errors import EdgeclsError
 from edgecls.runtime.records import Decision, Record
-from edgecls.runtime.sinks import SINKS, SinkContext
+from edgecls.runtime.sinks import SINKS, Sink, SinkContext
 
 WORKER = Path(__file__).with_name("mqtt_worker.py")
 # Run by path, not as `-m` (which would import numpy with the package) nor as a plain script
@@ -37,9 +37,8 @@ PIPE_BYTES = 1 << 20
 RESTART_SECONDS = (1.0, 60.0)
 
 
-class MqttSink:
+class MqttSink(Sink):
     name = "mqtt"
-    needs = frozenset()
     # records go out in bursts (one pipe write, one wake-up for each), <= 50 ms late; a decision
     # does not wait (SinkRunner ends the linger for it)
     linger = 0.05

@@ -11,15 +11,16 @@ import cv2
 from edgecls.durable import check_writable_folder
 from edgecls.errors import EdgeclsError
 from edgecls.runtime.records import Record
-from edgecls.runtime.sinks import DISK_RESERVE_BYTES, SINKS, SinkContext
+from edgecls.runtime.sinks import DISK_RESERVE_BYTES, SINKS, Sink, SinkContext
 from edgecls.runtime.sinks.overlay import draw
+from edgecls.runtime.sources import Source
 
 FOURCC = {".mp4": "mp4v", ".m4v": "mp4v", ".mov": "mp4v", ".avi": "MJPG", ".mkv": "mp4v"}
 MEASURE_FRAMES, MEASURE_SECONDS = 60, 2.0
 CHECK_SECONDS = 1.0  # how often the room left is looked at
 
 
-class RecordingSink:
+class RecordingSink(Sink):
     name = "record"
     needs = frozenset({"image"})
 
@@ -115,14 +116,13 @@ class RecordingSink:
                 self.context.log(f"warning: --record {self.path}: nothing was written (disk full?)")
 
 
-def source_fps(source, spec: str) -> float | None:
+def source_fps(source: Source, spec: str) -> float | None:
     """A file's own frame rate (the source's `fps`, or the video header); None for a live source,
     whose delivered rate the recording measures (cameras announce rates they do not keep)."""
-    if getattr(source, "live", True):
+    if source.live:
         return None
-    fps = getattr(source, "fps", None)
-    if fps:
-        return float(fps)
+    if source.fps:
+        return float(source.fps)
     if not Path(spec).is_file():
         return None
     cap = cv2.VideoCapture(spec)

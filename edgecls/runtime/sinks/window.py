@@ -8,11 +8,11 @@ import contextlib
 import cv2
 
 from edgecls.runtime.records import Record
-from edgecls.runtime.sinks import SINKS, SinkContext
+from edgecls.runtime.sinks import SINKS, Sink, SinkContext
 from edgecls.runtime.sinks.overlay import draw
 
 
-class WindowSink:
+class WindowSink(Sink):
     name = "window"
     needs = frozenset({"image"})
 

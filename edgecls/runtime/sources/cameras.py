@@ -12,15 +12,13 @@ from __future__ import annotations
 import contextlib
 import importlib
 import re
-from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
 from edgecls.errors import EdgeclsError, SourceUnavailable
-
-if TYPE_CHECKING:
-    from edgecls.runtime.sources import CaptureSettings
+from edgecls.runtime.sources.base import CaptureSettings
+from edgecls.runtime.sources.live import LiveSource
 
 PICAMERA2_SPEC = re.compile(r"picamera2(?::(\d+))?", re.IGNORECASE)
 DEFAULT_SIZE = (640, 480)
@@ -143,10 +141,8 @@ def frame_rate(config) -> float:
         return 0.0
 
 
-def make_picamera2_source(spec: str, settings: CaptureSettings, **live_options):
+def make_picamera2_source(spec: str, settings: CaptureSettings, **live_options) -> LiveSource:
     """The LiveSource for `picamera2` / `picamera2:N`."""
-    from edgecls.runtime.sources import LiveSource
-
     number = _camera_number(spec)
     cls = _picamera2_class()
     first = Picamera2Capture(number, settings, cls)

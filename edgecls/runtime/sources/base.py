@@ -1,0 +1,75 @@
+"""What every frame source is and gives: the `Source` interface, its `Frame`, its end."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CaptureSettings:
+    width: int | None = None
+    height: int | None = None
+    fps: int | None = None
+
+
+@dataclass
+class Frame:
+    index: int  # position in the source (frames read, corrupt ones included)
+    image: np.ndarray | None  # BGR uint8; None for a corrupt frame
+    name: str = ""  # an image folder's file, as the folder's path to it (sub/img.jpg)
+    problem: str = ""  # why a named image could not be read
+
+
+class SourceEnded(Exception):
+    """A file source reached its end, or a live source could not be reopened."""
+
+
+def valid_image(image) -> bool:
+    """A frame the preprocessing can take: colour or grey, 8 or 16 bit."""
+    return (
+        isinstance(image, np.ndarray)
+        and image.size > 0
+        and (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (1, 3, 4)))
+    )
+
+
+class Source:
+    """Frames for the loop, one `read()` at a time, until `SourceEnded`.
+
+    The members below the name have the defaults of a source that has nothing to say about them;
+    a source sets those it knows (as class attributes, or in its constructor)."""
+
+    name: str  # what the log and every record call it
+
+    live: bool = True
+    """A camera or stream, whose frames do not wait: a full output queue drops events instead of
+    holding up the loop, and a recording measures the rate frames really arrive at. False for a
+    file or folder, read as fast as the loop goes and ended by its end."""
+
+    reconnects: int = 0
+    """Times the source was reopened after it dropped: the summary's and /metrics' count."""
+
+    dropped_frames: int = 0
+    """Frames replaced by newer ones before the model saw them (a camera faster than the model):
+    the summary's "skipped older camera frames"."""
+
+    ended_early: str | None = None
+    """Why a file ended before its announced length (truncated, damaged), warned at the end."""
+
+    fps: float | None = None
+    """The source's own frame rate where it announces one (a video's header), for a recording
+    of a file; None or 0 where unknown."""
+
+    stop: threading.Event | None = None
+    """The event that ends the source's own waits (reading, reconnecting), set on a stop signal
+    along with the loop's, so a source that is down does not hold up a Ctrl-C."""
+
+    def read(self) -> Frame:
+        """The next frame (a live source's newest); raise SourceEnded when there are no more."""
+        raise NotImplementedError(f"{type(self).__name__} reads no frames")
+
+    def close(self) -> None:
+        """Release what the source holds (a capture, a thread); called once, at the end."""
