@@ -3,7 +3,7 @@
 The seeds read folders with `keras.utils.image_dataset_from_directory` and no cache or
 prefetch, so every epoch decodes every JPEG again in line with the training step. Ours decodes
 in parallel once into a bounded cache and prefetches. Both feed the very same train step
-(edgecls.train.loop.Steps, on one device) of the same model; rounds alternate so that load
+(edgecls.train.epochs.Steps, on one device) of the same model; rounds alternate so that load
 from other processes hits both alike. Prints one row per pipeline and the ratio.
 
     python benchmarks/train_throughput.py [--model seed-cnn] [--img-size 96] [--epochs 3]
@@ -62,7 +62,7 @@ def main() -> None:
     import tensorflow as tf
 
     from edgecls.samples import SampleSpec, write_sample
-    from edgecls.train.loop import Steps
+    from edgecls.train.epochs import Steps
     from edgecls.train.models import ModelConfig, build_model
 
     with tempfile.TemporaryDirectory() as tmp:

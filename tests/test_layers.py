@@ -88,7 +88,14 @@ def test_the_board_side_never_reaches_tensorflow():
 LAYERS = (
     (
         "base",
-        ("edgecls.errors", "edgecls.registry", "edgecls.schema", "edgecls.durable", "edgecls.logs"),
+        (
+            "edgecls.errors",
+            "edgecls.registry",
+            "edgecls.schema",
+            "edgecls.durable",
+            "edgecls.logs",
+            "edgecls.lazy",
+        ),
     ),
     ("bundle", ("edgecls.bundle",)),
     ("data", ("edgecls.folders", "edgecls.runs", "edgecls.samples")),

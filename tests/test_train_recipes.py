@@ -201,7 +201,7 @@ def test_config_json_names_the_data_from_wherever_the_run_is_used(tmp_path, monk
 def test_an_out_that_is_the_working_folder_is_refused(tmp_path, monkeypatch, what, out):
     """`--out .` once crashed (the staging folder's name came from the empty name); swapping
     it in would replace the folder the user's shell is in, so it is refused at the start."""
-    from edgecls.explain import _check_out
+    from edgecls.explain.pipeline import _check_out
     from edgecls.export.bundle_dir import check_destination
     from edgecls.train.runfolder import RunFolder
 
@@ -298,7 +298,7 @@ def test_the_train_step_runs_under_mixed_float16_with_a_float32_output():
     import keras
     import tensorflow as tf
 
-    from edgecls.train.loop import Steps
+    from edgecls.train.epochs import Steps
 
     strategy = tf.distribute.OneDeviceStrategy("/cpu:0")
     keras.mixed_precision.set_global_policy("mixed_float16")

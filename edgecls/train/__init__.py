@@ -1,15 +1,9 @@
-"""Training (TensorFlow): the model registry, the tf.data pipeline and the fit loop.
+"""Training (TensorFlow): the model registry, the tf.data pipeline, the fit loop and the reports.
 
 Names are loaded on first use, so the CLI can list the model registry without the rest."""
 
-from __future__ import annotations
+from edgecls.lazy import lazy_attributes
 
-__all__ = ["TrainConfig", "TrainResult", "train", "unique_run_dir"]
-
-
-def __getattr__(name: str):
-    if name in __all__:
-        from edgecls.train import fit
-
-        return getattr(fit, name)
-    raise AttributeError(f"module 'edgecls.train' has no attribute {name!r}")
+_WHERE = {"TrainConfig": "config", "TrainResult": "config", "train": "fit", "unique_run_dir": "fit"}
+__all__ = list(_WHERE)
+__getattr__ = lazy_attributes(__name__, _WHERE)

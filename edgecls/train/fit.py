@@ -6,77 +6,28 @@ the finished run folder in."""
 
 from __future__ import annotations
 
-import csv
-import json
-import os
 import tempfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-import numpy as np
 from rich.console import Console
 
-from edgecls import __version__
-from edgecls.bundle.preprocess import InputSpec
 from edgecls.errors import EdgeclsError
-from edgecls.evaluate import evaluate, write_reports
-from edgecls.folders import FolderDataset, SplitConfig, load_folder_dataset
+from edgecls.folders import FolderDataset, load_folder_dataset
 from edgecls.train.callbacks import keras_callbacks as _keras_callbacks
 from edgecls.train.callbacks import progress_bar
+from edgecls.train.config import TrainConfig, TrainResult
 from edgecls.train.distribute import ClusterTask, cluster_task, determinism, make_strategy
-from edgecls.train.loop import LoopData, Steps, run_epochs
+from edgecls.train.epochs import LoopData, Steps, run_epochs
 from edgecls.train.models import (
     MODELS,
-    ModelConfig,
     augmentation,
-    backbone_of,
     check_weights,
     recipe_for,
 )
 from edgecls.train.pipeline import CachePolicy, Shard, tf_dataset
+from edgecls.train.report import report
 from edgecls.train.runfolder import RunFolder, check_out
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """All it takes to reproduce a run; written to the run folder as config.json. `epochs`,
-    `lr` and `patience` left at None take the model's recipe (see `MODELS`)."""
-
-    data: Path
-    out: Path
-    model: ModelConfig = field(default_factory=ModelConfig)
-    epochs: int | None = None
-    batch_size: int = 32  # global: split across replicas and workers
-    lr: float | None = None
-    seed: int = 42
-    augment: bool = True
-    patience: int | None = None
-    monitor: str | None = None  # val_loss | val_accuracy
-    split: SplitConfig = field(default_factory=SplitConfig)
-    strategy: str = "auto"  # auto | one | mirrored | multi-worker
-    deterministic: bool = False
-    mixed_precision: bool = False
-    cache: str = "auto"  # auto | memory | disk | none
-    cache_mb: int = 1024
-    save_backbone: bool = False
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        # absolute: export and explain read the data again, from wherever they are run
-        d["data"], d["out"] = os.path.abspath(self.data), os.path.abspath(self.out)
-        d["edgecls_version"] = __version__
-        d["input"] = InputSpec(*self.model.img_size).to_dict()
-        return d
-
-
-@dataclass
-class TrainResult:
-    out: Path | None  # None on a worker that is not the chief: it writes nothing
-    metrics: dict
-    dataset: FolderDataset
-    epochs_run: int
-    best_epoch: int
-    interrupted: bool
 
 
 def _shown(text) -> str:
@@ -284,87 +235,3 @@ class _WorkerScratch:
 
 def _workspace(config: TrainConfig, task: ClusterTask):
     return RunFolder(config.out) if task.is_chief else _WorkerScratch()
-
-
-def report(config, dataset, model, fitted: Fitted, out: Path, console) -> TrainResult:
-    """Model, labels, config, history, curves and test metrics into `out`; loud if the model
-    learned nothing."""
-    history, best_epoch, interrupted = fitted.history, fitted.best_epoch, fitted.interrupted
-    if interrupted:
-        console.print(
-            f"[yellow]interrupted[/]: keeping the best weights so far (epoch {best_epoch})"
-        )
-    dataset.write_skipped(out / "skipped.txt")
-    (out / "labels.txt").write_text("\n".join(dataset.classes) + "\n")
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    model.save(out / "model.keras")
-    if config.save_backbone:
-        backbone_of(model).save_weights(out / "backbone.weights.h5")
-    write_history(history, out)
-
-    from edgecls.keras_predictor import KerasPredictor
-
-    test_split = dataset.splits["test"]
-    eval_split = test_split if len(test_split) else dataset.splits["val"]
-    ev = evaluate(KerasPredictor.from_model(model), eval_split, dataset.classes)
-    chance = float(np.bincount(ev.y_true).max() / len(ev.y_true)) if len(ev.y_true) else 0.0
-    learned = bool(ev.accuracy > chance + 0.02)
-    extra = {
-        "split": "test" if len(test_split) else "val",
-        "best_epoch": best_epoch,
-        "epochs_run": len(history),
-        "interrupted": interrupted,
-        "majority_class_accuracy": chance,
-        "learned": learned,
-    }
-    m = write_reports(ev, out, extra)
-    if not learned:
-        warn_not_learned(config, ev.accuracy, chance, console)
-    return TrainResult(out, m, dataset, len(history), best_epoch, interrupted)
-
-
-def warn_not_learned(config: TrainConfig, accuracy: float, chance: float, console) -> None:
-    """Advice that can help: more epochs, another lr or seed; for a backbone trained from
-    scratch, pretrained weights (ImageNet or a backbone saved by another run)."""
-    advice = "Train longer (--epochs), with a lower --lr or another --seed"
-    if config.model.name == "seed-cnn":
-        advice += ", or try a backbone (--model mobilenet-v2 --weights none, or imagenet)"
-    elif config.model.scratch:
-        advice += (
-            ", or start from pretrained weights (--weights imagenet, or --weights PATH to a "
-            "backbone saved with --save-backbone)"
-        )
-    console.print(
-        f"[bold red]warning:[/] the model did not learn: test accuracy {accuracy:.3f} is no "
-        f"better than always answering the largest class ({chance:.3f}). {advice}",
-        highlight=False,
-        soft_wrap=True,
-    )
-
-
-def write_history(history: list[dict], out: Path) -> None:
-    if not history:
-        return
-    keys = list(history[0])
-    with open(out / "history.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, keys)
-        writer.writeheader()
-        writer.writerows(history)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for ax, key in zip(axes, ("loss", "accuracy"), strict=True):
-        ax.plot(epochs, [h.get(key) for h in history], "o-", label=f"train {key}")
-        if f"val_{key}" in history[0]:
-            ax.plot(epochs, [h.get(f"val_{key}") for h in history], "o-", label=f"val {key}")
-        ax.set_xlabel("epoch")
-        ax.set_title(key)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(out / "curves.png", dpi=110)
-    plt.close(fig)
