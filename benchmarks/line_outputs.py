@@ -52,7 +52,7 @@ from loop_overhead import make_bundle, write_video  # noqa: E402
 from mjpeg_server import free_port  # noqa: E402
 
 from edgecls.runtime.loop import run  # noqa: E402
-from edgecls.runtime.runconfig import RunOptions  # noqa: E402
+from edgecls.runtime.loop_options import LoopOptions  # noqa: E402
 from edgecls.runtime.sources import SourceEnded, open_source  # noqa: E402
 
 
@@ -182,7 +182,7 @@ VARIANTS = {
 
 
 def one_round(bundle, video, artifact, threads, kw: dict, warm_up: int) -> dict:
-    opts = RunOptions(
+    opts = LoopOptions(
         bundle=bundle, source=str(video), artifact=artifact, threads=threads, headless=True, **kw
     )
     source = SteadyClock(open_source(str(video)), warm_up)

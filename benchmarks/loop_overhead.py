@@ -23,7 +23,7 @@ import numpy as np
 
 from edgecls.bundle.backends import RuntimeOptions, load_predictor
 from edgecls.bundle.latency import latency_samples
-from edgecls.runtime.loop import RunConfig, run
+from edgecls.runtime.loop import LoopConfig, run
 from edgecls.runtime.sources import SourceEnded, open_source
 
 
@@ -99,7 +99,7 @@ def main() -> int:
             p: float(np.median(latency_samples(pred, runs=args.runs, warmup=10)))
             for p, pred in predictors.items()
         }
-        config = RunConfig(
+        config = LoopConfig(
             bundle, str(video), artifact="model_int8.tflite", runtime=options, headless=True
         )
         summary = run(config, log=lambda m: None)

@@ -52,7 +52,7 @@ def measure(sample: str, size: int, work: Path) -> list[dict]:
     from edgecls.bundle.manifest import ParityThresholds
     from edgecls.bundle.parity import compare
     from edgecls.export.context import ONNX_INT8, ExportContext, logits_model
-    from edgecls.export.onnx import quantize_int8
+    from edgecls.export.onnx import write_int8_qdq
     from edgecls.keras_predictor import KerasPredictor
 
     run, images, y_true, calibration = _model(sample, size, work)
@@ -66,7 +66,7 @@ def measure(sample: str, size: int, work: Path) -> list[dict]:
         ctx.workdir = work / f"{sample}-{kind}"
         ctx.workdir.mkdir()
         files[kind] = ctx.workdir / "model_int8.onnx"
-        quantize_int8(ctx, files[kind])
+        write_int8_qdq(ctx, files[kind])
         files.setdefault("float32", ctx.onnx_float)
         for fused in (True, False):
             predictor = load_predictor(files[kind], RuntimeOptions(fused_int8=fused))

@@ -42,7 +42,7 @@ sys.path[:0] = [str(HERE), str(HERE.parent / "tests")]
 from mjpeg_server import MjpegServer, free_port  # noqa: E402
 
 from edgecls.runtime.loop import run  # noqa: E402
-from edgecls.runtime.runconfig import RunOptions  # noqa: E402
+from edgecls.runtime.loop_options import LoopOptions  # noqa: E402
 from edgecls.runtime.sources import LiveSource, Source, SourceEnded, open_source  # noqa: E402
 
 
@@ -161,7 +161,7 @@ def phase(name, source, args, work: Path, broker) -> dict:
     if broker is not None:
         kw["mqtt"] = f"{broker.url}/soak"
     meter = Meter(source, args.frames + args.warmup, args.warmup)
-    opts = RunOptions(bundle=args.bundle, source=name, headless=True, max_frames=None, **kw)
+    opts = LoopOptions(bundle=args.bundle, source=name, headless=True, max_frames=None, **kw)
     stop = threading.Event()
     threading.Thread(target=scrape, args=(port, stop), daemon=True).start()
     logs: collections.deque[str] = collections.deque(maxlen=50)  # bounded: we measure memory

@@ -20,7 +20,7 @@ from edgecls.bundle.backends import RuntimeOptions, load_predictor
 from edgecls.bundle.folder import load_bundle
 from edgecls.bundle.preprocess import frame_to_input, load_image
 from edgecls.cli import app
-from edgecls.runtime.loop import RunConfig, run
+from edgecls.runtime.loop import LoopConfig, run
 from edgecls.runtime.records import Identity
 from edgecls.runtime.sinks.metrics import prometheus_text
 from edgecls.runtime.sources import LiveSource
@@ -83,7 +83,7 @@ def test_loop_labels_every_frame_of_a_known_video(bundle, known_video):
 
     logs = []
     summary = run(
-        RunConfig(bundle, str(video), headless=True, json=True), out=Out(), log=logs.append
+        LoopConfig(bundle, str(video), headless=True, json=True), out=Out(), log=logs.append
     )
     rows = [json.loads(s) for s in lines]
     assert [r["frame"] for r in rows] == list(range(len(expected)))
@@ -202,7 +202,7 @@ def test_live_source_that_drops_is_reopened_and_the_loop_goes_on(bundle, insects
     logs = []
     source = LiveSource("camera 0", opener, frame_timeout=1.0, log=logs.append)
     summary = run(
-        RunConfig(bundle, "camera 0", headless=True, max_frames=25), log=logs.append, source=source
+        LoopConfig(bundle, "camera 0", headless=True, max_frames=25), log=logs.append, source=source
     )
     text = "\n".join(logs)
     assert "stopped delivering frames; reopening" in text and "reopened" in text
@@ -225,7 +225,7 @@ def test_a_camera_faster_than_the_model_skips_older_frames_and_says_how_many(
     monkeypatch.setattr(loop_module, "choose", slow_model)
     source = LiveSource("camera 0", lambda: FlakyCapture(frames, 10**6), log=lambda _: None)
     logs = []
-    config = RunConfig(bundle, "camera 0", headless=True, max_frames=10)
+    config = LoopConfig(bundle, "camera 0", headless=True, max_frames=10)
     summary = run(config, log=logs.append, source=source)
     assert summary.skipped >= 10 and summary.classified == 10
     assert f"skipped {summary.skipped} older camera frames" in logs[-1]
@@ -302,7 +302,7 @@ def test_corrupt_frames_are_skipped_and_counted(bundle, insects_data, tmp_path):
     for p in sorted((insects_data / "test" / "beetles").glob("*.jpg"))[:4]:
         shutil.copy(p, folder / p.name)
     (folder / "beetles_0002.jpg").write_bytes(b"\xff\xd8 broken")
-    summary = run(RunConfig(bundle, str(folder), headless=True), log=lambda m: None)
+    summary = run(LoopConfig(bundle, str(folder), headless=True), log=lambda m: None)
     assert summary.frames == 4 and summary.corrupt == 1 and summary.classified == 3
 
 
@@ -402,7 +402,7 @@ def test_missing_delegate_falls_back_with_one_warning_or_fails_under_strict(bund
     logs = []
     opts = RuntimeOptions(delegate="edgetpu")
     summary = run(
-        RunConfig(bundle, str(video), runtime=opts, headless=True, max_frames=3), log=logs.append
+        LoopConfig(bundle, str(video), runtime=opts, headless=True, max_frames=3), log=logs.append
     )
     warnings = [m for m in logs if m.startswith("warning: delegate 'edgetpu' could not be loaded")]
     assert len(warnings) == 1 and "falling back to CPU" in warnings[0]

@@ -511,7 +511,7 @@ def test_device_requirements_match_the_device_extra():
     ],
 )
 def test_service_settings_file_loads_as_run_options(spec, tmp_path):
-    from edgecls.runtime.runconfig import merge_options, read_device_file
+    from edgecls.runtime.loop_options import merge_options, read_device_file
 
     bundle = tmp_path / "bundle"
     bundle.mkdir()

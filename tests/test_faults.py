@@ -627,7 +627,7 @@ def _corrupt_middle(src: Path, dest: Path) -> None:
 
 
 def test_a_video_damaged_in_the_middle_is_read_to_its_end(int8_bundle, insects_data, tmp_path):
-    from edgecls.runtime.loop import RunConfig, run
+    from edgecls.runtime.loop import LoopConfig, run
 
     images = sorted((insects_data / "test").rglob("*.jpg"))[:30]
     clean = tmp_path / "clean.mp4"
@@ -635,14 +635,14 @@ def test_a_video_damaged_in_the_middle_is_read_to_its_end(int8_bundle, insects_d
     damaged = tmp_path / "damaged.mp4"
     _corrupt_middle(clean, damaged)
     logs: list[str] = []
-    summary = run(RunConfig(int8_bundle, str(damaged), headless=True), log=logs.append)
+    summary = run(LoopConfig(int8_bundle, str(damaged), headless=True), log=logs.append)
     assert summary.frames == total, logs  # every frame position reached: read to the real end
     assert 0 < summary.corrupt < total // 4 and summary.classified == total - summary.corrupt
     assert not any("ended after" in line for line in logs)
 
 
 def test_a_video_that_ends_early_says_so(int8_bundle, insects_data, tmp_path):
-    from edgecls.runtime.loop import RunConfig, run
+    from edgecls.runtime.loop import LoopConfig, run
 
     images = sorted((insects_data / "test").rglob("*.jpg"))[:30]
     clean = tmp_path / "clean.avi"
@@ -654,7 +654,7 @@ def test_a_video_that_ends_early_says_so(int8_bundle, insects_data, tmp_path):
     data = clean.read_bytes()
     cut.write_bytes(data[: len(data) // 2])  # the header still says 120 frames
     logs: list[str] = []
-    summary = run(RunConfig(int8_bundle, str(cut), headless=True), log=logs.append)
+    summary = run(LoopConfig(int8_bundle, str(cut), headless=True), log=logs.append)
     assert 0 < summary.classified < 120
     assert any(f"ended after {summary.frames} of 120 frames" in line for line in logs), logs
 
@@ -662,16 +662,16 @@ def test_a_video_that_ends_early_says_so(int8_bundle, insects_data, tmp_path):
 def test_an_image_folder_with_a_symlink_loop_is_classified_once_per_file(
     int8_bundle, insects_data, tmp_path
 ):
-    from edgecls.runtime.loop import RunConfig, run
+    from edgecls.runtime.loop import LoopConfig, run
 
     folder = tmp_path / "frames"
     (folder / "sub").mkdir(parents=True)
     for p in sorted((insects_data / "test" / "beetles").glob("*.jpg"))[:3]:
         shutil.copy(p, folder / "sub" / p.name)
     os.symlink(folder, folder / "sub" / "loop")
-    summary = run(RunConfig(int8_bundle, str(folder), headless=True), log=lambda m: None)
+    summary = run(LoopConfig(int8_bundle, str(folder), headless=True), log=lambda m: None)
     assert summary.classified == 3
-    summary = run(RunConfig(int8_bundle, f"{folder}/**/*.jpg", headless=True), log=lambda m: None)
+    summary = run(LoopConfig(int8_bundle, f"{folder}/**/*.jpg", headless=True), log=lambda m: None)
     assert summary.classified == 3
 
 

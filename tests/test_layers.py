@@ -108,6 +108,7 @@ LAYERS = (
             "edgecls.explain",
             "edgecls.evaluate",
             "edgecls.keras_predictor",
+            "edgecls.tf_compat",
         ),
     ),
     ("cli", ("edgecls.cli", "edgecls.__main__")),

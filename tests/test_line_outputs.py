@@ -26,8 +26,8 @@ from mjpeg_server import free_port
 
 from edgecls.errors import EdgeclsError
 from edgecls.runtime.decisions import DecisionConfig, DecisionRule
+from edgecls.runtime.loop_options import LoopOptions, merge_options, read_device_file
 from edgecls.runtime.records import Identity, LatencyStats, Record, Summary
-from edgecls.runtime.runconfig import RunOptions, merge_options, read_device_file
 from edgecls.runtime.sinks import Sink, SinkContext, Sinks, build_sinks
 from edgecls.runtime.sinks.mqtt_worker import NICE
 
@@ -62,7 +62,7 @@ def context(logs: list | None = None, live: bool = False, **kw) -> SinkContext:
 
 
 def config(**options):
-    return RunOptions(bundle=Path("b"), headless=True, **options).to_config()
+    return LoopOptions(bundle=Path("b"), headless=True, **options).to_config()
 
 
 def run_sinks(cfg, events, ctx=None):
@@ -96,9 +96,9 @@ def test_window_rule_needs_k_of_n_and_uncertain_frames_never_trigger():
     fired = [i for i, lab in enumerate(script) if rule.update(record(i, lab))]
     assert fired == [4, 12]
     with pytest.raises(EdgeclsError, match="--min-hits"):
-        DecisionConfig(("def",), window=3, min_hits=4).validate(list(LABELS))
+        DecisionConfig(("def",), window=3, min_hits=4).check_labels(list(LABELS))
     with pytest.raises(EdgeclsError, match="--trigger crack"):
-        DecisionConfig(("crack",)).validate(list(LABELS))
+        DecisionConfig(("crack",)).check_labels(list(LABELS))
 
 
 # --- GPIO and on-trigger -------------------------------------------------------------------
@@ -481,7 +481,7 @@ def test_bad_run_options_are_one_line_errors(options, match):
 def test_bad_decision_rules_are_one_line_errors(options, match):
     """Checked against the bundle's labels when the run starts."""
     with pytest.raises(EdgeclsError, match=match):
-        config(**{"trigger": "def", **options}).decision.validate(list(LABELS))
+        config(**{"trigger": "def", **options}).decision.check_labels(list(LABELS))
 
 
 # --- MQTT on a real broker ---------------------------------------------------------------------

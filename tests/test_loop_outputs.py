@@ -27,7 +27,7 @@ from videos import write_video
 from edgecls.cli import app
 from edgecls.errors import EdgeclsError
 from edgecls.runtime.loop import run
-from edgecls.runtime.runconfig import RunOptions
+from edgecls.runtime.loop_options import LoopOptions
 from edgecls.runtime.sources import Source, open_source
 
 CLASSES = ["beetles", "cockroach", "dragonflies"]
@@ -63,8 +63,8 @@ def video(insects_data, tmp_path_factory) -> Path:
     return path
 
 
-def options(bundle, source, **kw) -> RunOptions:
-    return RunOptions(bundle=bundle, source=str(source), headless=True, **kw)
+def options(bundle, source, **kw) -> LoopOptions:
+    return LoopOptions(bundle=bundle, source=str(source), headless=True, **kw)
 
 
 class Lines:
@@ -360,7 +360,7 @@ def test_sigterm_with_outputs_on_ends_quickly_with_the_summary(bundle, insects_d
 def test_no_tensorflow_in_the_line_outputs_import_graph():
     code = (
         "import sys, edgecls.runtime.loop, edgecls.runtime.sinks as s; s.load_sinks();"
-        "import edgecls.runtime.drift, edgecls.runtime.runconfig;"
+        "import edgecls.runtime.drift, edgecls.runtime.loop_options;"
         "print([m for m in sys.modules if m.split('.')[0] in ('tensorflow', 'keras', 'tf2onnx')])"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

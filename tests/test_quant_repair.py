@@ -226,11 +226,11 @@ def test_s8s8_onnx_is_symmetric_int8_and_passes_its_gate_where_kernels_are_exact
     import onnx
     from onnx import numpy_helper
 
-    from edgecls.export.onnx import quantize_int8
+    from edgecls.export.onnx import write_int8_qdq
 
     case = _case(normal.model, *data, tmp_path, onnx_int8="s8s8")
     out = tmp_path / "model_int8.onnx"
-    quantize_int8(case.ctx, out)
+    write_int8_qdq(case.ctx, out)
     model = onnx.load(str(out))
     inits = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     zeros = [inits[n.input[2]] for n in model.graph.node if n.op_type == "QuantizeLinear"]

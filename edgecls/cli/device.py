@@ -18,10 +18,10 @@ def _run(ctx: typer.Context, config: Path | None = None, **options) -> None:
     """Classify frames from a camera, video, stream or folder with a bundle's artifact; send
     records and decisions to the line (JSON log, MQTT, HTTP, GPIO, a command, saved frames)."""
     from edgecls.runtime.loop import run as run_loop
-    from edgecls.runtime.runconfig import RunOptions, merge_options, read_device_file
+    from edgecls.runtime.loop_options import LoopOptions, merge_options, read_device_file
 
     given = {name: value for name, value in options.items() if _given(ctx, name)}
-    chosen = merge_options(read_device_file(config), given) if config else RunOptions(**options)
+    chosen = merge_options(read_device_file(config), given) if config else LoopOptions(**options)
     summary = run_loop(
         chosen.to_config(), log=lambda msg: err.print(msg, markup=False, highlight=False)
     )
@@ -39,10 +39,10 @@ def _given(ctx: typer.Context, name: str) -> bool:
 
 
 def _run_parameters() -> list[inspect.Parameter]:
-    """The command's options, made from RunOptions: one table for the CLI and the device file."""
-    from edgecls.runtime.runconfig import RunOptions
+    """The command's options, made from LoopOptions: one table for the CLI and the device file."""
+    from edgecls.runtime.loop_options import LoopOptions
 
-    hints = typing.get_type_hints(RunOptions)
+    hints = typing.get_type_hints(LoopOptions)
     kw = inspect.Parameter.KEYWORD_ONLY
     params = [
         inspect.Parameter("ctx", kw, annotation=typer.Context),
@@ -63,7 +63,7 @@ def _run_parameters() -> list[inspect.Parameter]:
             annotation=Path | None,
         ),
     ]
-    for f in dataclasses.fields(RunOptions):
+    for f in dataclasses.fields(LoopOptions):
         if f.name == "bundle":
             continue
         flag = "--" + f.name.replace("_", "-")

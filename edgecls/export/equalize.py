@@ -17,13 +17,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgecls.tf_compat import all_layers, outbound_layers
+
 EQUALIZE_SWEEPS = 4
 
 
 def _consumers(model, layer) -> list:
     """Layers of `model` that take `layer`'s output (Keras keeps stale nodes of other models)."""
     inside = {id(x) for x in model.layers}
-    return [n.operation for n in layer._outbound_nodes if id(n.operation) in inside]
+    return [x for x in outbound_layers(layer) if id(x) in inside]
 
 
 def _is_relu_like(layer) -> bool:
@@ -140,7 +142,7 @@ def _bias_layers(model) -> tuple[list[str], int]:
     import keras
 
     kinds = keras.layers.Conv2D | keras.layers.Dense
-    weighted = [x for x in model._flatten_layers(include_self=False) if isinstance(x, kinds)]
+    weighted = [x for x in all_layers(model) if isinstance(x, kinds)]
     names = [
         x.name
         for x in model.layers

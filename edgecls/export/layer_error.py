@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from edgecls.logs import native_stderr_silenced
+from edgecls.tf_compat import interpreter_ops, interpreter_tensor
 
 # Batches of calibration images the error is measured on (the first ERROR_IMAGES of them).
 ERROR_IMAGES = 16
@@ -149,18 +150,18 @@ def tflite_layer_errors(ctx, denylisted_nodes: tuple[str, ...] = ()) -> LayerRep
     """Per-layer error of the int8 TFLite model from the NumericVerify ops of its debug model,
     run with every tensor preserved (the debugger's `layer_direct_compare_metrics` path)."""
     from edgecls.bundle.backends import litert_runtime
-    from edgecls.export.tflite import quantize_int8
+    from edgecls.export.tflite import int8_flatbuffer
 
     interpreter_cls = litert_runtime()[0]
     with warnings.catch_warnings():  # "preserve_all_tensors is for debugging": it is
         warnings.simplefilter("ignore", UserWarning)
         it = interpreter_cls(
-            model_content=quantize_int8(ctx, denylisted_nodes, debug=True),
+            model_content=int8_flatbuffer(ctx, denylisted_nodes, debug=True),
             experimental_preserve_all_tensors=True,
         )
-    ops = it._get_ops_details()  # as the QuantizationDebugger reads them
+    ops = interpreter_ops(it)
     verified = {o["inputs"][0]: o["inputs"][1] for o in ops if o["op_name"] == "NumericVerify"}
-    details = {q: it._get_tensor_details(q, 0) for q in verified}
+    details = {q: interpreter_tensor(it, q) for q in verified}
     names = {q: _denylist_name(d["name"]) for q, d in details.items()}
     nodes = [
         Node(names[o["outputs"][0]], o["op_name"], tuple(o["inputs"]), (o["outputs"][0],))

@@ -89,7 +89,7 @@ class _CalibrationReader(CalibrationDataReader):
 CALIBRATION_METHODS = {"minmax": "MinMax", "percentile": "Percentile", "entropy": "Entropy"}
 
 
-def quantize_int8(
+def write_int8_qdq(
     ctx: ExportContext, out: Path, nodes_to_exclude: tuple[str, ...] = (), method: str = "minmax"
 ) -> None:
     """Static int8 QDQ with per-channel weights; `nodes_to_exclude` stay in float. The tensor
@@ -122,7 +122,7 @@ def quantize_int8(
 
 @register_format("onnx", "int8", needs_calibration=True)
 def onnx_int8(ctx: ExportContext, out: Path) -> None:
-    quantize_int8(ctx, out)
+    write_int8_qdq(ctx, out)
 
 
 @METADATA_WRITERS.register("onnx")
@@ -141,7 +141,7 @@ def embed_metadata(path: Path, data: bytes) -> None:
 
 
 def _write_int8(ctx, out: Path, float_nodes=(), method="minmax") -> None:
-    quantize_int8(ctx, out, tuple(float_nodes), method)
+    write_int8_qdq(ctx, out, tuple(float_nodes), method)
 
 
 def _layer_errors(ctx, artifact: Path, float_nodes=()):

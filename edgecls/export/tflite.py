@@ -10,6 +10,7 @@ from edgecls.bundle.backends import METADATA_KEY
 from edgecls.export.context import ExportContext
 from edgecls.export.formats import METADATA_WRITERS, QUANTIZERS, Quantizer, register_format
 from edgecls.logs import native_stderr_silenced
+from edgecls.tf_compat import calibrate_only, quantize_calibrated
 
 
 def _converter(ctx: ExportContext):
@@ -58,38 +59,29 @@ def calibrate(ctx: ExportContext) -> bytes:
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
     conv.representative_dataset = lambda: ([x] for x in ctx.calibration_batches())
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv._experimental_calibrate_only = True  # as the QuantizationDebugger does
+    calibrate_only(conv)
     with native_stderr_silenced():
         return conv.convert()
 
 
-def quantize_int8(
+def int8_flatbuffer(
     ctx: ExportContext, denylisted_nodes: tuple[str, ...] = (), debug: bool = False
 ) -> bytes:
     """Full integer from the calibrated model; `denylisted_nodes` (output tensor names, as the
     QuantizationDebugger lists them) stay in float. `debug` adds NumericVerify ops for the
     per-layer error. Identical to `TFLiteConverter.convert()` but for the metadata order."""
     import tensorflow as tf
-    from tensorflow.lite.python import lite
-    from tensorflow.lite.python.convert import mlir_quantize
 
     io = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}[ctx.io]
     with native_stderr_silenced():  # "fully_quantize: 0, inference_type: 6, ..."
-        model = mlir_quantize(
-            ctx.tflite_calibrated,
-            input_data_type=tf.float32 if debug else io,
-            output_data_type=tf.float32 if debug else io,
-            enable_numeric_verify=debug,
-            denylisted_nodes=list(denylisted_nodes) or None,
-        )
-    return model if debug else lite._deduplicate_readonly_buffers(model)
+        return quantize_calibrated(ctx.tflite_calibrated, io, debug, denylisted_nodes)
 
 
 @register_format("tflite", "int8", needs_calibration=True)
 def tflite_int8(ctx: ExportContext, out: Path) -> None:
     """Full integer: int8 weights and activations; uint8 IO by default so camera pixels go
     straight in (the Rescaling inside the model makes the input scale 1, zero point 0)."""
-    out.write_bytes(quantize_int8(ctx))
+    out.write_bytes(int8_flatbuffer(ctx))
 
 
 @METADATA_WRITERS.register("tflite")
@@ -110,7 +102,7 @@ def embed_metadata(path: Path, data: bytes) -> None:
 
 
 def _write_int8(ctx, out: Path, float_nodes=(), method="minmax") -> None:
-    out.write_bytes(quantize_int8(ctx, tuple(float_nodes)))
+    out.write_bytes(int8_flatbuffer(ctx, tuple(float_nodes)))
 
 
 def _layer_errors(ctx, artifact: Path, float_nodes=()):

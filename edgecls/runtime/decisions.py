@@ -21,7 +21,7 @@ class DecisionConfig:
     window: int | None = None  # with min_hits: K of the last N frames
     min_hits: int | None = None
 
-    def validate(self, labels: list[str]) -> None:
+    def check_labels(self, labels: list[str]) -> None:
         unknown = sorted(set(self.trigger) - set(labels))
         if unknown:
             raise EdgeclsError(

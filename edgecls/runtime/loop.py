@@ -22,14 +22,14 @@ from edgecls.bundle.folder import Bundle, load_bundle
 from edgecls.errors import EdgeclsError
 from edgecls.runtime import systemd
 from edgecls.runtime.decisions import DecisionRule
+from edgecls.runtime.loop_options import LoopConfig
 from edgecls.runtime.records import Identity, Record, Summary
-from edgecls.runtime.runconfig import RunConfig
 from edgecls.runtime.select import choose
 from edgecls.runtime.sinks import SinkContext, Sinks, build_sinks
 from edgecls.runtime.sinks.recording import source_fps
 from edgecls.runtime.sources import Frame, Source, SourceEnded, open_source
 
-__all__ = ["RunConfig", "Summary", "run"]
+__all__ = ["LoopConfig", "Summary", "run"]
 
 HEARTBEAT_SECONDS = 2.0
 # each ends the run cleanly (outputs flushed, the recording finished): Ctrl-C, systemctl stop, and
@@ -128,17 +128,17 @@ class _Classifier:
         return image[y : y + h, x : x + w]
 
 
-def _check(config: RunConfig, bundle: Bundle) -> None:
+def _check(config: LoopConfig, bundle: Bundle) -> None:
     unknown = sorted(set(config.save_labels) - set(bundle.labels))
     if unknown:
         raise EdgeclsError(
             f"--save-labels {','.join(unknown)}: not in the bundle's labels "
             f"({', '.join(bundle.labels)})"
         )
-    config.decision.validate(bundle.labels)
+    config.decision.check_labels(bundle.labels)
 
 
-def _drift_sinks(config: RunConfig, bundle: Bundle) -> list:
+def _drift_sinks(config: LoopConfig, bundle: Bundle) -> list:
     reference = getattr(bundle.manifest, "drift_reference", None)
     if not (config.drift.enabled and reference):
         return []
@@ -147,7 +147,7 @@ def _drift_sinks(config: RunConfig, bundle: Bundle) -> list:
     return [DriftSink(reference, config.drift.window, config.drift.threshold)]
 
 
-def run(config: RunConfig, out=None, log=None, source: Source | None = None) -> Summary:
+def run(config: LoopConfig, out=None, log=None, source: Source | None = None) -> Summary:
     """Run the loop until the source ends, max_frames, the window closes, or a signal."""
     out = out or sys.stdout
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from edgecls.errors import EdgeclsError
 from edgecls.registry import Registry
+from edgecls.tf_compat import op_determinism
 
 
 @dataclass(frozen=True)
@@ -126,14 +127,13 @@ def determinism(seed: int, deterministic: bool):
     switched back off afterwards so a library caller's later work keeps its speed."""
     import keras
     import tensorflow as tf
-    from tensorflow.python.framework import config as tf_config
 
     keras.utils.set_random_seed(seed)
-    was_on = tf_config.is_op_determinism_enabled()
+    was_on, turn_off = op_determinism()
     if deterministic:
         tf.config.experimental.enable_op_determinism()
     try:
         yield
     finally:
         if deterministic and not was_on:
-            tf_config.disable_op_determinism()
+            turn_off()

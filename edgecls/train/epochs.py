@@ -66,7 +66,7 @@ class Steps:
         per_replica = self.strategy.run(lambda v: v, args=(values,))
         return self.strategy.reduce("MEAN", per_replica, axis=None)
 
-    def validate(self, dataset) -> np.ndarray:
+    def val_epoch(self, dataset) -> np.ndarray:
         import tensorflow as tf
 
         totals = np.zeros(3)
@@ -112,7 +112,7 @@ def run_epochs(steps: Steps, data: LoopData, epochs: int, callbacks: list) -> No
             cbs.on_train_batch_begin(step)
             totals += np.asarray(steps.train(iterator), np.float64)
             cbs.on_train_batch_end(step, _logs(totals))
-        logs = {**_logs(totals), **_logs(steps.validate(data.val), "val_")}
+        logs = {**_logs(totals), **_logs(steps.val_epoch(data.val), "val_")}
         cbs.on_epoch_end(epoch, logs)
         if model.stop_training:
             break

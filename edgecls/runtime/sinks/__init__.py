@@ -23,7 +23,7 @@ from edgecls.registry import Registry
 from edgecls.runtime.records import Decision, Identity, Record, Summary
 
 if TYPE_CHECKING:
-    from edgecls.runtime.runconfig import RunConfig
+    from edgecls.runtime.loop_options import LoopConfig
 
 
 @dataclass
@@ -91,15 +91,15 @@ class Sink:
         """Flush and release; called once, after the last event."""
 
 
-# name -> factory(options: RunConfig) -> Sink | None (None: not asked for in this run)
-SINKS: Registry[Callable[[RunConfig], Sink | None]] = Registry("sink")
+# name -> factory(options: LoopConfig) -> Sink | None (None: not asked for in this run)
+SINKS: Registry[Callable[[LoopConfig], Sink | None]] = Registry("sink")
 
 IMAGE_QUEUE = 8
 # a sink that fills a disk (saved frames, a recording) stops while less than this is left: a
 # board's OS, journal, log and other outputs need room too, and an MP4 needs it for its index
 DISK_RESERVE_BYTES = 64 << 20
 
-_MODULES = ("jsonlog", "mqtt", "http", "gpio", "command", "frames", "recording", "window")
+_MODULES = ("jsonlog", "mqtt", "http_view", "gpio", "command", "frames", "recording", "window")
 
 
 def load_sinks() -> Registry:
@@ -304,7 +304,7 @@ class Sinks:
             runner.finish(deadline)
 
 
-def build_sinks(config: RunConfig, context: SinkContext, extra: list[Sink] = ()) -> Sinks:
+def build_sinks(config: LoopConfig, context: SinkContext, extra: list[Sink] = ()) -> Sinks:
     """The registered sinks the run's options ask for, plus `extra` (e.g. the drift monitor)."""
     sinks = [s for make in load_sinks().values() if (s := make(config)) is not None]
     # extra first: the drift monitor closes before the outputs that report its last state

@@ -25,7 +25,7 @@ from edgecls.runtime.sinks import SINKS, Sink, SinkContext
 
 WORKER = Path(__file__).with_name("mqtt_worker.py")
 # Run by path, not as `-m` (which would import numpy with the package) nor as a plain script
-# (whose folder, first on sys.path, holds http.py, which would shadow the standard library's).
+# (whose folder would come first on sys.path, where any module could shadow a library's).
 LAUNCH = "import runpy, sys; del sys.path[0]; runpy.run_path(sys.argv[1], run_name='__main__')"
 START_SECONDS = 10.0  # a board's first Python start may be slow (SD card)
 # the worker flushes for <= 1 s, or ends a connection attempt (<= 2 s) and reports what it lost

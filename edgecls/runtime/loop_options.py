@@ -1,9 +1,9 @@
 """Every option of `edgecls run`, in one typed table that the command line, the device file
-(`--config device.yaml`) and Python users share, and the typed RunConfig the loop reads.
+(`--config device.yaml`) and Python users share, and the typed LoopConfig the loop reads.
 
-`RunOptions` is flat, one field per command-line option (the field's metadata is its help), so a
-device file is just those names as keys. `RunOptions.to_config()` checks and parses them (URLs,
-ROI, trigger rules) into `RunConfig`, with one error line naming the option.
+`LoopOptions` is flat, one field per command-line option (the field's metadata is its help), so a
+device file is just those names as keys. `LoopOptions.to_config()` checks and parses them (URLs,
+ROI, trigger rules) into `LoopConfig`, with one error line naming the option.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def opt(default, help: str, **extra):
 
 
 @dataclass(frozen=True)
-class RunOptions:
+class LoopOptions:
     """The options of `edgecls run`; a device file holds any of them under the same names."""
 
     bundle: Path | None = opt(None, "bundle folder (export/NAME)", argument=True)  # noqa: RUF009
@@ -82,7 +82,7 @@ class RunOptions:
     drift_threshold: float = opt(1.0, "drift score that raises the warning")
     queue_size: int = opt(64, "events each output may hold before it drops (counted)")
 
-    def to_config(self) -> RunConfig:
+    def to_config(self) -> LoopConfig:
         return _to_config(self)
 
 
@@ -131,7 +131,7 @@ class DriftConfig:
 
 
 @dataclass(frozen=True)
-class RunConfig:
+class LoopConfig:
     bundle: Path
     source: str
     backend: str = "auto"
@@ -224,7 +224,7 @@ def parse_roi(text: str | None) -> tuple[int, int, int, int] | None:
     return (x, y, w, h)
 
 
-def parse_mqtt(url: str, o: RunOptions) -> MqttConfig:
+def parse_mqtt(url: str, o: LoopOptions) -> MqttConfig:
     try:
         parts = urlsplit(url)
     except ValueError as exc:  # e.g. an unclosed [IPv6 bracket
@@ -275,7 +275,7 @@ def parse_mqtt(url: str, o: RunOptions) -> MqttConfig:
     )
 
 
-def parse_http(text: str, o: RunOptions) -> HttpConfig:
+def parse_http(text: str, o: LoopOptions) -> HttpConfig:
     host, _, port = text.rpartition(":")
     if not port.isdigit() or not 0 <= int(port) <= 65535:
         raise EdgeclsError(f"--http {text}: give [HOST:]PORT, e.g. 8080 or 0.0.0.0:8080")
@@ -294,7 +294,7 @@ def parse_http(text: str, o: RunOptions) -> HttpConfig:
     )
 
 
-def _to_config(o: RunOptions) -> RunConfig:
+def _to_config(o: LoopOptions) -> LoopConfig:
     if o.bundle is None:
         raise EdgeclsError("no bundle: give BUNDLE on the command line or `bundle:` in --config")
     for option, value in (
@@ -305,7 +305,7 @@ def _to_config(o: RunOptions) -> RunConfig:
             raise EdgeclsError(f"{option} must be a number > 0, not {value}")
     if (o.gpio or o.on_trigger) and not o.trigger:
         raise EdgeclsError("--gpio and --on-trigger act on decisions: give --trigger LABEL too")
-    return RunConfig(
+    return LoopConfig(
         bundle=Path(o.bundle),
         source=o.source,
         backend=o.backend,
@@ -343,7 +343,7 @@ def _to_config(o: RunOptions) -> RunConfig:
     )
 
 
-def _command(o: RunOptions) -> CommandConfig:
+def _command(o: LoopOptions) -> CommandConfig:
     import shlex
 
     try:
@@ -359,7 +359,7 @@ def _command(o: RunOptions) -> CommandConfig:
 
 
 def read_device_file(path: Path) -> dict:
-    """The options a device file sets, checked against RunOptions by the one typed loader
+    """The options a device file sets, checked against LoopOptions by the one typed loader
     (edgecls.schema): an unknown key or a wrong value is one error line naming the key."""
     import yaml
 
@@ -377,7 +377,7 @@ def read_device_file(path: Path) -> dict:
     if not isinstance(data, dict):
         raise EdgeclsError(f"{path}: expected `option: value` lines at the top level")
     data = {(key := str(k).replace("-", "_")): _loosen(key, v, path) for k, v in data.items()}
-    options = from_dict(RunOptions, data, str(path))
+    options = from_dict(LoopOptions, data, str(path))
     return {name: getattr(options, name) for name in data}
 
 
@@ -385,7 +385,7 @@ def _args(tp) -> tuple:
     return typing.get_args(tp) or (tp,)
 
 
-_STR_FIELDS = {n for n, t in typing.get_type_hints(RunOptions).items() if str in _args(t)}
+_STR_FIELDS = {n for n, t in typing.get_type_hints(LoopOptions).items() if str in _args(t)}
 
 
 _VARIABLE = re.compile(r"\$\{(\w+)\}")
@@ -414,6 +414,6 @@ def _loosen(name: str, value, path: Path):
     return value
 
 
-def merge_options(file_options: dict, given: dict) -> RunOptions:
+def merge_options(file_options: dict, given: dict) -> LoopOptions:
     """Defaults, then the device file, then what was given on the command line."""
-    return RunOptions(**{**file_options, **given})
+    return LoopOptions(**{**file_options, **given})
