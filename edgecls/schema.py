@@ -167,3 +167,16 @@ def _json_type(value) -> str:
     if isinstance(value, str):
         return f"the string {value[:40]!r}"
     return _NAMES.get(type(value), type(value).__name__)
+
+
+def option(default, help: str, **extra):
+    """A field of a command's options table: its default and its help (and, with
+    `argument=True`, a positional argument), from which the CLI and the device file come."""
+    return dataclasses.field(default=default, metadata={"help": help, **extra})
+
+
+def default_of(cls: type, name: str) -> Any:
+    """The default of a dataclass field, so an options table can take it from the config it
+    builds instead of writing it a second time."""
+    f = cls.__dataclass_fields__[name]
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import inspect
 import json
 import typing
@@ -11,7 +10,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from edgecls.cli.common import command, console, err
+from edgecls.cli.common import command, console, err, table_parameters, with_signature
 
 
 def _run(ctx: typer.Context, config: Path | None = None, **options) -> None:
@@ -63,23 +62,10 @@ def _run_parameters() -> list[inspect.Parameter]:
             annotation=Path | None,
         ),
     ]
-    for f in dataclasses.fields(LoopOptions):
-        if f.name == "bundle":
-            continue
-        flag = "--" + f.name.replace("_", "-")
-        decl = f"{flag}/--no-{flag[2:]}" if hints[f.name] is bool else flag
-        option = typer.Option(f.default, decl, help=f.metadata["help"])
-        params.append(inspect.Parameter(f.name, kw, default=option, annotation=hints[f.name]))
-    return params
+    return params + table_parameters(LoopOptions, skip=("bundle",))
 
 
-def _with_signature(fn, params):
-    fn.__signature__ = inspect.Signature(params)
-    fn.__annotations__ = {p.name: p.annotation for p in params}
-    return fn
-
-
-command(name="run")(_with_signature(_run, _run_parameters()))
+command(name="run")(with_signature(_run, _run_parameters()))
 
 
 @command()

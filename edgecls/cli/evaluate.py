@@ -11,7 +11,8 @@ from edgecls.bundle.formats import FORMATS
 from edgecls.cli.common import command, console, err
 from edgecls.cli.train import metrics_table
 
-MODEL_HELP = ", ".join([".keras", *(f.suffix for f in FORMATS.values())])
+_SUFFIXES = [".keras", *(f.suffix for f in FORMATS.values())]
+MODEL_HELP = f"{', '.join(_SUFFIXES[:-1])} or {_SUFFIXES[-1]}"
 
 
 @command()

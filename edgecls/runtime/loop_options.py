@@ -20,10 +20,7 @@ from edgecls.bundle.backends import RuntimeOptions
 from edgecls.errors import EdgeclsError
 from edgecls.runtime.decisions import DecisionConfig
 from edgecls.runtime.sources import CaptureSettings
-
-
-def opt(default, help: str, **extra):
-    return field(default=default, metadata={"help": help, **extra})
+from edgecls.schema import option as opt
 
 
 @dataclass(frozen=True)

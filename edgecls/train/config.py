@@ -1,5 +1,6 @@
-"""What a training run is: its configuration (written to the run folder as config.json, all it
-takes to reproduce the run) and its result."""
+"""What a training run is: the options of `edgecls train` (one table: the CLI and its defaults
+come from it), the configuration they make (written to the run folder as config.json, all it
+takes to reproduce the run), and its result."""
 
 from __future__ import annotations
 
@@ -9,8 +10,12 @@ from pathlib import Path
 
 from edgecls import __version__
 from edgecls.bundle.preprocess import InputSpec
+from edgecls.errors import EdgeclsError
 from edgecls.folders import FolderDataset, SplitConfig
-from edgecls.train.models import ModelConfig
+from edgecls.schema import default_of, option
+from edgecls.train.distribute import STRATEGIES
+from edgecls.train.models import MODELS, ModelConfig
+from edgecls.train.pipeline import CACHE_MODES
 
 
 @dataclass(frozen=True)
@@ -53,3 +58,115 @@ class TrainResult:
     epochs_run: int
     best_epoch: int
     interrupted: bool
+
+
+def unique_run_dir(base: Path) -> Path:
+    """runs/NAME, or runs/NAME-2, -3, … so a second run never overwrites the first."""
+    if not base.exists():
+        return base
+    i = 2
+    while base.with_name(f"{base.name}-{i}").exists():
+        i += 1
+    return base.with_name(f"{base.name}-{i}")
+
+
+RECIPE = "default: the model's recipe"
+
+
+@dataclass(frozen=True)
+class TrainOptions:
+    """The options of `edgecls train`, one field per command-line option; each default is the
+    one of the configuration it fills (TrainConfig, ModelConfig, SplitConfig)."""
+
+    data: Path | None = option(  # noqa: RUF009
+        None, "DIR/<class>/* or DIR/{train,val,test}/<class>/*; default: the casting sample"
+    )
+    model: str = option(default_of(ModelConfig, "name"), f"one of: {MODELS.choices()}")
+    img_size: int = option(default_of(ModelConfig, "img_size")[0], "square input side in pixels")
+    epochs: int | None = option(None, f"most epochs ({RECIPE})")
+    batch_size: int = option(
+        default_of(TrainConfig, "batch_size"), "global batch, split across replicas and workers"
+    )
+    lr: float | None = option(None, f"learning rate ({RECIPE})")
+    seed: int = option(
+        default_of(TrainConfig, "seed"), "seed of the split, the weights and the order"
+    )
+    out: Path | None = option(None, "run folder; default runs/<data>-<model>")  # noqa: RUF009
+    augment: bool = option(default_of(TrainConfig, "augment"), "flip, rotation, zoom, contrast")
+    alpha: float = option(default_of(ModelConfig, "alpha"), "MobileNet width multiplier")
+    weights: str = option(
+        default_of(ModelConfig, "weights"),
+        "backbone weights: imagenet (frozen, then --fine-tune), none (all layers learn "
+        "from scratch) or a file (e.g. backbone.weights.h5 from --save-backbone)",
+    )
+    fine_tune: int = option(
+        default_of(ModelConfig, "fine_tune"), "pretrained: unfreeze the top N backbone layers"
+    )
+    patience: int | None = option(None, f"early stopping on val_loss ({RECIPE})")
+    monitor: str | None = option(
+        None, f"val_loss or val_accuracy: early stopping and best weights ({RECIPE})"
+    )
+    val_fraction: float = option(default_of(SplitConfig, "val_fraction"), "validation share")
+    test_fraction: float = option(default_of(SplitConfig, "test_fraction"), "test share")
+    strategy: str = option(
+        default_of(TrainConfig, "strategy"),
+        f"{STRATEGIES.choices().replace(', ', '|')}; multi-worker reads TF_CONFIG",
+    )
+    deterministic: bool = option(
+        default_of(TrainConfig, "deterministic"),
+        "TF op determinism: identical metrics on a rerun, slower",
+    )
+    mixed_precision: bool = option(
+        default_of(TrainConfig, "mixed_precision"), "mixed_float16 on a GPU"
+    )
+    cache: str = option(
+        default_of(TrainConfig, "cache"),
+        f"decoded images: {'|'.join(CACHE_MODES)}; auto: memory within --cache-mb",
+    )
+    cache_mb: int = option(
+        default_of(TrainConfig, "cache_mb"), "memory budget for decoded images (MB)"
+    )
+    save_backbone: bool = option(
+        default_of(TrainConfig, "save_backbone"),
+        "also write backbone.weights.h5, for --weights PATH in another run",
+    )
+
+    def check(self) -> None:
+        """An unknown name or a bad size, in one line naming the option, before any work."""
+        MODELS.get(self.model)
+        STRATEGIES.get(self.strategy)
+        if self.img_size < 16:
+            raise EdgeclsError(f"--img-size {self.img_size}: must be at least 16 pixels")
+
+    def to_config(self) -> TrainConfig:
+        """The TrainConfig these options make."""
+        self.check()
+        if self.data is None:
+            raise EdgeclsError("--data: give the folder of labelled images")
+        size = (self.img_size, self.img_size)
+        out = self.out or unique_run_dir(Path("runs") / f"{self.data.resolve().name}-{self.model}")
+        return TrainConfig(
+            data=self.data,
+            out=out,
+            model=ModelConfig(self.model, size, self.alpha, self.weights, self.fine_tune),
+            split=SplitConfig(self.val_fraction, self.test_fraction, self.seed),
+            **{name: getattr(self, name) for name in _PLAIN},
+        )
+
+
+# TrainOptions fields that go to TrainConfig as they are
+_PLAIN = (
+    "epochs",
+    "batch_size",
+    "lr",
+    "seed",
+    "augment",
+    "patience",
+    "monitor",
+    "strategy",
+    "deterministic",
+    "mixed_precision",
+    "cache",
+    "cache_mb",
+    "save_backbone",
+)

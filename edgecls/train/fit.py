@@ -38,16 +38,6 @@ def _shown(text) -> str:
     return escape(str(text).encode("utf-8", "backslashreplace").decode("utf-8"))
 
 
-def unique_run_dir(base: Path) -> Path:
-    """runs/NAME, or runs/NAME-2, -3, … so a second run never overwrites the first."""
-    if not base.exists():
-        return base
-    i = 2
-    while base.with_name(f"{base.name}-{i}").exists():
-        i += 1
-    return base.with_name(f"{base.name}-{i}")
-
-
 def resolve(config: TrainConfig) -> TrainConfig:
     """Fill what the user left to the model's recipe, and refuse what cannot train."""
     recipe = recipe_for(config.model)  # an unknown --model fails here, before anything
