@@ -19,16 +19,17 @@ import numpy as np
 
 from edgecls.errors import EdgeclsError
 from edgecls.registry import Registry
+from edgecls.schema import option
 
 
 @dataclass(frozen=True)
 class SampleSpec:
     """How many images of what size; defaults keep generation to seconds."""
 
-    n_train: int = 400
-    n_test: int = 60
-    size: int = 192
-    seed: int = 0
+    n_train: int = option(400, "training images per class")
+    n_test: int = option(60, "test images per class")
+    size: int = option(192, "image side in pixels")
+    seed: int = option(0, "seed of the generated images")
 
 
 Generator = Callable[[np.random.Generator, int, str], tuple[np.ndarray, np.ndarray | None]]

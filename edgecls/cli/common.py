@@ -146,19 +146,20 @@ def missing_extra(exc: ModuleNotFoundError):
 def table_parameters(table: type, skip: tuple[str, ...] = ()) -> list[inspect.Parameter]:
     """A command's options made from its options table (a dataclass whose fields carry their
     help, see schema.option): one table for the CLI, the defaults and (for `run`) the device
-    file. Booleans get --x/--no-x; `argument=True` is positional; other metadata (min=...) is
-    passed to Typer."""
+    file. Booleans get --x/--no-x unless `flag="--x"` names the one flag; `argument=True` is
+    positional; other metadata (min=...) is passed to Typer."""
     hints = typing.get_type_hints(table)
     params = []
     for f in dataclasses.fields(table):
         if f.name in skip:
             continue
-        extra = {k: v for k, v in f.metadata.items() if k not in ("help", "argument")}
+        extra = {k: v for k, v in f.metadata.items() if k not in ("help", "argument", "flag")}
         if f.metadata.get("argument"):
             default = typer.Argument(f.default, help=f.metadata["help"], **extra)
         else:
             flag = "--" + f.name.replace("_", "-")
             decl = f"{flag}/--no-{flag[2:]}" if hints[f.name] is bool else flag
+            decl = f.metadata.get("flag", decl)
             default = typer.Option(f.default, decl, help=f.metadata["help"], **extra)
         kind = inspect.Parameter.KEYWORD_ONLY
         params.append(inspect.Parameter(f.name, kind, default=default, annotation=hints[f.name]))

@@ -2,32 +2,44 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import typer
 
-from edgecls.cli.common import command, console, data_app, err
-from edgecls.samples import SAMPLES
+from edgecls.cli.common import command, console, data_app, err, table_parameters, with_signature
+from edgecls.samples import SAMPLES, SampleSpec
 
 
-@command(data_app, "sample")
-def data_sample(
-    name: str = typer.Argument(..., help=f"one of: {SAMPLES.choices()}"),
-    out: Path = typer.Option(..., "--out", help="folder to write the dataset to"),
-    n_train: int = typer.Option(400, help="training images per class"),
-    n_test: int = typer.Option(60, help="test images per class"),
-    size: int = typer.Option(192, help="image side in pixels"),
-    seed: int = typer.Option(0),
-):
+def _sample(name: str, out: Path, **spec):
     """Write a deterministic synthetic dataset (DIR/{train,test}/<class>/*)."""
-    from edgecls.samples import SampleSpec, write_sample
+    from edgecls.samples import write_sample
 
-    counts = write_sample(name, out, SampleSpec(n_train, n_test, size, seed))
+    counts = write_sample(name, out, SampleSpec(**spec))
     console.print(
         f"wrote {sum(counts.values())} images to {out}: "
         + ", ".join(f"{k} {v}" for k, v in counts.items()),
         highlight=False,
     )
+
+
+_KW = inspect.Parameter.KEYWORD_ONLY
+_SAMPLE_PARAMETERS = [
+    inspect.Parameter(
+        "name",
+        _KW,
+        default=typer.Argument(..., help=f"one of: {SAMPLES.choices()}"),
+        annotation=str,
+    ),
+    inspect.Parameter(
+        "out",
+        _KW,
+        default=typer.Option(..., "--out", help="folder to write the dataset to"),
+        annotation=Path,
+    ),
+    *table_parameters(SampleSpec),
+]
+command(data_app, "sample")(with_signature(_sample, _SAMPLE_PARAMETERS))
 
 
 @command(data_app, "calibration")

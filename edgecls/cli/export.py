@@ -10,7 +10,8 @@ import typer
 from rich.table import Table
 
 from edgecls.bundle.formats import FORMATS
-from edgecls.cli.common import command, console, err, fail
+from edgecls.cli.common import command, console, err, fail, table_parameters, with_signature
+from edgecls.export.config import ExportOptions
 
 
 def _parity_table(rows, title: str) -> None:
@@ -23,22 +24,6 @@ def _parity_table(rows, title: str) -> None:
     for row in rows:
         table.add_row(*row.cells(markdown=False))
     console.print(table)
-
-
-FORMAT_OPTION = typer.Option(
-    ",".join(FORMATS.names), "--format", help=f"comma-separated: {','.join(FORMATS.names)}"
-)
-ONNX_INT8_OPTION = typer.Option(
-    "u8u8",
-    help="int8 ONNX activations/weights: u8u8 (same bits on ARM and x86), u8s8, or s8s8 "
-    "(symmetric int8 QDQ, the form TensorRT takes: for a Jetson)",
-)
-REPAIR_OPTION = typer.Option(
-    True,
-    "--repair/--no-repair",
-    help="when an int8 artifact fails its gate: equalize, recalibrate, then keep its worst "
-    "layers in float, writing model_int8_mixed.* if that passes",
-)
 
 
 def _print_repairs(manifest) -> None:
@@ -58,57 +43,12 @@ def _print_repairs(manifest) -> None:
             )
 
 
-@command()
-def export(
-    source: Path = typer.Argument(..., help="run folder (or a .keras file with labels.txt)"),
-    out: Path | None = typer.Option(None, help="bundle folder; default export/<run name>"),
-    int8: bool = typer.Option(False, "--int8", help="full-integer TFLite + static int8 ONNX (QDQ)"),
-    fp16: bool = typer.Option(False, "--fp16", help="float16 TFLite and ONNX"),
-    dynamic: bool = typer.Option(False, "--dynamic", help="dynamic-range TFLite"),
-    format: str = FORMAT_OPTION,
-    io: str = typer.Option("uint8", help="int8 TFLite input/output type: uint8, int8 or float32"),
-    onnx_int8: str = ONNX_INT8_OPTION,
-    repair: bool = REPAIR_OPTION,
-    calibration: Path | None = typer.Option(
-        None, help="calibration images; default calibration_data/, else the run's training split"
-    ),
-    calibration_size: int = typer.Option(200, min=1, help="class-balanced calibration sample size"),
-    eval_data: Path | None = typer.Option(
-        None, help="labelled images for parity; default the run's test split"
-    ),
-    labels: Path | None = typer.Option(None, help="labels.txt for a bare .keras file"),
-    max_drop: float = typer.Option(
-        1.0, min=0.0, max=100.0, help="gate: most accuracy points a quantized artifact may lose"
-    ),
-    min_agreement: float = typer.Option(
-        0.97, min=0.0, max=1.0, help="gate: least top-1 agreement with the float model"
-    ),
-    seed: int = typer.Option(0),
-):
+def _export(**options):
     """Export TFLite and ONNX artifacts with a parity gate against the float model."""
-    from edgecls.bundle.manifest import ParityThresholds
     from edgecls.bundle.report import parity_rows
-    from edgecls.export import ExportConfig, export_bundle
-    from edgecls.export.mixed import RepairOptions
+    from edgecls.export import export_bundle
 
-    wanted = {"float16": fp16, "dynamic": dynamic, "int8": int8}
-    precisions = ("float32", *(p for p, on in wanted.items() if on))
-    config = ExportConfig(
-        source=source,
-        out=out,
-        formats=tuple(f.strip() for f in format.split(",") if f.strip()),
-        precisions=precisions,
-        io=io,
-        onnx_int8=onnx_int8,
-        calibration=calibration,
-        calibration_size=calibration_size,
-        eval_data=eval_data,
-        labels=labels,
-        seed=seed,
-        thresholds=ParityThresholds(max_drop=max_drop, min_agreement=min_agreement),
-        repair=RepairOptions(enabled=repair),
-    )
-    result = export_bundle(config, console)
+    result = export_bundle(ExportOptions(**options).to_config(), console)
     m = result.manifest
     _parity_table(parity_rows(m.artifacts), f"{result.out} (parity on {m.parity.n} images)")
     console.print(f"bundle: {result.out}  (manifest.json, parity.md, labels.txt)")
@@ -119,6 +59,9 @@ def export(
             f"parity gate failed for {', '.join(failed)}; see {result.out / 'parity.md'}",
             code=1,
         )
+
+
+command(name="export")(with_signature(_export, table_parameters(ExportOptions)))
 
 
 @command()

@@ -10,7 +10,7 @@ import json
 import platform
 import shutil
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from edgecls import __version__
 from edgecls.bundle.backends import load_predictor
 from edgecls.bundle.drift import reference_stats
 from edgecls.bundle.folder import sha256
-from edgecls.bundle.formats import FORMATS, MIXED, artifact_file
+from edgecls.bundle.formats import MIXED, artifact_file
 from edgecls.bundle.labels import check_outputs
 from edgecls.bundle.manifest import (
     SCHEMA_VERSION,
@@ -29,7 +29,6 @@ from edgecls.bundle.manifest import (
     Calibration,
     Manifest,
     ParityRecord,
-    ParityThresholds,
     SourceModel,
     TensorIO,
     embedded_metadata,
@@ -46,45 +45,13 @@ from edgecls.export.calibration import (
     load_calibration,
     round_robin,
 )
-from edgecls.export.context import ONNX_INT8
+from edgecls.export.config import ExportConfig
 from edgecls.export.formats import ArtifactFormat, planned
-from edgecls.export.mixed import MIXED_FILES, RepairOptions
+from edgecls.export.mixed import MIXED_FILES
 from edgecls.folders import load_eval_split
 from edgecls.runs import RunSource, resolve_source, run_split
 
 DEFAULT_CALIBRATION = Path("calibration_data")
-
-
-@dataclass(frozen=True)
-class ExportConfig:
-    source: Path  # a run folder, or a .keras file with labels.txt beside it (or `labels`)
-    out: Path | None = None  # default export/<name>
-    formats: tuple[str, ...] = FORMATS.names
-    precisions: tuple[str, ...] = ("float32",)
-    io: str = "uint8"
-    onnx_int8: str = "u8u8"  # see export.context.ONNX_INT8 for why u8u8
-    calibration: Path | None = None
-    calibration_size: int = 200
-    eval_data: Path | None = None
-    labels: Path | None = None
-    thresholds: ParityThresholds = field(default_factory=ParityThresholds)
-    seed: int = 0
-    repair: RepairOptions = field(default_factory=RepairOptions)  # a failed int8 (--no-repair)
-
-    def __post_init__(self):
-        bad = [f for f in self.formats if f not in FORMATS]
-        if bad or not self.formats:
-            raise EdgeclsError(f"--format {','.join(bad)}: choose from {FORMATS.choices()}")
-        if self.io not in ("uint8", "int8", "float32"):
-            raise EdgeclsError(f"--io {self.io}: choose uint8, int8 or float32")
-        if self.onnx_int8 not in ONNX_INT8:
-            raise EdgeclsError(f"--onnx-int8 {self.onnx_int8}: choose {' or '.join(ONNX_INT8)}")
-        if self.calibration_size < 1:
-            raise EdgeclsError("--calibration-size must be at least 1")
-        written = {p for f in FORMATS.values() for p in f.precisions}
-        unknown = [p for p in self.precisions if p not in written]
-        if unknown:
-            raise EdgeclsError(f"unknown precision {unknown}")
 
 
 @dataclass
