@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecls.bundle.backends import Predictor
 from edgecls.bundle.labels import check_outputs, load_labels
 from edgecls.bundle.preprocess import InputSpec
 from edgecls.durable import write_text_atomic
@@ -47,7 +48,9 @@ def predict_split(
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
 
-def evaluate(predictor, split: Split, classes: list[str], progress=None, spec=None) -> Evaluation:
+def evaluate(
+    predictor: Predictor, split: Split, classes: list[str], progress=None, spec=None
+) -> Evaluation:
     probs = predict_split(predictor, split, progress=progress, spec=spec)
     return Evaluation(classes, list(split.paths), np.asarray(split.labels), probs)
 
@@ -166,7 +169,7 @@ class LabelledModel:
     metadata first, then --labels or labels.txt beside it, then the run's config.json."""
 
     path: Path
-    predictor: object
+    predictor: Predictor
     classes: list[str]
     spec: InputSpec
 

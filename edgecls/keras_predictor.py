@@ -26,6 +26,7 @@ class KerasPredictor:
         shape = self.model.input_shape
         self.input_size = (int(shape[1]), int(shape[2]))
         self.warnings: list[str] = []
+        self.metadata = None  # a .keras file carries no edgecls metadata: labels.txt says
         self.description = "Keras (float32, TensorFlow)"
 
     @classmethod

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecls.bundle.backends import Predictor
 from edgecls.errors import EdgeclsError
 
 
@@ -31,7 +32,7 @@ def load_labels(path: Path) -> list[str]:
     return labels
 
 
-def check_outputs(predictor, labels: list[str], model: Path) -> None:
+def check_outputs(predictor: Predictor, labels: list[str], model: Path) -> None:
     """A model whose output count differs from its labels would label frames wrongly: refuse it."""
     probe = predictor.predict(np.zeros((1, *predictor.input_size, 3), np.uint8))
     if probe.shape[-1] != len(labels):

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecls.bundle.backends import load_predictor
+from edgecls.bundle.backends import Predictor, load_predictor
 
 
-def latency_samples(predictor, runs: int = 20, warmup: int = 3) -> np.ndarray:
+def latency_samples(predictor: Predictor, runs: int = 20, warmup: int = 3) -> np.ndarray:
     """Milliseconds per single-image inference, after warm-up, on a fixed random image."""
     image = np.random.default_rng(0).integers(0, 256, (1, *predictor.input_size, 3), dtype=np.uint8)
     for _ in range(warmup):

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgecls.bundle.backends import Predictor
 from edgecls.bundle.folder import Bundle, load_bundle
 from edgecls.errors import EdgeclsError
 from edgecls.runtime import systemd
@@ -83,7 +84,7 @@ class RoiOutside(EdgeclsError):
 class _Classifier:
     """Frame -> Record: the ROI crop, the one preprocessing function, the model."""
 
-    predictor: object
+    predictor: Predictor
     bundle: Bundle
     identity: Identity
     source: str

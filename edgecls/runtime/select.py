@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecls.bundle.backends import RuntimeOptions
+from edgecls.bundle.backends import Predictor, RuntimeOptions
 from edgecls.bundle.folder import Bundle
 from edgecls.bundle.formats import backend_formats
 from edgecls.bundle.latency import latency_samples
@@ -29,7 +29,7 @@ CACHE_ENTRIES = 32  # bundles x settings remembered; the oldest measurement goes
 @dataclass
 class Choice:
     artifact: Artifact
-    predictor: object  # the loaded Predictor, checked against the manifest
+    predictor: Predictor  # loaded, checked against the manifest
     reason: str
 
 
