@@ -4,15 +4,27 @@ and rebuild the splits it was trained on. TF-free: export and explain both start
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edgecls.bundle.labels import load_labels
 from edgecls.bundle.preprocess import CURRENT, InputSpec, preprocessing_from_legacy
 from edgecls.errors import EdgeclsError
 from edgecls.folders import Split, SplitConfig, load_folder_dataset
+from edgecls.schema import from_dict
 
 MODEL_FILE, LABELS_FILE, CONFIG_FILE = "model.keras", "labels.txt", "config.json"
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """What export and explain read from a run's config.json, typed: the data it was trained on
+    (absolute), how it was split, and its input path. The rest of the file is the training's own
+    record (TrainConfig.to_dict) and is not read here."""
+
+    data: str | None = None
+    split: SplitConfig = field(default_factory=SplitConfig)
+    input: dict | None = None  # InputSpec.to_dict(); runs before identifiers have `resize`
 
 
 @dataclass(frozen=True)
@@ -22,13 +34,13 @@ class RunSource:
     model_path: Path
     labels: list[str]
     name: str
-    config: dict | None
+    config: RunRecord | None
 
     @property
     def preprocessing(self) -> str:
         """The input path the model was trained on: runs written before identifiers existed
         are read under their true (older) one, so calibration and the device match training."""
-        spec = (self.config or {}).get("input") or {}
+        spec = (self.config.input if self.config else None) or {}
         if "preprocessing" in spec:
             return spec["preprocessing"]
         if "resize" in spec:
@@ -42,7 +54,8 @@ class RunSource:
             raise EdgeclsError(f"{self.model_path.parent / CONFIG_FILE}: {exc}") from None
 
 
-def _read_config(path: Path) -> dict | None:
+def _read_config(path: Path) -> RunRecord | None:
+    """The typed record of config.json; a wrong type is one line naming the file and field."""
     if not path.is_file():
         return None
     try:
@@ -51,7 +64,7 @@ def _read_config(path: Path) -> dict | None:
         raise EdgeclsError(f"{path}: not a readable run config ({exc}); retrain") from None
     if not isinstance(config, dict):
         raise EdgeclsError(f"{path}: not a run config (a JSON object); retrain")
-    return config
+    return from_dict(RunRecord, config, str(path), strict=False)
 
 
 def resolve_source(path: Path, labels: Path | None = None) -> RunSource:
@@ -80,17 +93,13 @@ def resolve_source(path: Path, labels: Path | None = None) -> RunSource:
 def run_split(source: RunSource, name: str) -> tuple[Split, str]:
     """A split of the dataset the run was trained on, rebuilt from its config.json."""
     cfg = source.config
-    if not cfg or not Path(cfg.get("data", "")).is_dir():
+    if not cfg or not cfg.data or not Path(cfg.data).is_dir():
         raise EdgeclsError(
             f"{source.model_path}: the training data of this model is not known or not "
             "here; pass --eval-data DIR (and --calibration DIR for int8)"
         )
-    try:
-        split_config = SplitConfig(**cfg.get("split", {}))
-    except TypeError as exc:
-        raise EdgeclsError(f"{source.model_path.parent / CONFIG_FILE}: split: {exc}") from None
-    ds = load_folder_dataset(Path(cfg["data"]), split_config)
+    ds = load_folder_dataset(Path(cfg.data), cfg.split)
     if ds.classes != source.labels:
-        raise EdgeclsError(f"{cfg['data']}: classes {ds.classes} differ from the model's labels")
+        raise EdgeclsError(f"{cfg.data}: classes {ds.classes} differ from the model's labels")
     split = ds.splits.get(name) or ds.splits["val"]
-    return split, f"{cfg['data']} ({name} split)"
+    return split, f"{cfg.data} ({name} split)"

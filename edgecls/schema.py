@@ -1,8 +1,8 @@
-"""Typed dataclasses from JSON/YAML data, validated in one place: the bundle manifest and
-the device config file load through `from_dict`, so a wrong type, a missing or
-unknown key becomes one line naming the file and the field (`artifacts[1].sha256`), never a
-KeyError mid-run. Field annotations are the schema; `__post_init__` adds the checks types cannot
-say (ranges, cross-field consistency) by raising ValueError."""
+"""Typed dataclasses from JSON/YAML data, validated in one place: the bundle manifest, a run
+folder's config.json and the device config file load through `from_dict`, so a wrong type, a
+missing or unknown key becomes one line naming the file and the field (`artifacts[1].sha256`),
+never a KeyError mid-run. Field annotations are the schema; `__post_init__` adds the checks
+types cannot say (ranges, cross-field consistency) by raising ValueError."""
 
 from __future__ import annotations
 

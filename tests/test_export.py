@@ -369,3 +369,17 @@ def test_every_format_in_the_table_has_its_converters_backend_and_file_names():
         EdgeclsError, match=r"unknown model format '\.pb' \(known: \.tflite, \.onnx\)"
     ):
         format_of("m.pb")
+
+
+def test_a_run_config_of_the_wrong_type_is_one_line_naming_the_field(insects_run, tmp_path):
+    """config.json is read through the typed loader: a hand-edited split is refused by name."""
+    run = tmp_path / "run"
+    shutil.copytree(insects_run, run)
+    cfg = json.loads((run / "config.json").read_text())
+    cfg["split"]["val_fraction"] = "a lot"
+    (run / "config.json").write_text(json.dumps(cfg))
+    out = tmp_path / "bundle"
+    result = CliRunner().invoke(app, ["export", str(run), "--out", str(out)])
+    assert result.exit_code == 2
+    assert f"{run / 'config.json'}: split.val_fraction: must be a number" in result.output
+    assert not out.exists() and not list(tmp_path.glob(".bundle*"))
