@@ -31,6 +31,25 @@ def quantize_calibrated(calibrated: bytes, io_type, debug: bool, denylisted_node
     return model if debug else lite._deduplicate_readonly_buffers(model)
 
 
+def add_flatbuffer_metadata(path, name: str, data: bytes) -> None:
+    """Append a named metadata buffer to a .tflite file, as TFLite Support stores its metadata.
+    Breaks if `tensorflow.lite.python.schema_py_generated` (the flatbuffer object API) or
+    `tensorflow.lite.tools.flatbuffer_utils` moves."""
+    import numpy as np
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils
+
+    model = flatbuffer_utils.read_model(str(path))
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(data, np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name = name
+    entry.buffer = len(model.buffers) - 1
+    model.metadata = [*(model.metadata or []), entry]
+    flatbuffer_utils.write_model(model, str(path))
+
+
 def interpreter_ops(interpreter) -> list[dict]:
     """Every op of a LiteRT interpreter (name, inputs, outputs), as the QuantizationDebugger
     reads them. Breaks if the interpreter drops `_get_ops_details`."""

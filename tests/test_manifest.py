@@ -103,6 +103,7 @@ MALFORMED = [
     ("unknown key", _set("colour_order", "RGB"), "colour_order", "unknown key"),
     ("max_drop negative", _set("parity.thresholds.max_drop", -1), "parity.thresholds", "0-100"),
     ("parity figures a list", _set("artifacts.0.parity", [1]), "artifacts[0].parity", "object"),
+    ("unknown format", _set("artifacts.0.format", "pb"), "artifacts[0].format", "not one of"),
     ("repair without plain", _set("artifacts.0.repair", {"summary": "x"}), "", "repair.plain"),
     ("repair of a stranger", _set("artifacts.0.repair", {"plain": "m.onnx"}), "", "names no"),
 ]

@@ -350,3 +350,22 @@ def test_a_search_that_cannot_pass_says_so_and_writes_nothing(broken, plain, tmp
     result = repair("tflite", broken.ctx, plain["tflite"], broken.parity, out, options)
     assert not result.passed and not out.exists() and result.parity is None
     assert [a.changes for a in result.attempts] == ["bias correction (5 layers)"]
+
+
+def test_a_failed_int8_onnx_names_this_cpus_saturating_kernels_only_where_they_are(
+    insects_run, tmp_path
+):
+    """With --no-repair nothing replaces a failed s8s8 ONNX: the failure line says when this
+    CPU's kernels (not the model) may be the cause, and only on such a CPU."""
+    from edgecls.bundle.folder import load_bundle
+
+    out = tmp_path / "bundle"
+    result = _export(insects_run, out, "--onnx-int8", "s8s8", "--no-repair", "--format", "onnx")
+    int8 = next(a for a in load_bundle(out).manifest.artifacts if a.precision == "int8")
+    if int8.passed:
+        assert result.exit_code == 0 and "saturate" not in result.output
+        return
+    assert result.exit_code == 1
+    assert "parity gate failed for model_int8.onnx" in result.output
+    saturating = "s8s8" in this_cpu().saturating_onnx_int8
+    assert ("kernels that saturate" in result.output) == saturating, result.output

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from edgecls.errors import EdgeclsError
 from edgecls.registry import Registry
@@ -31,6 +32,10 @@ FORMATS.add(
     "tflite", Format("tflite", ".tflite", "litert", ("float32", "float16", "dynamic", "int8"))
 )
 FORMATS.add("onnx", Format("onnx", ".onnx", "onnxruntime", ("float32", "float16", "int8")))
+
+
+# The format names as a type: the manifest's schema checks `format` against it by name.
+FormatName = Literal[FORMATS.names]
 
 
 def artifact_file(fmt: str, precision: str) -> str:

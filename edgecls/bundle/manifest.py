@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
-from edgecls.bundle.formats import FORMATS, PRECISIONS
+from edgecls.bundle.formats import PRECISIONS, FormatName
 from edgecls.bundle.preprocess import InputSpec
 from edgecls.durable import write_text_atomic
 from edgecls.errors import EdgeclsError
@@ -83,7 +83,7 @@ class LayerErrorRow:
 @dataclass(frozen=True)
 class Artifact:
     file: str
-    format: str  # a name in the format table (bundle/formats.py)
+    format: FormatName  # a name in the format table (bundle/formats.py)
     precision: str
     bytes: int
     sha256: str
@@ -96,8 +96,6 @@ class Artifact:
 
     def __post_init__(self):
         _check_file_name(self.file)
-        if self.format not in FORMATS:
-            raise ValueError(f"format {self.format!r} is not one of {FORMATS.choices()}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision {self.precision!r} is not one of {PRECISIONS}")
         if not _SHA256.fullmatch(self.sha256):

@@ -26,15 +26,23 @@ def _parity_table(rows, title: str) -> None:
     console.print(table)
 
 
+def _kernel_caveat(manifest, artifact) -> str:
+    """For an int8 ONNX artifact that failed here: why this CPU's own kernels may be the cause
+    ('' where they are exact, or for another format)."""
+    from edgecls.bundle.cpu import onnx_int8_caveat
+
+    onnx = FORMATS.get(artifact.format).backend == "onnxruntime"
+    if not onnx or not artifact.precision.startswith("int8") or manifest.calibration is None:
+        return ""
+    return onnx_int8_caveat(manifest.calibration.onnx_int8)
+
+
 def _print_repairs(manifest) -> None:
     """One line per repaired int8: which failed, which passes instead, how, and for ONNX when
     this CPU's own kernels may be the cause."""
-    from edgecls.bundle.cpu import onnx_int8_caveat
-
     for a in manifest.artifacts:
         if a.repair:
-            onnx = FORMATS.get(a.format).backend == "onnxruntime"
-            caveat = onnx_int8_caveat(manifest.calibration.onnx_int8) if onnx else ""
+            caveat = _kernel_caveat(manifest, a)
             console.print(
                 f"{a.repair['plain']} failed its gate; {a.file} passes ({a.repair['summary']})"
                 + (f"; {caveat}" if caveat else ""),
@@ -54,9 +62,11 @@ def _export(**options):
     console.print(f"bundle: {result.out}  (manifest.json, parity.md, labels.txt)")
     _print_repairs(m)
     if not result.passed:
-        failed = [a.file for a in m.artifacts if not a.passed]
+        failed = [a for a in m.artifacts if not a.passed]
+        caveat = next(filter(None, (_kernel_caveat(m, a) for a in failed)), "")
         fail(
-            f"parity gate failed for {', '.join(failed)}; see {result.out / 'parity.md'}",
+            f"parity gate failed for {', '.join(a.file for a in failed)}; see "
+            f"{result.out / 'parity.md'}" + (f"; {caveat}" if caveat else ""),
             code=1,
         )
 

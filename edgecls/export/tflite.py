@@ -4,13 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from edgecls.bundle.backends import METADATA_KEY
 from edgecls.export.context import ExportContext
 from edgecls.export.formats import METADATA_WRITERS, QUANTIZERS, Quantizer, register_format
 from edgecls.logs import native_stderr_silenced
-from edgecls.tf_compat import calibrate_only, quantize_calibrated
+from edgecls.tf_compat import add_flatbuffer_metadata, calibrate_only, quantize_calibrated
 
 
 def _converter(ctx: ExportContext):
@@ -87,18 +85,7 @@ def tflite_int8(ctx: ExportContext, out: Path) -> None:
 @METADATA_WRITERS.register("tflite")
 def embed_metadata(path: Path, data: bytes) -> None:
     """A named metadata buffer in the flatbuffer, as the TFLite Support metadata is stored."""
-    from tensorflow.lite.python import schema_py_generated as schema
-    from tensorflow.lite.tools import flatbuffer_utils
-
-    model = flatbuffer_utils.read_model(str(path))
-    buffer = schema.BufferT()
-    buffer.data = np.frombuffer(data, np.uint8)
-    model.buffers.append(buffer)
-    entry = schema.MetadataT()
-    entry.name = METADATA_KEY
-    entry.buffer = len(model.buffers) - 1
-    model.metadata = [*(model.metadata or []), entry]
-    flatbuffer_utils.write_model(model, str(path))
+    add_flatbuffer_metadata(path, METADATA_KEY, data)
 
 
 def _write_int8(ctx, out: Path, float_nodes=(), method="minmax") -> None:

@@ -172,11 +172,11 @@ def run(config: LoopConfig, out=None, log=None, source: Source | None = None) ->
         sinks = build_sinks(config, context, _drift_sinks(config, bundle)).open()
         try:
             source = source or open_source(config.source, config.capture, stopper.event)
+            stopper.follow(source.stop)
+            context.live = source.live
         except BaseException:
             sinks.close()
             raise
-        stopper.follow(source.stop)
-        context.live = source.live
         context.source_fps = lambda: source_fps(source, config.source)
         a = choice.artifact
         log(

@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from edgecls.bundle.backends import RuntimeOptions
+from edgecls.bundle.formats import backend_formats
 from edgecls.errors import EdgeclsError
 from edgecls.runtime.decisions import DecisionConfig
 from edgecls.runtime.sources import CaptureSettings
@@ -31,7 +32,7 @@ class LoopOptions:
     source: str = opt(
         "0", "camera index, video file, image folder/glob, rtsp/http URL or GStreamer pipeline"
     )
-    backend: str = opt("auto", "auto, litert or onnxruntime")
+    backend: str = opt("auto", f"auto, {' or '.join(backend_formats())}")
     artifact: str | None = opt(None, "run this artifact file of the bundle")
     delegate: str = opt("auto", "auto, none, xnnpack, gpu, nnapi, edgetpu or PATH.so")
     threads: int | None = opt(None, "inference threads; default all cores")
