@@ -152,23 +152,42 @@ def refuse_working_folder(out: Path) -> None:
         )
 
 
+class StagedFolder:
+    """The one way edgecls writes a folder (a run, a bundle, a report): built in a temporary
+    sibling (`path`), swapped in whole by `commit()`; leaving the block without a commit removes
+    the sibling and nothing else, so `out` is whole or as it was, a power cut included."""
+
+    def __init__(self, out: Path):
+        self.out = Path(os.path.abspath(out))  # `runs/x/..` names runs, with a name to put beside
+        self.path = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"
+        self.committed = False
+
+    def __enter__(self) -> StagedFolder:
+        self.out.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(self.path, ignore_errors=True)  # one a killed run of this pid left
+        self.path.mkdir()
+        return self
+
+    def commit(self) -> Path:
+        replace_folder(self.path, self.out)
+        self.committed = True
+        return self.out
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.committed:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def staged_folder(out: Path, what: str) -> Iterator[Path]:
-    """A temporary sibling folder to write `what` (the bundle, the report) into; on success it
-    becomes `out` in one swap, on any failure it is removed and `out` is left as it was. Disk
-    full or read-only destinations are one error line naming --out."""
-    where = Path(os.path.abspath(out))  # `runs/x/..` names runs, with a name to put beside
-    tmp = where.parent / f".{where.name}.partial-{os.getpid()}"
+    """A StagedFolder for `what` (the bundle, the report), committed when the block ends well.
+    Disk full or read-only destinations are one error line naming --out."""
     try:
-        where.parent.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        yield tmp
-        replace_folder(tmp, where)  # after a power cut it is whole, or the old one
+        with StagedFolder(out) as stage:
+            yield stage.path
+            stage.commit()
     except OSError as exc:
         raise EdgeclsError(
             f"--out {out}: cannot write {what} ({exc.strerror or exc}); free space or "
             "choose a writable folder; nothing was changed"
         ) from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import errno
 import json
-import os
 import shutil
 from pathlib import Path
 
-from edgecls.durable import check_replaceable, replace_folder
+from edgecls.durable import StagedFolder, check_replaceable
 from edgecls.errors import EdgeclsError
 
 # Everything `edgecls train` writes into a run folder; anything else there is the user's.
@@ -49,24 +48,25 @@ def check_out(out: Path) -> None:
     check_replaceable(out, "an edgecls run folder", is_run_folder, RUN_ENTRIES.__contains__)
 
 
-class RunFolder:
-    """`with RunFolder(out) as run:` write into `run.staging`, call `commit()` when complete.
-    Leaving the block without a commit removes the staging folder and nothing else."""
+class RunFolder(StagedFolder):
+    """`with RunFolder(out) as run:` write into `run.staging`, call `commit()` when complete; a
+    StagedFolder with a scratch folder inside (removed before the swap) and the run's wording."""
 
     def __init__(self, out: Path):
         check_out(out)
-        self.out = Path(os.path.abspath(out))  # `runs/x/..` names runs, with a name to put beside
-        self.staging = self.out.with_name(f".{self.out.name}.staging-{os.getpid()}")
-        self.committed = False
+        super().__init__(out)
+
+    @property
+    def staging(self) -> Path:
+        return self.path
 
     @property
     def scratch(self) -> Path:
-        return self.staging / SCRATCH
+        return self.path / SCRATCH
 
     def __enter__(self) -> RunFolder:
         try:
-            self.out.parent.mkdir(parents=True, exist_ok=True)
-            self.staging.mkdir()
+            super().__enter__()
             self.scratch.mkdir()
         except OSError as exc:
             raise EdgeclsError(f"--out {self.out}: cannot write there ({exc.strerror})") from None
@@ -75,13 +75,10 @@ class RunFolder:
     def commit(self) -> Path:
         shutil.rmtree(self.scratch, ignore_errors=True)
         check_out(self.out)  # still ours to replace: nobody wrote into it meanwhile
-        replace_folder(self.staging, self.out)
-        self.committed = True
-        return self.out
+        return super().commit()
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if not self.committed:
-            shutil.rmtree(self.staging, ignore_errors=True)
+        super().__exit__(exc_type, exc, tb)
         if isinstance(exc, OSError) and exc.errno in _USER_FIXABLE:
             raise EdgeclsError(
                 f"--out {self.out}: could not write the run ({exc.strerror}); "
