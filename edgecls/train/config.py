@@ -154,19 +154,9 @@ class TrainOptions:
         )
 
 
-# TrainOptions fields that go to TrainConfig as they are
-_PLAIN = (
-    "epochs",
-    "batch_size",
-    "lr",
-    "seed",
-    "augment",
-    "patience",
-    "monitor",
-    "strategy",
-    "deterministic",
-    "mixed_precision",
-    "cache",
-    "cache_mb",
-    "save_backbone",
+# TrainOptions fields that go to TrainConfig as they are (to_config builds data, out, model)
+_PLAIN = tuple(
+    name
+    for name in TrainOptions.__dataclass_fields__
+    if name in TrainConfig.__dataclass_fields__ and name not in ("data", "out", "model")
 )
