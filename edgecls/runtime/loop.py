@@ -140,7 +140,7 @@ def _check(config: LoopConfig, bundle: Bundle) -> None:
 
 
 def _drift_sinks(config: LoopConfig, bundle: Bundle) -> list:
-    reference = getattr(bundle.manifest, "drift_reference", None)
+    reference = bundle.manifest.drift_reference
     if not (config.drift.enabled and reference):
         return []
     from edgecls.runtime.sinks.drift import DriftSink
