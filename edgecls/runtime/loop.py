@@ -24,7 +24,9 @@ from edgecls.errors import EdgeclsError
 from edgecls.runtime import systemd
 from edgecls.runtime.decisions import DecisionRule
 from edgecls.runtime.loop_options import LoopConfig
-from edgecls.runtime.records import Identity, Record, Summary
+from edgecls.runtime.parts import Station
+from edgecls.runtime.parts.triggers import PART_TRIGGERS
+from edgecls.runtime.records import Identity, PartCounts, Record, Summary
 from edgecls.runtime.select import choose
 from edgecls.runtime.sinks import SinkContext, Sinks, build_sinks
 from edgecls.runtime.sinks.recording import source_fps
@@ -136,6 +138,8 @@ def _check(config: LoopConfig, bundle: Bundle) -> None:
             f"--save-labels {','.join(unknown)}: not in the bundle's labels "
             f"({', '.join(bundle.labels)})"
         )
+    if config.parts is not None:
+        config.parts.check_labels(bundle.labels)
     config.decision.check_labels(bundle.labels)
 
 
@@ -169,24 +173,23 @@ def run(config: LoopConfig, out=None, log=None, source: Source | None = None) ->
         context = SinkContext(
             summary, stopper.event, log, identity, frozenset(config.decision.trigger), out=out
         )
+        station = _station(config, identity, summary)
+        context.station = station
         sinks = build_sinks(config, context, _drift_sinks(config, bundle)).open()
+        triggers = []
         try:
             source = source or open_source(config.source, config.capture, stopper.event)
             stopper.follow(source.stop)
             context.live = source.live
+            if station is not None:
+                station.start(sinks.publish, source.name)
+                triggers = _start_triggers(config, station, log)
         except BaseException:
+            _close_parts(station, triggers)
             sinks.close()
             raise
         context.source_fps = lambda: source_fps(source, config.source)
-        a = choice.artifact
-        log(
-            f"running {a.file} ({a.format} {a.precision}, "
-            f"parity {'passed' if a.passed else 'FAILED'}) on "
-            f"{choice.predictor.description}; chosen: {choice.reason}; source: {source.name}"
-            + (f"; outputs: {', '.join(sinks.names)}" if sinks.names else "")
-        )
-        if config.drift.enabled and "drift" not in sinks.names:
-            log("drift: off (this bundle has no reference statistics; re-export it to add them)")
+        _started(config, choice, source, sinks, log)
         needs = sinks.needs()
         classify = _Classifier(
             choice.predictor, bundle, identity, source.name, config.min_confidence,
@@ -194,13 +197,64 @@ def run(config: LoopConfig, out=None, log=None, source: Source | None = None) ->
         )  # fmt: skip
         summary.started = time.monotonic()
         try:
-            _loop(config, source, classify, sinks, summary, stop, log)
+            if station is None:
+                _loop(config, source, classify, sinks, summary, stop, log)
+            else:
+                _inspect_parts(config, source, classify, sinks, summary, stop, log, station)
         finally:
+            _close_parts(station, triggers)  # every open part answered before the outputs close
             _finish(summary, source, sinks, log)
     # SIGTERM is how a service is stopped (exit 0); Ctrl-C or a closed terminal interrupt a run
     # (the shell's 128 + the signal: 130, 129)
     summary.interrupted_by = None if stopper.signal == signal.SIGTERM else stopper.signal
     return summary
+
+
+def _started(config: LoopConfig, choice, source: Source, sinks: Sinks, log) -> None:
+    a = choice.artifact
+    log(
+        f"running {a.file} ({a.format} {a.precision}, "
+        f"parity {'passed' if a.passed else 'FAILED'}) on "
+        f"{choice.predictor.description}; chosen: {choice.reason}; source: {source.name}"
+        + (f"; outputs: {', '.join(sinks.names)}" if sinks.names else "")
+    )
+    if config.drift.enabled and "drift" not in sinks.names:
+        log("drift: off (this bundle has no reference statistics; re-export it to add them)")
+    if config.parts is not None:
+        p = config.parts
+        log(
+            f"parts: triggered by {', '.join(t.text for t in p.triggers)}; "
+            f"{p.capture_frames} frame(s) from {p.capture_delay_ms:g} ms after the trigger, "
+            f"verdict by {p.rule}, within {p.window_ms:g} ms or fail-safe {p.fail_safe}"
+        )
+
+
+def _station(config: LoopConfig, identity: Identity, summary: Summary) -> Station | None:
+    if config.parts is None:
+        return None
+    summary.parts = PartCounts()
+    return Station(config.parts, identity, summary.parts, config.min_confidence)
+
+
+def _start_triggers(config: LoopConfig, station: Station, log) -> list:
+    """The triggers that run on their own (a pin, a clock); the servers' run in their outputs."""
+    started = []
+    try:
+        for spec in config.parts.triggers:
+            start = PART_TRIGGERS.get(spec.kind).start
+            if start is not None:
+                started.append(start(spec.arg, station, config.parts, log))
+    except BaseException:
+        _close_parts(None, started)
+        raise
+    return started
+
+
+def _close_parts(station: Station | None, triggers: list) -> None:
+    for trigger in triggers:
+        trigger.close()
+    if station is not None:
+        station.close()
 
 
 def _loop(config, source: Source, classify, sinks: Sinks, summary: Summary, stop, log) -> None:
@@ -244,6 +298,46 @@ def _loop(config, source: Source, classify, sinks: Sinks, summary: Summary, stop
             _heartbeat(config, summary, record, log)
 
 
+def _inspect_parts(config, source: Source, classify, sinks, summary, stop, log, station) -> None:
+    """Frames for the oldest open part, each captured after its trigger + delay; a live source
+    is read all along (the newest frame, for /health and the view), a file only for a part."""
+    watchdog = systemd.Watchdog()
+    last_status, record = time.monotonic(), None
+    while not (stop.is_set() or station.done.is_set()):
+        if config.max_frames is not None and summary.classified >= config.max_frames:
+            return
+        if not source.live and not _part_due(station, stop):
+            continue
+        try:
+            frame = source.read()
+        except SourceEnded:
+            return
+        summary.frames += 1
+        summary.last_frame = time.monotonic()
+        _source_counts(summary, source)
+        watchdog.ping()
+        if summary.frames == 1:
+            systemd.ready()
+        part = station.current()
+        if part is not None and frame.image is not None and frame.captured >= part.capture_at:
+            record = classify(frame)
+            record.part = part.id
+            _count(summary, record)
+            sinks.publish(record)
+            station.add_frame(part, record, frame.captured)
+        if summary.last_frame - last_status >= HEARTBEAT_SECONDS:
+            last_status = summary.last_frame
+            _heartbeat(config, summary, record, log)
+
+
+def _part_due(station, stop) -> bool:
+    """From a file: wait for a part and its capture time before reading the next frame."""
+    part = station.wait(0.1)
+    if part is None:
+        return False
+    return not stop.wait(max(0.0, part.capture_at - time.monotonic()))
+
+
 UNREADABLE_SHOWN = 20  # named in the log; the rest are counted in the summary
 
 
@@ -269,12 +363,13 @@ def _count(summary: Summary, record: Record) -> None:
         systemd.ready()
 
 
-def _heartbeat(config, summary: Summary, record: Record, log) -> None:
+def _heartbeat(config, summary: Summary, record: Record | None, log) -> None:
     """A line for headless logs (unless records go to stdout), and systemctl status."""
-    text = (
-        f"{summary.classified} frames, {summary.fps():.1f} FPS, "
-        f"last: {record.label or 'uncertain'} {record.confidence:.2f}"
-    )
+    text = f"{summary.classified} frames, {summary.fps():.1f} FPS"
+    if record is not None:
+        text += f", last: {record.label or 'uncertain'} {record.confidence:.2f}"
+    if summary.parts is not None:
+        text += f", {summary.parts.text()}"
     if summary.drift.get("state") == "drift":
         text += f", DRIFT {summary.drift['score']:.2f}"
     systemd.status(text)

@@ -20,6 +20,8 @@ from edgecls.bundle.backends import RuntimeOptions
 from edgecls.bundle.formats import backend_formats
 from edgecls.errors import EdgeclsError
 from edgecls.runtime.decisions import DecisionConfig
+from edgecls.runtime.parts import PartsConfig, TriggerSpec
+from edgecls.runtime.parts.triggers import PART_TRIGGERS
 from edgecls.runtime.sources import CaptureSettings
 from edgecls.schema import option as opt
 
@@ -79,6 +81,29 @@ class LoopOptions:
     drift_window: int = opt(200, "frames in the drift monitor's rolling window")
     drift_threshold: float = opt(1.0, "drift score that raises the warning")
     queue_size: int = opt(64, "events each output may hold before it drops (counted)")
+    part_trigger: list[str] | None = opt(  # noqa: RUF009
+        None,
+        "inspect a part per trigger (repeatable): gpio:PIN[:rising|falling], mqtt, http, "
+        "modbus, opcua or interval:SECONDS",
+    )
+    capture_delay_ms: float = opt(0.0, "after a part trigger, capture from this many ms on")
+    capture_frames: int = opt(1, "fresh frames captured per part")
+    part_rule: str = opt(
+        "any", "a part's verdict: any (a --trigger label on any frame), majority or mean"
+    )
+    inspect_window_ms: float = opt(
+        200.0, "a part without a verdict this many ms after its trigger gets --fail-safe"
+    )
+    fail_safe: str = opt("reject", "the verdict of a part not answered in time: reject, or a label")
+    part_queue: int = opt(8, "parts that may wait for the camera; more are answered fail-safe")
+    trigger_debounce_ms: float = opt(5.0, "debounce of a gpio part trigger")
+    part_state: Path | None = opt(None, "file of the next part id (default: the state folder)")  # noqa: RUF009
+    max_parts: int | None = opt(None, "stop after N parts")
+    modbus: str | None = opt(None, "[HOST:]PORT: Modbus TCP server for the PLC (host 127.0.0.1)")
+    opcua: str | None = opt(None, "[HOST:]PORT: OPC UA server (host 127.0.0.1 unless given)")
+    opcua_user: str | None = opt(None, "USER:PASSWORD for --opcua (needed beyond 127.0.0.1)")
+    opcua_cert: Path | None = opt(None, "--opcua certificate (PEM) for encrypted sessions")  # noqa: RUF009
+    opcua_key: Path | None = opt(None, "private key (PEM) of --opcua-cert")  # noqa: RUF009
 
     def to_config(self) -> LoopConfig:
         return _to_config(self)
@@ -107,6 +132,22 @@ class HttpConfig:
     token: str | None = None
     user: str | None = None  # "user:password"
     stall_seconds: float = 10.0
+
+
+@dataclass(frozen=True)
+class ServerAddress:
+    """Where a server for the line listens (Modbus TCP, OPC UA)."""
+
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class OpcuaConfig:
+    address: ServerAddress
+    user: str | None = None  # "user:password"
+    cert: Path | None = None
+    key: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -157,6 +198,9 @@ class LoopConfig:
     http: HttpConfig | None = None
     drift: DriftConfig = field(default_factory=DriftConfig)
     queue_size: int = 64
+    parts: PartsConfig | None = None  # part inspection; None: free-running
+    modbus: ServerAddress | None = None
+    opcua: OpcuaConfig | None = None
 
     def __post_init__(self):
         checks = [
@@ -301,7 +345,8 @@ def _to_config(o: LoopOptions) -> LoopConfig:
     ):
         if not _positive(value):
             raise EdgeclsError(f"{option} must be a number > 0, not {value}")
-    if (o.gpio or o.on_trigger) and not o.trigger:
+    parts = parse_parts(o)
+    if (o.gpio or o.on_trigger) and not (o.trigger or parts):
         raise EdgeclsError("--gpio and --on-trigger act on decisions: give --trigger LABEL too")
     return LoopConfig(
         bundle=Path(o.bundle),
@@ -338,6 +383,74 @@ def _to_config(o: LoopOptions) -> LoopConfig:
         http=parse_http(o.http, o) if o.http else None,
         drift=DriftConfig(o.drift, o.drift_window, o.drift_threshold),
         queue_size=o.queue_size,
+        parts=parts,
+        modbus=parse_address("--modbus", o.modbus) if o.modbus else None,
+        opcua=parse_opcua(o) if o.opcua else None,
+    )
+
+
+def parse_address(option: str, text: str) -> ServerAddress:
+    host, _, port = str(text).rpartition(":")
+    if not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise EdgeclsError(f"{option} {text}: give [HOST:]PORT, e.g. 5020 or 0.0.0.0:5020")
+    return ServerAddress(host.strip("[]") or "127.0.0.1", int(port))
+
+
+def parse_opcua(o: LoopOptions) -> OpcuaConfig:
+    address = parse_address("--opcua", o.opcua)
+    if o.opcua_user is not None and ":" not in o.opcua_user:
+        raise EdgeclsError("--opcua-user: give USER:PASSWORD")
+    if (o.opcua_cert is None) != (o.opcua_key is None):
+        raise EdgeclsError("--opcua-cert and --opcua-key go together: give both or neither")
+    for option, path in (("--opcua-cert", o.opcua_cert), ("--opcua-key", o.opcua_key)):
+        if path is not None and not Path(path).is_file():
+            raise EdgeclsError(f"{option} {path}: no such file (give the PEM file's path)")
+    if address.host not in ("127.0.0.1", "localhost", "::1") and not o.opcua_user:
+        raise EdgeclsError(
+            f"--opcua {o.opcua}: anonymous access is for 127.0.0.1 only; give --opcua-user "
+            "USER:PASSWORD to serve the network"
+        )
+    return OpcuaConfig(address, o.opcua_user, o.opcua_cert, o.opcua_key)
+
+
+SERVERS = {"--mqtt": "mqtt", "--http": "http", "--modbus": "modbus", "--opcua": "opcua"}
+
+
+def parse_parts(o: LoopOptions) -> PartsConfig | None:
+    """Part inspection when a --part-trigger is given; its servers need their option, and the
+    PLC servers answer parts only."""
+    texts = [t for given in (o.part_trigger or ()) for t in str(given).split(",") if t.strip()]
+    if not texts:
+        for option in ("--modbus", "--opcua"):
+            if getattr(o, SERVERS[option]):
+                raise EdgeclsError(
+                    f"{option} answers parts: give --part-trigger too (e.g. {SERVERS[option]})"
+                )
+        return None
+    specs = tuple(dict.fromkeys(TriggerSpec.parse(t) for t in texts))
+    for spec in specs:
+        option = PART_TRIGGERS.get(spec.kind).served_by
+        if option and not getattr(o, SERVERS[option]):
+            raise EdgeclsError(f"--part-trigger {spec.text} arrives through {option}: give it too")
+    if o.every != 1:
+        raise EdgeclsError("--every thins a free-running stream; a part takes --capture-frames")
+    if o.consecutive != 1 or o.window is not None:
+        raise EdgeclsError(
+            "--consecutive and --window debounce a free-running stream; with --part-trigger "
+            "a part's frames make its verdict (--capture-frames, --part-rule)"
+        )
+    return PartsConfig(
+        triggers=specs,
+        capture_delay_ms=o.capture_delay_ms,
+        capture_frames=o.capture_frames,
+        rule=o.part_rule,
+        window_ms=o.inspect_window_ms,
+        fail_safe=o.fail_safe,
+        queue=o.part_queue,
+        debounce_ms=o.trigger_debounce_ms,
+        state=o.part_state,
+        max_parts=o.max_parts,
+        rejects=_csv(o.trigger),
     )
 
 
@@ -386,6 +499,9 @@ def _args(tp) -> tuple:
 _STR_FIELDS = {n for n, t in typing.get_type_hints(LoopOptions).items() if str in _args(t)}
 
 
+_LIST_FIELDS = {n for n, t in typing.get_type_hints(LoopOptions).items() if list[str] in _args(t)}
+
+
 _VARIABLE = re.compile(r"\$\{(\w+)\}")
 
 
@@ -409,6 +525,8 @@ def _loosen(name: str, value, path: Path):
         return str(value)
     if name in _STR_FIELDS and isinstance(value, list) and all(isinstance(v, str) for v in value):
         return ",".join(value)
+    if name in _LIST_FIELDS and not isinstance(value, list):
+        return [str(value)]  # `part_trigger: mqtt`: one of a list
     return value
 
 

@@ -57,6 +57,7 @@ class Record:
     image: np.ndarray | None = field(default=None, repr=False, compare=False)
     model_input: np.ndarray | None = field(default=None, repr=False, compare=False)
     kind: str = "frame"
+    part: int | None = None  # the part this frame was captured for (--part-trigger)
 
     def keeping(self, fields: frozenset[str]) -> Record:
         """This record without the arrays (`image`, `model_input`) not named in `fields`, so a
@@ -83,6 +84,7 @@ class Record:
             "latency_ms": round(self.latency_ms, 3),
             "source": self.source,
             **({"name": self.name} if self.name else {}),
+            **({"part": self.part} if self.part is not None else {}),
             **self.identity.to_dict(),
         }
 
@@ -113,6 +115,63 @@ class Decision:
             "source": self.source,
             **self.identity.to_dict(),
         }
+
+
+@dataclass(frozen=True)
+class PartRecord:
+    """The one verdict on one part (--part-trigger): what triggered it, the frames captured for it
+    after the trigger, the label they add up to, and whether the station answered in time. A part
+    that got no verdict within the inspection window carries the fail-safe verdict, flagged."""
+
+    part: int  # the station's id: increasing, unique across restarts
+    origin: str  # the trigger that made it: gpio:17, mqtt, http, modbus, opcua, interval
+    triggered: float  # wall clock
+    label: str | None  # None: a fail-safe reject
+    confidence: float
+    reject: bool  # a --trigger label, or the fail-safe reject
+    latency_ms: float  # trigger -> verdict
+    source: str
+    identity: Identity
+    plc_id: int | str | None = None  # the line's own id for the part, echoed
+    encoder: int | None = None
+    frames: tuple[int, ...] = ()  # the source's frame indexes the verdict used
+    capture_ms: tuple[float, ...] = ()  # when each was captured, after the trigger
+    frame_labels: tuple[str | None, ...] = ()
+    fail_safe: bool = False
+    reason: str = ""  # why the fail-safe verdict
+    time: float = 0.0  # wall clock of the verdict
+    kind: str = "part"
+
+    def to_dict(self) -> dict:
+        return {
+            "type": "part",
+            "part": self.part,
+            "plc_id": self.plc_id,
+            "encoder": self.encoder,
+            "origin": self.origin,
+            "triggered": round(self.triggered, 3),
+            "time": round(self.time, 3),
+            "label": self.label,
+            "confidence": round(self.confidence, 4),
+            "reject": self.reject,
+            "fail_safe": self.fail_safe,
+            **({"reason": self.reason} if self.reason else {}),
+            "latency_ms": round(self.latency_ms, 3),
+            "frames": list(self.frames),
+            "capture_ms": [round(t, 3) for t in self.capture_ms],
+            "frame_labels": list(self.frame_labels),
+            "source": self.source,
+            **self.identity.to_dict(),
+        }
+
+
+Event = Record | Decision | PartRecord
+
+
+def is_reject(event: Event) -> bool:
+    """What the reject outputs (a GPIO pulse, --on-trigger) act on: a decision of the free-running
+    rule, or a part to reject."""
+    return isinstance(event, Decision) or (isinstance(event, PartRecord) and event.reject)
 
 
 class LatencyStats:
@@ -153,6 +212,50 @@ class LatencyStats:
 
 
 @dataclass
+class PartCounts:
+    """The station's counters: parts answered, how, and how fast (trigger -> verdict)."""
+
+    answered: int = 0
+    rejected: int = 0
+    fail_safe: int = 0
+    overflow: int = 0  # triggers beyond the queue, answered fail-safe at once
+    late: int = 0  # verdicts the model reached after the window had answered fail-safe
+    labels: Counter = field(default_factory=Counter)
+    latency: LatencyStats = field(default_factory=LatencyStats)
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, part: PartRecord) -> None:
+        with self.lock:
+            self.answered += 1
+            self.rejected += part.reject
+            self.fail_safe += part.fail_safe
+            self.labels[part.label or "fail-safe"] += 1
+            self.latency.add(part.latency_ms)
+
+    def to_dict(self) -> dict:
+        with self.lock:
+            return {
+                "answered": self.answered,
+                "rejected": self.rejected,
+                "fail_safe": self.fail_safe,
+                "overflow": self.overflow,
+                "late": self.late,
+                "labels": dict(self.labels),
+                "latency_ms": {f"p{q}": round(self.latency.percentile(q), 3) for q in (50, 90, 99)},
+            }
+
+    def text(self) -> str:
+        d = self.to_dict()
+        lat = d["latency_ms"]
+        text = (
+            f"parts {d['answered']} ({d['rejected']} rejected, {d['fail_safe']} fail-safe"
+            + (f", {d['overflow']} over the queue" if d["overflow"] else "")
+            + f"), trigger to verdict p50 {lat['p50']} ms, p99 {lat['p99']} ms"
+        )
+        return text
+
+
+@dataclass
 class Summary:
     """Counters of one run; constant size. Written by the loop thread, read by sinks (/metrics)."""
 
@@ -171,6 +274,7 @@ class Summary:
     # per sink: a full queue, a broker's queue, frames not saved on a nearly full disk
     outputs_dropped: Counter = field(default_factory=Counter)
     drift: dict = field(default_factory=dict)  # the drift monitor's last state
+    parts: PartCounts | None = None  # with --part-trigger
     started: float = field(default_factory=time.monotonic)
     last_frame: float | None = None  # monotonic time of the last frame read
     interrupted_by: int | None = None  # the signal (SIGINT, SIGHUP) that ended a clean stop
@@ -207,6 +311,7 @@ class Summary:
             "output_errors": errors,
             "outputs_dropped": dropped,
             **({"drift": self.drift} if self.drift else {}),
+            **({"parts": self.parts.to_dict()} if self.parts else {}),
         }
 
     def text(self) -> str:
@@ -233,6 +338,8 @@ class Summary:
         for key, what in (("output_errors", "output errors"), ("outputs_dropped", "dropped")):
             if d[key]:
                 parts.append(f"{what}: " + ", ".join(f"{k} {v}" for k, v in d[key].items()))
+        if self.parts:
+            parts.append(self.parts.text())
         if self.drift:
             parts.append(f"drift {self.drift.get('score', 0):.2f} ({self.drift.get('state')})")
         return "; ".join(parts)

@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from edgecls.registry import Registry
-from edgecls.runtime.records import Decision, Identity, Record, Summary
+from edgecls.runtime.records import Event, Identity, Record, Summary
 
 if TYPE_CHECKING:
     from edgecls.runtime.loop_options import LoopConfig
+    from edgecls.runtime.parts import Station
 
 
 @dataclass
@@ -38,6 +39,7 @@ class SinkContext:
     source_fps: Callable[[], float | None] = lambda: None
     out: object = None  # where --json records go when not to a file (stdout)
     live: bool = True  # live source: a full queue drops; file source: the loop waits instead
+    station: Station | None = None  # with --part-trigger: where a server's trigger goes
 
 
 class Sink:
@@ -66,7 +68,7 @@ class Sink:
     thread's wake-up and hand-off of the interpreter lock per event would cost more than the
     work."""
 
-    def wants(self, event: Record | Decision) -> bool:
+    def wants(self, event: Event) -> bool:
         """Whether to queue `event` at all (e.g. only --save-labels frames), checked on the loop's
         side so what the sink would ignore costs no copy and no queue slot; called only where a
         sink overrides it."""
@@ -75,7 +77,7 @@ class Sink:
     def open(self, context: SinkContext) -> None:
         """Check and acquire what the sink needs; raise EdgeclsError if it can never work."""
 
-    def handle(self, event: Record | Decision) -> None:
+    def handle(self, event: Event) -> None:
         """Consume one event, on the sink's own thread (an inline sink's: the loop's)."""
         raise NotImplementedError(f"{type(self).__name__} handles no events")
 
@@ -139,7 +141,7 @@ class SinkRunner:
         if not self.inline:
             self.thread.start()
 
-    def offer(self, event: Record | Decision, copies: dict) -> None:
+    def offer(self, event: Event, copies: dict) -> None:
         """From a live source, never blocks: a full queue drops the event and counts it. From a
         file there is no real time to keep, so the loop waits for the sink (until stopped)."""
         is_record = isinstance(event, Record)
@@ -216,7 +218,7 @@ class SinkRunner:
                 except Exception as exc:
                     self.failed(exc)
 
-    def _handle(self, event: Record | Decision) -> None:
+    def _handle(self, event: Event) -> None:
         try:
             self.sink.handle(event)
         except Exception as exc:  # a sink's fault is the sink's: report, count, go on
@@ -290,7 +292,7 @@ class Sinks:
         """The Record arrays some sink reads: the loop keeps only those."""
         return frozenset().union(*(r.sink.needs for r in self.runners))
 
-    def publish(self, event: Record | Decision) -> None:
+    def publish(self, event: Event) -> None:
         copies: dict = {}  # sinks with the same needs share one stripped copy of a record
         for runner in self.runners:
             runner.offer(event, copies)

@@ -1,9 +1,9 @@
-"""`--on-trigger CMD`: run a program on each decision, for anything GPIO and MQTT do not reach
-(a relay board's CLI, a PLC tool, a siren). No shell: the command is split like a shell would,
-but not interpreted (write `sh -c '...'` to ask for one). The decision arrives as JSON on stdin
-and in EDGECLS_* variables; one command runs at a time and is killed after its timeout, so a
-hanging program costs queued decisions (counted), never the loop. Each runs in a session of its
-own, so a kill reaches what it started too (a script's `curl`), not just the script."""
+"""`--on-trigger CMD`: run a program on each decision or part to reject, for anything GPIO and MQTT
+do not reach (a relay board's CLI, a PLC tool, a siren). No shell: the command is split like a
+shell would, but not interpreted (write `sh -c '...'` to ask for one). The event arrives as JSON
+on stdin and in EDGECLS_* variables; one command runs at a time and is killed after its timeout,
+so a hanging program costs queued decisions (counted), never the loop. Each runs in a session of
+its own, so a kill reaches what it started too (a script's `curl`), not just the script."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import signal
 import subprocess
 
 from edgecls.errors import EdgeclsError
-from edgecls.runtime.records import Decision
+from edgecls.runtime.records import PartRecord, is_reject
 from edgecls.runtime.sinks import SINKS, Sink, SinkContext
 
 
@@ -35,15 +35,18 @@ class CommandSink(Sink):
         self.context = context
 
     def handle(self, event) -> None:
-        if not isinstance(event, Decision):
+        if not is_reject(event):
             return
         env = {
             **os.environ,
-            "EDGECLS_LABEL": event.label,
-            "EDGECLS_FRAME": str(event.frame),
+            "EDGECLS_LABEL": event.label or "fail-safe",
             "EDGECLS_TIME": f"{event.time:.3f}",
             "EDGECLS_SOURCE": event.source,
         }
+        if isinstance(event, PartRecord):
+            env["EDGECLS_PART"] = str(event.part)
+        else:
+            env["EDGECLS_FRAME"] = str(event.frame)
         pipe = subprocess.PIPE
         with subprocess.Popen(
             self.config.command,

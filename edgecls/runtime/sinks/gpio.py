@@ -1,13 +1,13 @@
-"""The reject signal: a GPIO pulse per decision, through gpiozero (lgpio on a Pi 5, RPi.GPIO or
-the mock pin factory in tests). The pulse runs in gpiozero's own background thread, so a long
-pulse never holds the queue."""
+"""The reject signal: a GPIO pulse per decision or part to reject, through gpiozero (lgpio on a Pi
+5, RPi.GPIO or the mock pin factory in tests). The pulse runs in gpiozero's own background
+thread, so a long pulse never holds the queue."""
 
 from __future__ import annotations
 
 import warnings
 
 from edgecls.errors import EdgeclsError
-from edgecls.runtime.records import Decision
+from edgecls.runtime.records import is_reject
 from edgecls.runtime.sinks import SINKS, Sink, SinkContext
 
 
@@ -33,10 +33,10 @@ class GpioSink(Sink):
                 f"--gpio {self.config.pin}: cannot drive this pin ({type(exc).__name__}: {exc}); "
                 "on a Raspberry Pi install lgpio (apt install python3-lgpio, or pip install lgpio)"
             ) from None
-        context.log(f"gpio: pin {self.config.pin} pulses {self.config.pulse_ms:g} ms per decision")
+        context.log(f"gpio: pin {self.config.pin} pulses {self.config.pulse_ms:g} ms per reject")
 
     def handle(self, event) -> None:
-        if isinstance(event, Decision):
+        if is_reject(event):
             self.device.blink(on_time=self.config.pulse_ms / 1000, off_time=0, n=1, background=True)
 
     def close(self) -> None:

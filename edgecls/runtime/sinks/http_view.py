@@ -18,7 +18,8 @@ from urllib.parse import parse_qs
 import cv2
 
 from edgecls.errors import EdgeclsError
-from edgecls.runtime.records import Decision, Record
+from edgecls.runtime.parts.triggers import plc_fields
+from edgecls.runtime.records import Decision, PartRecord, Record
 from edgecls.runtime.sinks import SINKS, Sink, SinkContext
 from edgecls.runtime.sinks.metrics import prometheus_text
 from edgecls.runtime.sinks.overlay import draw
@@ -29,6 +30,7 @@ MAX_VIEWERS = 4
 # least one frame every 2 s, so a viewer that left is noticed and its slot freed
 VIEW_FPS, MIN_VIEW_FPS, MAX_VIEW_FPS = 5.0, 0.5, 30.0
 BOUNDARY = "edgeclsframe"
+MAX_TRIGGER_BODY = 4096  # POST /trigger: the PLC's id and encoder count, as JSON
 
 
 class LiveState:
@@ -38,6 +40,7 @@ class LiveState:
         self.cond = threading.Condition()
         self.record: Record | None = None
         self.decision: Decision | None = None
+        self.part: PartRecord | None = None
         self.seq = 0
         self.jpeg: tuple[int, bytes] = (0, b"")
         self.viewers = 0
@@ -46,6 +49,9 @@ class LiveState:
         with self.cond:
             if isinstance(event, Decision):
                 self.decision = event
+                return
+            if isinstance(event, PartRecord):
+                self.part = event
                 return
             self.record, self.seq = event, self.seq + 1
             self.cond.notify_all()
@@ -143,6 +149,23 @@ class _Handler(BaseHTTPRequestHandler):
             )
         route()
 
+    def do_POST(self):
+        path = self.path.partition("?")[0]
+        if not self._authorised():
+            return
+        station = self.context.station
+        if path != "/trigger" or station is None or not station.config.accepts("http"):
+            what = "POST /trigger needs --part-trigger http" if path == "/trigger" else f"no {path}"
+            return self._send(404, "application/json", {"error": what})
+        length = self.headers.get("Content-Length", "0")
+        if not length.isdigit() or int(length) > MAX_TRIGGER_BODY:
+            self.close_connection = True
+            error = f"give a JSON body of at most {MAX_TRIGGER_BODY} bytes"
+            return self._send(413, "application/json", {"error": error})
+        body = self.rfile.read(int(length)).decode("utf-8", "replace")
+        part = station.trigger("http", *plc_fields(body))
+        self._send(202, "application/json", {"part": part.id, "plc_id": part.plc_id})
+
     def _authorised(self) -> bool:
         cfg = self.sink.config
         if not (cfg.token or cfg.user):
@@ -178,12 +201,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _latest(self) -> None:
         s = self.sink.state
         with s.cond:
-            record, decision = s.record, s.decision
+            record, decision, part = s.record, s.decision, s.part
         if record is None:
             return self._send(503, "application/json", {"error": "no frame classified yet"})
         body = {**record.to_dict(), "fps": round(self.context.summary.fps(), 2)}
         body["drift"] = self.context.summary.drift or None
         body["last_decision"] = decision.to_dict() if decision else None
+        if self.context.station is not None:
+            body["last_part"] = part.to_dict() if part else None
         self._send(200, "application/json", body)
 
     def _metrics(self) -> None:

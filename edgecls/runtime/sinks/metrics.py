@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from edgecls.runtime.records import Identity, Summary
+from edgecls.runtime.records import Identity, LatencyStats, PartCounts, Summary
 
 
 def _escape(value: str) -> str:
@@ -52,18 +52,42 @@ def prometheus_text(summary: Summary, identity: Identity, fps: float) -> str:
     for key, help in PER_OUTPUT:
         per = [("", {"output": k}, v) for k, v in sorted(d[key].items())]
         out += _family(f"edgecls_{key}_total", "counter", help, per)
-    out += _latency(summary)
+    out += _histogram(
+        "edgecls_inference_latency_milliseconds", "Model latency per frame.", summary.latency
+    )
+    if summary.parts is not None:
+        out += _parts(summary.parts)
     out += _gauges(summary, identity, fps)
     return "\n".join(out) + "\n"
 
 
-def _latency(summary: Summary) -> list[str]:
-    lat = summary.latency
+def _histogram(name: str, help: str, lat: LatencyStats) -> list[str]:
     samples = [("_bucket", {"le": le}, n) for le, n in lat.cumulative_buckets()]
     samples += [("_sum", {}, lat.total_ms), ("_count", {}, lat.count)]
-    return _family(
-        "edgecls_inference_latency_milliseconds", "histogram", "Model latency per frame.", samples
-    )
+    return _family(name, "histogram", help, samples)
+
+
+PART_COUNTERS = (
+    ("answered", "parts", "Parts answered (each trigger gets one verdict)."),
+    ("rejected", "parts_rejected", "Parts answered reject."),
+    ("fail_safe", "parts_fail_safe", "Parts given the fail-safe verdict (no verdict in time)."),
+    ("overflow", "parts_overflow", "Triggers beyond --part-queue, answered fail-safe at once."),
+    ("late", "parts_late", "Verdicts the model reached after the window had answered."),
+)
+
+
+def _parts(counts: PartCounts) -> list[str]:
+    d = counts.to_dict()
+    out = []
+    for key, name, help in PART_COUNTERS:
+        out += _family(f"edgecls_{name}_total", "counter", help, [("", {}, d[key])])
+    labels = [("", {"label": k}, v) for k, v in sorted(d["labels"].items())]
+    out += _family("edgecls_part_label_total", "counter", "Parts per verdict label.", labels)
+    with counts.lock:
+        out += _histogram(
+            "edgecls_part_latency_milliseconds", "Part trigger to verdict.", counts.latency
+        )
+    return out
 
 
 def _gauges(summary: Summary, identity: Identity, fps: float) -> list[str]:

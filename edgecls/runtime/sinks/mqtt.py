@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 from edgecls.errors import EdgeclsError
-from edgecls.runtime.records import Decision, Record
+from edgecls.runtime.parts.triggers import plc_fields
+from edgecls.runtime.records import Decision, PartRecord, Record
 from edgecls.runtime.sinks import SINKS, Sink, SinkContext
 
 WORKER = Path(__file__).with_name("mqtt_worker.py")
@@ -72,7 +73,7 @@ class MqttSink(Sink):
             "host": c.host, "port": c.port, "prefix": c.prefix, "tls": c.tls,
             "username": c.username, "password": c.password, "client_id": c.client_id,
             "ca": _path(c.ca), "cert": _path(c.cert), "key": _path(c.key), "queue": c.queue,
-            "identity": self.context.identity.to_dict(),
+            "identity": self.context.identity.to_dict(), "subscribe": self._subscriptions(),
         }  # fmt: skip
         self.ready.clear()
         self.error = None
@@ -105,6 +106,8 @@ class MqttSink(Sink):
                 continue
             if "log" in report:
                 self.context.log(report["log"])
+            if "message" in report:
+                self._command(report["message"])
             if report.get("connected") is True:
                 self.connected.set()
             elif report.get("connected") is False:
@@ -123,6 +126,15 @@ class MqttSink(Sink):
         if proc is self.proc:  # it ended: _start() must not wait for nothing
             self.ready.set()
 
+    def _subscriptions(self) -> list[str]:
+        station = self.context.station
+        return ["trigger"] if station is not None and station.config.accepts("mqtt") else []
+
+    def _command(self, message: dict) -> None:
+        if message.get("leaf") == "trigger":
+            plc_id, encoder = plc_fields(message.get("payload", ""))
+            self.context.station.trigger("mqtt", plc_id, encoder)
+
     def send(self, leaf: str, payload: dict, retain: bool = False) -> None:
         line = f"{leaf} {int(retain)} {json.dumps(payload)}\n".encode()
         try:
@@ -133,7 +145,9 @@ class MqttSink(Sink):
         self.unflushed += 1
 
     def handle(self, event) -> None:
-        if isinstance(event, Decision):
+        if isinstance(event, PartRecord):
+            self.send("parts", event.to_dict())
+        elif isinstance(event, Decision):
             self.send("decisions", event.to_dict())
         elif isinstance(event, Record) and self.config.publish == "frames":
             self.send("records", event.to_dict())

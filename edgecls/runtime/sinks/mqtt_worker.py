@@ -102,6 +102,7 @@ class Bridge:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
         client.connect_async(s["host"], s["port"], keepalive=30)
         self.client = client
         self.queue_full = mqtt.MQTT_ERR_QUEUE_SIZE
@@ -120,6 +121,8 @@ class Bridge:
                 )
             return
         self.refused_said.clear()  # a refusal after this connection is news again
+        for leaf in self.s.get("subscribe", ()):  # again on every connection: a clean session
+            client.subscribe(self.topic(leaf), qos=QOS)
         birth = {"state": "online", "time": round(time.time(), 3), **self.s["identity"]}
         self._track(client.publish(self.topic("status"), "online", qos=QOS, retain=True))
         self._track(client.publish(self.topic("info"), json.dumps(birth), qos=QOS, retain=True))
@@ -130,6 +133,13 @@ class Bridge:
         )
         self.ever_connected = self.connected = True
         self.delay = RECONNECT_SECONDS[0]
+
+    def _on_message(self, client, userdata, message) -> None:
+        """A command for the run (`PREFIX/trigger`): passed on as it came, the sink reads it."""
+        leaf = message.topic.removeprefix(self.s["prefix"] + "/")
+        self.tell(
+            message={"leaf": leaf, "payload": message.payload[:4096].decode("utf-8", "replace")}
+        )
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         if self.connected and not self.closing:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -21,6 +22,9 @@ class Frame:
     image: np.ndarray | None  # BGR uint8; None for a corrupt frame
     name: str = ""  # an image folder's file, as the folder's path to it (sub/img.jpg)
     problem: str = ""  # why a named image could not be read
+    # monotonic time the frame arrived (a live source's capture thread stamps it as it grabs), so a
+    # part trigger takes only frames captured after it, never one that was already waiting
+    captured: float = field(default_factory=time.monotonic)
 
 
 class SourceEnded(Exception):

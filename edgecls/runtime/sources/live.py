@@ -47,6 +47,7 @@ class LiveSource(Source):
         self.stop = stop or threading.Event()
         self._cond = threading.Condition()
         self._latest: np.ndarray | None = None
+        self._latest_at = 0.0  # when the capture thread grabbed it
         self._seq = self._taken = 0
         self._generation = 0
         self._reading = False  # the current worker holds an open capture
@@ -105,7 +106,7 @@ class LiveSource(Source):
                 if self._seq > self._taken:
                     self.dropped_frames += 1
                 self._latest, self._seq = image, self._seq + 1
-                self.last_frame = time.monotonic()
+                self.last_frame = self._latest_at = time.monotonic()
                 self._cond.notify_all()
 
     def _reopen(self, generation: int, reason: str):
@@ -148,7 +149,8 @@ class LiveSource(Source):
                 if self._seq > self._taken:
                     self._taken = self._seq
                     image = self._latest
-                    return Frame(self._seq - 1, image if valid_image(image) else None)
+                    image = image if valid_image(image) else None
+                    return Frame(self._seq - 1, image, captured=self._latest_at)
                 stalled = self._reading and time.monotonic() - self.last_frame > self._timeout
                 if not stalled:
                     self._cond.wait(timeout=0.1)
