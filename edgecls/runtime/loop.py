@@ -318,13 +318,15 @@ def _inspect_parts(config, source: Source, classify, sinks, summary, stop, log, 
         watchdog.ping()
         if summary.frames == 1:
             systemd.ready()
+        # a file's frames have no capture time: the next one read is the part's
+        captured = frame.captured if source.live else summary.last_frame
         part = station.current()
-        if part is not None and frame.image is not None and frame.captured >= part.capture_at:
+        if part is not None and frame.image is not None and captured >= part.capture_at:
             record = classify(frame)
             record.part = part.id
             _count(summary, record)
             sinks.publish(record)
-            station.add_frame(part, record, frame.captured)
+            station.add_frame(part, record, captured)
         if summary.last_frame - last_status >= HEARTBEAT_SECONDS:
             last_status = summary.last_frame
             _heartbeat(config, summary, record, log)

@@ -199,6 +199,7 @@ class Station:
         """Answer every open part fail-safe (never dropped), publish them, stop the watch."""
         with self.cond:
             self.closed = True
+            self.cond.notify_all()  # the watch thread ends
             for part in self.order:
                 if part.verdict is None:
                     self._answer(part, (None, 0.0, "the run stopped before a verdict"))

@@ -101,7 +101,9 @@ IMAGE_QUEUE = 8
 # board's OS, journal, log and other outputs need room too, and an MP4 needs it for its index
 DISK_RESERVE_BYTES = 64 << 20
 
-_MODULES = ("jsonlog", "mqtt", "http_view", "gpio", "command", "frames", "recording", "window")
+_MODULES = (
+    "jsonlog", "mqtt", "http_view", "gpio", "command", "frames", "recording", "window", "modbus",
+)  # fmt: skip
 
 
 def load_sinks() -> Registry:
