@@ -103,6 +103,7 @@ DISK_RESERVE_BYTES = 64 << 20
 
 _MODULES = (
     "jsonlog", "mqtt", "http_view", "gpio", "command", "frames", "recording", "window", "modbus",
+    "opcua",
 )  # fmt: skip
 
 

@@ -51,6 +51,8 @@ import contextlib
 import errno
 import hmac
 import logging
+import os
+import socket
 import threading
 import time
 from datetime import datetime, timezone
@@ -70,7 +72,7 @@ START_SECONDS = 120.0
 WRITE_SECONDS = 5.0
 POLL_SECONDS = 0.1  # State and Counters follow triggers from other origins (gpio, mqtt...)
 NULL_TIME = datetime(1601, 1, 1, tzinfo=timezone.utc)  # OPC UA's "no time"
-UINT32 = 1 << 32
+UINT32, INT64 = 1 << 32, 1 << 63
 
 # (path below ROOT, OPC UA type, initial value); LastResult in the order a verdict writes it
 STATE = ("State", "String", "Ready")
@@ -112,7 +114,8 @@ def result_values(record: PartRecord) -> dict[str, object]:
     return {
         "LastResult.PartId": record.part % UINT32,
         "LastResult.PlcId": "" if record.plc_id is None else str(record.plc_id),
-        "LastResult.Encoder": record.encoder or 0,
+        # a trigger from another origin (MQTT, HTTP) may carry any integer: Int64 or 0
+        "LastResult.Encoder": record.encoder if -INT64 <= (record.encoder or 0) < INT64 else 0,
         "LastResult.Label": record.label or "",
         "LastResult.Verdict": "reject" if record.reject else "pass",
         "LastResult.Reject": record.reject,
@@ -235,6 +238,11 @@ class OpcuaSink(Sink):
         return isinstance(event, PartRecord)  # frames and decisions cost nothing
 
     def open(self, context: SinkContext) -> None:
+        try:
+            import asyncua  # noqa: F401  (here, not on the server's thread: a clear error)
+        except ImportError:
+            raise EdgeclsError("--opcua needs asyncua: pip install 'edgecls[device]'") from None
+        self.identity = context.identity  # what the server shows from its start
         self.server = OpcuaServer(self.config, context)
         context.log(self.server.start())
 
@@ -264,6 +272,7 @@ class OpcuaServer:
         self.url = f"opc.tcp://{_url_host(self.address.host)}:{self.address.port}/edgecls/"
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stopping: asyncio.Event | None = None
+        self.lock: asyncio.Lock | None = None  # one Write of State/Counters/a verdict at a time
         self.started = threading.Event()
         self.halt = threading.Event()  # stop() was called: a server that starts now stops
         self.server = None  # asyncua's, once built
@@ -277,8 +286,12 @@ class OpcuaServer:
     def start(self) -> str:
         """Listen, or raise EdgeclsError; returns the line to log. A stop signal while the
         server builds (seconds on a Pi) ends the wait: the run is ending anyway."""
-        level = logging.INFO if logs.verbose() else logging.ERROR
-        logging.getLogger("asyncua").setLevel(level)  # chatty at INFO and WARNING
+        verbose = logs.verbose()
+        logging.getLogger("asyncua").setLevel(logging.INFO if verbose else logging.ERROR)
+        # its one error there is a failed start, with a traceback: this class reports it
+        logging.getLogger("asyncua.server.server").setLevel(
+            logging.INFO if verbose else logging.CRITICAL
+        )
         self.thread.start()
         deadline = time.monotonic() + START_SECONDS
         while not self.started.wait(0.1):
@@ -310,13 +323,19 @@ class OpcuaServer:
         where = f"--opcua {_url_host(self.address.host)}:{self.address.port}"
         if exc is None:
             return EdgeclsError(f"{where}: the server did not start within {START_SECONDS:g} s")
+        if isinstance(exc, socket.gaierror):
+            return EdgeclsError(
+                f"{where}: no such host ({exc.strerror}); give an address of this board or 0.0.0.0"
+            )
         if isinstance(exc, OSError):
             what = {
                 errno.EADDRINUSE: "another program listens there: choose another port",
                 errno.EACCES: "a port below 1024 needs privileges: choose one above it",
                 errno.EADDRNOTAVAIL: "no interface has this address: give one of this board's",
             }.get(exc.errno, "check the host and port")
-            return EdgeclsError(f"{where}: cannot listen ({exc.strerror or exc}); {what}")
+            # asyncio wraps the reason in its own words: the system's are shorter
+            reason = os.strerror(exc.errno) if exc.errno else str(exc)
+            return EdgeclsError(f"{where}: cannot listen ({reason}); {what}")
         return EdgeclsError(f"{where}: the server did not start ({type(exc).__name__}: {exc})")
 
     def _run(self) -> None:
@@ -450,7 +469,11 @@ class OpcuaServer:
         fields = plc_arguments(list(args))
         if fields is None:
             return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
-        part = await asyncio.to_thread(station.trigger, "opcua", *fields)
+        try:
+            part = await asyncio.to_thread(station.trigger, "opcua", *fields)
+        except Exception as exc:  # e.g. --part-state cannot be written: said here, not traced
+            self.context.log(f"warning: opcua: Trigger failed ({exc})")
+            return ua.StatusCode(ua.StatusCodes.BadInternalError)
         await self._refresh()
         return [ua.Variant(part.id % UINT32, ua.VariantType.UInt32)]
 
