@@ -138,6 +138,9 @@ def test_device_extra_alone_runs_the_loop_without_tensorflow(
     assert not [m for m in imported if m.split(".")[0] in ("tensorflow", "keras", "tf2onnx")]
     freeze = subprocess.run([str(py), "-m", "pip", "freeze"], capture_output=True, text=True).stdout
     assert "tensorflow" not in freeze.lower()
+    assert "pymodbus" in freeze.lower() and "asyncua" in freeze.lower()  # the PLC's protocols
+    size = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file() and not f.is_symlink())
+    assert size < 600e6, f"the device install is {size / 1e6:.0f} MB"  # a few hundred MB
 
     def edgecls(*args):
         cmd = [str(py), "-m", "edgecls", *args]

@@ -159,6 +159,23 @@ def test_part_ids_increase_across_restarts_with_one_write_per_block(tmp_path):
         PartIds(path)
 
 
+def test_a_state_file_that_cannot_be_written_never_refuses_a_part(tmp_path, monkeypatch):
+    import edgecls.runtime.parts.ids as ids_module
+
+    logs: list[str] = []
+    ids = PartIds(tmp_path / "next-part-id", logs.append)
+
+    def full(path, text):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ids_module, "write_text_atomic", full)
+    taken = [ids.take() for _ in range(2 * BLOCK + 5)]
+    assert taken == list(range(1, 2 * BLOCK + 6))  # every part got its id
+    (warning,) = logs  # said once, not per block
+    assert "cannot write (No space left on device)" in warning and "may repeat" in warning
+    assert (tmp_path / "next-part-id").read_text().strip() == str(1 + BLOCK)  # as last written
+
+
 def test_plc_fields_read_what_a_trigger_message_carries():
     assert plc_fields('{"plc_id": 4711, "encoder": 123}') == (4711, 123)
     assert plc_fields('{"id": "A-17"}') == ("A-17", None)

@@ -173,7 +173,7 @@ def run(config: LoopConfig, out=None, log=None, source: Source | None = None) ->
         context = SinkContext(
             summary, stopper.event, log, identity, frozenset(config.decision.trigger), out=out
         )
-        station = _station(config, identity, summary)
+        station = _station(config, identity, summary, log)
         context.station = station
         sinks = build_sinks(config, context, _drift_sinks(config, bundle)).open()
         triggers = []
@@ -229,11 +229,11 @@ def _started(config: LoopConfig, choice, source: Source, sinks: Sinks, log) -> N
         )
 
 
-def _station(config: LoopConfig, identity: Identity, summary: Summary) -> Station | None:
+def _station(config: LoopConfig, identity: Identity, summary: Summary, log) -> Station | None:
     if config.parts is None:
         return None
     summary.parts = PartCounts()
-    return Station(config.parts, identity, summary.parts, config.min_confidence)
+    return Station(config.parts, identity, summary.parts, config.min_confidence, log)
 
 
 def _start_triggers(config: LoopConfig, station: Station, log) -> list:
@@ -321,8 +321,16 @@ def _inspect_parts(config, source: Source, classify, sinks, summary, stop, log, 
         # a file's frames have no capture time: the next one read is the part's
         captured = frame.captured if source.live else summary.last_frame
         part = station.current()
-        if part is not None and frame.image is not None and captured >= part.capture_at:
-            record = classify(frame)
+        if part is not None and frame.image is None and frame.name:
+            _unreadable(summary, frame.problem or f"{frame.name}: not readable", log)
+        elif part is not None and frame.image is not None and captured >= part.capture_at:
+            try:
+                record = classify(frame)
+            except RoiOutside as exc:
+                if not frame.name:  # a camera or video: every frame has this size
+                    raise
+                _unreadable(summary, f"{frame.name}: {exc}", log)
+                continue
             record.part = part.id
             _count(summary, record)
             sinks.publish(record)

@@ -23,9 +23,11 @@ def default_state() -> Path:
 
 
 class PartIds:
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, log=None):
         self.path = Path(path) if path else default_state()
+        self.log = log or (lambda msg: None)
         self.lock = threading.Lock()
+        self.failing = False  # the file could not be written: said once
         try:
             text = self.path.read_text().strip() if self.path.exists() else "1"
             self.next = int(text)
@@ -50,11 +52,25 @@ class PartIds:
             ) from None
         self.reserved = end
 
+    def _next_block(self) -> None:
+        """A part is never refused for its id: where the file cannot be written now (a full
+        disk), ids go on from memory, and a restart before the file is written again may give
+        an id of this block a second time, which the warning says."""
+        try:
+            self._reserve()
+        except EdgeclsError as exc:
+            self.reserved = self.next + BLOCK
+            if not self.failing:
+                self.log(f"warning: {exc}; part ids go on, but may repeat after a restart")
+            self.failing = True
+        else:
+            self.failing = False
+
     def take(self) -> int:
         with self.lock:
             if self.next >= LIMIT:
                 self.next = self.reserved = 1
             if self.next >= self.reserved:
-                self._reserve()
+                self._next_block()
             part, self.next = self.next, self.next + 1
             return part

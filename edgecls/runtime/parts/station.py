@@ -45,6 +45,7 @@ class Station:
         identity: Identity,
         counts: PartCounts,
         min_confidence: float = 0.0,
+        log=None,
     ):
         self.config = config
         self.identity = identity
@@ -55,7 +56,7 @@ class Station:
         self.min_confidence = min_confidence
         self.rule = VERDICT_RULES.get(config.rule)
         self.rejects = frozenset(config.rejects)
-        self.ids = PartIds(config.state)
+        self.ids = PartIds(config.state, log)
         self.cond = threading.Condition()
         self.order: deque[Part] = deque()  # parts not yet published, in trigger order
         self.open_parts = 0  # of those, the ones without a verdict
