@@ -428,3 +428,22 @@ def test_mqtt_and_http_triggers_carry_the_plc_id_into_the_part_record(int8_bundl
     )  # fmt: skip
     assert by_mqtt["label"] == REJECT and by_mqtt["reject"]
     assert latest["last_part"]["part"] == accepted["part"]
+
+
+def test_the_live_view_draws_the_last_part_verdict(tmp_path):
+    from edgecls.runtime.sinks.overlay import draw
+
+    st, out = station(tmp_path)
+    st.trigger("http")
+    time.sleep(0.2)
+    st.close()
+    frame = record(1, "ok")
+    frame.image = np.zeros((240, 320, 3), np.uint8)
+    plain, with_part = (
+        draw(frame, frozenset(), 10.0, None),
+        draw(frame, frozenset(), 10.0, None, out[0]),
+    )
+    changed = np.any(plain != with_part, axis=2)
+    rows = np.where(changed.any(axis=1))[0]
+    assert rows.size and rows.min() > 30  # a line of its own, below the label and the FPS
+    assert (with_part[changed][:, 2] > 100).any()  # in red: a reject

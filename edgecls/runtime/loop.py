@@ -264,14 +264,9 @@ def _loop(config, source: Source, classify, sinks: Sinks, summary: Summary, stop
     while not stop.is_set():
         if config.max_frames is not None and summary.classified >= config.max_frames:
             return
-        try:
-            frame = source.read()
-        except SourceEnded:
+        frame = _read(source, summary, watchdog)
+        if frame is None:
             return
-        summary.frames += 1
-        summary.last_frame = time.monotonic()
-        _source_counts(summary, source)
-        watchdog.ping()
         skip = frame.index % config.every  # --every N: only every Nth frame is classified
         if frame.image is None:
             summary.corrupt += 1
@@ -280,12 +275,8 @@ def _loop(config, source: Source, classify, sinks: Sinks, summary: Summary, stop
             continue
         if skip:
             continue
-        try:
-            record = classify(frame)
-        except RoiOutside as exc:
-            if not frame.name:  # a camera or video: every frame has this size
-                raise
-            _unreadable(summary, f"{frame.name}: {exc}", log)
+        record = _classify(classify, frame, summary, log)
+        if record is None:
             continue
         _count(summary, record)
         sinks.publish(record)
@@ -308,14 +299,9 @@ def _inspect_parts(config, source: Source, classify, sinks, summary, stop, log, 
             return
         if not source.live and not _part_due(station, stop):
             continue
-        try:
-            frame = source.read()
-        except SourceEnded:
+        frame = _read(source, summary, watchdog)
+        if frame is None:
             return
-        summary.frames += 1
-        summary.last_frame = time.monotonic()
-        _source_counts(summary, source)
-        watchdog.ping()
         if summary.frames == 1:
             systemd.ready()
         # a file's frames have no capture time: the next one read is the part's
@@ -324,12 +310,8 @@ def _inspect_parts(config, source: Source, classify, sinks, summary, stop, log, 
         if part is not None and frame.image is None and frame.name:
             _unreadable(summary, frame.problem or f"{frame.name}: not readable", log)
         elif part is not None and frame.image is not None and captured >= part.capture_at:
-            try:
-                record = classify(frame)
-            except RoiOutside as exc:
-                if not frame.name:  # a camera or video: every frame has this size
-                    raise
-                _unreadable(summary, f"{frame.name}: {exc}", log)
+            record = _classify(classify, frame, summary, log)
+            if record is None:
                 continue
             record.part = part.id
             _count(summary, record)
@@ -346,6 +328,30 @@ def _part_due(station, stop) -> bool:
     if part is None:
         return False
     return not stop.wait(max(0.0, part.capture_at - time.monotonic()))
+
+
+def _read(source: Source, summary: Summary, watchdog) -> Frame | None:
+    """The next frame, counted; None when the source has ended."""
+    try:
+        frame = source.read()
+    except SourceEnded:
+        return None
+    summary.frames += 1
+    summary.last_frame = time.monotonic()
+    _source_counts(summary, source)
+    watchdog.ping()
+    return frame
+
+
+def _classify(classify, frame: Frame, summary: Summary, log) -> Record | None:
+    """The frame's record; None for a folder's image the ROI does not fit (named, counted)."""
+    try:
+        return classify(frame)
+    except RoiOutside as exc:
+        if not frame.name:  # a camera or video: every frame has this size
+            raise
+        _unreadable(summary, f"{frame.name}: {exc}", log)
+        return None
 
 
 UNREADABLE_SHOWN = 20  # named in the log; the rest are counted in the summary

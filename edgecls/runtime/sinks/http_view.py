@@ -50,10 +50,11 @@ class LiveState:
             if isinstance(event, Decision):
                 self.decision = event
                 return
-            if isinstance(event, PartRecord):
+            if isinstance(event, PartRecord):  # the last frame is drawn again, with it
                 self.part = event
-                return
-            self.record, self.seq = event, self.seq + 1
+            else:
+                self.record = event
+            self.seq += 1
             self.cond.notify_all()
 
 
@@ -103,11 +104,11 @@ class HttpSink(Sink):
         """The newest frame with its overlay, as JPEG; encoded once per frame."""
         s = self.state
         with s.cond:
-            record, seq, cached = s.record, s.seq, s.jpeg
+            record, seq, cached, part = s.record, s.seq, s.jpeg, s.part
         if cached[0] == seq or record is None or record.image is None:
             return cached
         summary = self.context.summary  # the loop's rate, as on /metrics: the view samples it
-        image = draw(record, self.context.triggers, summary.fps(), summary.drift)
+        image = draw(record, self.context.triggers, summary.fps(), summary.drift, part)
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
         if ok:
             with s.cond:

@@ -1,17 +1,24 @@
 """The annotation drawn on frames for people (live view, recording, window): the label in red when
-it is a trigger label and green otherwise, the FPS, the ROI and the drift state."""
+it is a trigger label and green otherwise, the FPS, the ROI, the drift state and, when parts are
+inspected, the last part's verdict."""
 
 from __future__ import annotations
 
 import cv2
 import numpy as np
 
-from edgecls.runtime.records import Record
+from edgecls.runtime.records import PartRecord, Record
 
 RED, GREEN, YELLOW, ORANGE = (0, 0, 255), (0, 200, 0), (0, 255, 255), (0, 140, 255)
 
 
-def draw(record: Record, triggers: frozenset[str], fps: float, drift: dict | None) -> np.ndarray:
+def draw(
+    record: Record,
+    triggers: frozenset[str],
+    fps: float,
+    drift: dict | None,
+    part: PartRecord | None = None,
+) -> np.ndarray:
     """A copy of the record's frame with the overlay; the frame itself is left untouched."""
     out = record.image.copy()
     scale = max(0.5, out.shape[1] / 900)
@@ -22,6 +29,10 @@ def draw(record: Record, triggers: frozenset[str], fps: float, drift: dict | Non
     if drift and drift.get("state") not in (None, "warming up"):
         warn = drift.get("state") == "drift"
         lines.append((f"drift {drift['score']:.2f}", ORANGE if warn else YELLOW, 0.7))
+    if part is not None:
+        verdict = "FAIL-SAFE" if part.fail_safe else part.label
+        text = f"part {part.part}: {'REJECT' if part.reject else 'pass'} {verdict or ''}"
+        lines.append((text.strip(), RED if part.reject else GREEN, 0.8))
     for i, (text, col, rel) in enumerate(lines):
         y = int((30 + 30 * i) * scale)
         cv2.putText(
