@@ -95,6 +95,7 @@ LAYERS = (
             "edgecls.durable",
             "edgecls.logs",
             "edgecls.lazy",
+            "edgecls.redact",
         ),
     ),
     ("bundle", ("edgecls.bundle",)),

@@ -412,7 +412,7 @@ def test_device_file_sets_options_and_the_command_line_wins(tmp_path):
     f.write_text(
         "bundle: /opt/bundle\nsource: 0\ntrigger: [def]\nconsecutive: 3\ngpio: 17\n"
         "mqtt: mqtt://user:${MQTT_PASS}@broker:1883/line/1\nhttp: 0.0.0.0:8080\n"
-        "save-max-mb: 500\n"
+        "http_token: t0k\nsave-max-mb: 500\n"
     )
     import os
 
@@ -771,7 +771,7 @@ def test_http_auth_guards_everything_but_health():
         busy.close()
     # an address this machine does not have (TEST-NET-1): the host is wrong, not the port
     with pytest.raises(EdgeclsError, match=r"--http 192\.0\.2\.1:.*; check the host"):
-        build_sinks(config(http=f"192.0.2.1:{port}"), context()).open()
+        build_sinks(config(http=f"192.0.2.1:{port}", http_token="t"), context()).open()
 
 
 def test_http_listens_on_an_ipv6_address():

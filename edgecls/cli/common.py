@@ -107,7 +107,10 @@ def global_options(
 
 
 def fail(message: str, code: int = 2):
-    err.print(Text.assemble(("error: ", "bold red"), message))
+    from edgecls.redact import redact
+
+    # a URL's password never reaches the journal, whichever library's message carries it
+    err.print(Text.assemble(("error: ", "bold red"), redact(message)))
     raise typer.Exit(code)
 
 

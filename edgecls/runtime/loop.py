@@ -21,6 +21,7 @@ import numpy as np
 from edgecls.bundle.backends import Predictor
 from edgecls.bundle.folder import Bundle, load_bundle
 from edgecls.errors import EdgeclsError
+from edgecls.redact import redact
 from edgecls.runtime import systemd
 from edgecls.runtime.decisions import DecisionRule
 from edgecls.runtime.loop_options import LoopConfig
@@ -155,7 +156,8 @@ def _drift_sinks(config: LoopConfig, bundle: Bundle) -> list:
 def run(config: LoopConfig, out=None, log=None, source: Source | None = None) -> Summary:
     """Run the loop until the source ends, max_frames, the window closes, or a signal."""
     out = out or sys.stdout
-    log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    shown = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    log = lambda msg: shown(redact(msg))  # noqa: E731 (a URL's password in no line: one place)
     bundle = load_bundle(config.bundle)
     _check(config, bundle)
     choice = choose(

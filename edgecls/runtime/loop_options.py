@@ -19,6 +19,7 @@ from urllib.parse import unquote, urlsplit
 from edgecls.bundle.backends import RuntimeOptions
 from edgecls.bundle.formats import backend_formats
 from edgecls.errors import EdgeclsError
+from edgecls.redact import redact
 from edgecls.runtime.decisions import DecisionConfig
 from edgecls.runtime.parts import PartsConfig, TriggerSpec
 from edgecls.runtime.parts.triggers import PART_TRIGGERS
@@ -76,6 +77,9 @@ class LoopOptions:
     http: str | None = opt(None, "[HOST:]PORT: live view, /latest, /metrics, /health")
     http_token: str | None = opt(None, "require 'Authorization: Bearer TOKEN' on --http")
     http_user: str | None = opt(None, "require basic auth USER:PASSWORD on --http")
+    http_insecure: bool = opt(
+        False, "serve --http beyond this board without --http-token/--http-user, on purpose"
+    )
     stall_seconds: float = opt(10.0, "/health answers 503 after this long without a frame")
     drift: bool = opt(True, "watch for drift when the bundle has reference statistics")
     drift_window: int = opt(200, "frames in the drift monitor's rolling window")
@@ -116,7 +120,7 @@ class MqttConfig:
     prefix: str
     tls: bool = False
     username: str | None = None
-    password: str | None = None
+    password: str | None = field(default=None, repr=False)  # never in a printed config
     ca: Path | None = None
     cert: Path | None = None
     key: Path | None = None
@@ -129,9 +133,10 @@ class MqttConfig:
 class HttpConfig:
     host: str = "127.0.0.1"
     port: int = 8080
-    token: str | None = None
-    user: str | None = None  # "user:password"
+    token: str | None = field(default=None, repr=False)
+    user: str | None = field(default=None, repr=False)  # "user:password"
     stall_seconds: float = 10.0
+    insecure: bool = False  # beyond loopback without auth, on purpose (--http-insecure)
 
 
 @dataclass(frozen=True)
@@ -145,7 +150,7 @@ class ServerAddress:
 @dataclass(frozen=True)
 class OpcuaConfig:
     address: ServerAddress
-    user: str | None = None  # "user:password"
+    user: str | None = field(default=None, repr=False)  # "user:password"
     cert: Path | None = None
     key: Path | None = None
 
@@ -267,12 +272,20 @@ def parse_roi(text: str | None) -> tuple[int, int, int, int] | None:
 
 
 def parse_mqtt(url: str, o: LoopOptions) -> MqttConfig:
+    shown = redact(url)  # errors go to the journal: never the password (${VAR} or not)
     try:
         parts = urlsplit(url)
     except ValueError as exc:  # e.g. an unclosed [IPv6 bracket
-        raise EdgeclsError(f"--mqtt {url}: not a valid URL ({exc})") from None
+        raise EdgeclsError(f"--mqtt {shown}: not a valid URL ({redact(str(exc))})") from None
     if parts.scheme not in ("mqtt", "mqtts"):
-        raise EdgeclsError(f"--mqtt {url}: use mqtt://host[:port]/prefix or mqtts://...")
+        raise EdgeclsError(f"--mqtt {shown}: use mqtt://host[:port]/prefix or mqtts://...")
+    if ":" in parts.netloc and "@" in url.partition("://")[2] and "@" not in parts.netloc:
+        # `u:ab/cd@host`: an unencoded "/" (? #) in a password ends the host early, and its
+        # tail would be read as the port and the topic
+        raise EdgeclsError(
+            f"--mqtt {shown}: an '@' after the host; percent-encode / ? # in the password "
+            "(%2F %3F %23), or an '@' in the topic prefix (%40)"
+        )
     try:
         port = parts.port
     except ValueError:
@@ -280,13 +293,13 @@ def parse_mqtt(url: str, o: LoopOptions) -> MqttConfig:
     if port is None:
         port = 8883 if parts.scheme == "mqtts" else 1883
     if not 1 <= port <= 65535:
-        raise EdgeclsError(f"--mqtt {url}: the port is not a number in 1..65535")
+        raise EdgeclsError(f"--mqtt {shown}: the port is not a number in 1..65535")
     if not parts.hostname:
-        raise EdgeclsError(f"--mqtt {url}: no host")
-    prefix = parts.path.strip("/") or "edgecls"
+        raise EdgeclsError(f"--mqtt {shown}: no host")
+    prefix = unquote(parts.path.strip("/")) or "edgecls"
     if "+" in prefix or "#" in prefix:
         raise EdgeclsError(
-            f"--mqtt {url}: the topic prefix {prefix!r} holds an MQTT wildcard (+ or #), which "
+            f"--mqtt {shown}: the topic prefix {prefix!r} holds an MQTT wildcard (+ or #), which "
             "a topic one publishes to cannot; choose another"
         )
     if o.mqtt_publish not in ("frames", "decisions"):
@@ -296,7 +309,7 @@ def parse_mqtt(url: str, o: LoopOptions) -> MqttConfig:
         if path is None:
             continue
         if parts.scheme != "mqtts":  # else the user believes in TLS that is not there
-            raise EdgeclsError(f"{option} is for TLS: use an mqtts:// URL in --mqtt {url}")
+            raise EdgeclsError(f"{option} is for TLS: use an mqtts:// URL in --mqtt {shown}")
         if not Path(path).is_file():
             why = "not a file" if Path(path).exists() else "no such file"
             raise EdgeclsError(f"{option} {path}: {why} (give the PEM file's path)")
@@ -327,13 +340,34 @@ def parse_http(text: str, o: LoopOptions) -> HttpConfig:
         raise EdgeclsError("--stall-seconds must be a number > 0")
     if o.http_token == "":
         raise EdgeclsError("--http-token is empty: give a token, or leave the option out")
+    host = host.strip("[]") or "127.0.0.1"
+    if not (o.http_token or o.http_user or o.http_insecure or is_loopback(host)):
+        raise EdgeclsError(
+            f"--http {text} would serve the live view and every record to the network without "
+            "auth: give --http-token TOKEN or --http-user USER:PASSWORD, or --http-insecure to "
+            "serve it without auth on purpose"
+        )
     return HttpConfig(
-        host=host.strip("[]") or "127.0.0.1",
+        host=host,
         port=int(port),
         token=o.http_token,
         user=o.http_user,
         stall_seconds=o.stall_seconds,
+        insecure=o.http_insecure,
     )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listening address serves this board only (127.0.0.0/8, ::1, localhost); a
+    name other than localhost may resolve anywhere, so it counts as the network."""
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def _to_config(o: LoopOptions) -> LoopConfig:
@@ -405,7 +439,7 @@ def parse_opcua(o: LoopOptions) -> OpcuaConfig:
     for option, path in (("--opcua-cert", o.opcua_cert), ("--opcua-key", o.opcua_key)):
         if path is not None and not Path(path).is_file():
             raise EdgeclsError(f"{option} {path}: no such file (give the PEM file's path)")
-    if address.host not in ("127.0.0.1", "localhost", "::1") and not o.opcua_user:
+    if not is_loopback(address.host) and not o.opcua_user:
         raise EdgeclsError(
             f"--opcua {o.opcua}: anonymous access is for 127.0.0.1 only; give --opcua-user "
             "USER:PASSWORD to serve the network"

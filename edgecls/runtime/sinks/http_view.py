@@ -1,17 +1,29 @@
 """HTTP on the board (stdlib only): `/` a live MJPEG view with the overlay (`/?fps=N`), `/latest`
 the last record as JSON, `/metrics` in Prometheus text format, `/health` for watchdogs and load
-balancers (200 while frames flow, 503 once the source has stalled). Binds 127.0.0.1 unless told
-otherwise; a bearer token or basic auth guards every path but /health."""
+balancers (200 while frames flow, 503 once the source has stalled), `POST /trigger` a part
+trigger. Binds 127.0.0.1 unless told otherwise; a bearer token or basic auth guards every path but
+/health (beyond loopback one is required, or --http-insecure). HEAD answers every GET path.
+
+Bounded, as anyone on the plant network may reach it: at most MAX_CONNECTIONS connections (a
+thread each; more are answered 503 and closed), a request must arrive whole within
+REQUEST_SECONDS and MAX_REQUEST_BYTES, every write must go out within WRITE_SECONDS (a viewer that
+does not read is dropped). Clients that go away or are dropped are counted on /metrics, never
+printed: the journal is not theirs to fill."""
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import errno
 import hmac
+import io
 import json
+import select
 import socket
+import sys
 import threading
 import time
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
 
@@ -31,6 +43,41 @@ MAX_VIEWERS = 4
 VIEW_FPS, MIN_VIEW_FPS, MAX_VIEW_FPS = 5.0, 0.5, 30.0
 BOUNDARY = "edgeclsframe"
 MAX_TRIGGER_BODY = 4096  # POST /trigger: the PLC's id and encoder count, as JSON
+# the bounds on clients (module constants, read at each use, so a test can shrink them)
+MAX_CONNECTIONS = 32  # open connections, each a thread; beyond: 503 and closed at once
+REQUEST_SECONDS = 5.0  # a request line, its headers and body in all; also an idle keep-alive
+WRITE_SECONDS = 10.0  # each write (a response, a frame) in all: a viewer that does not read
+MAX_REQUEST_BYTES = 16384 + MAX_TRIGGER_BODY  # a request's head and body together
+STREAM_SNDBUF = 1 << 17  # a live view's send buffer: a viewer that stops reading fills it soon
+BUSY = b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+
+
+@dataclass
+class HttpCounts:
+    """What the server did with clients that misbehaved or left, for /metrics."""
+
+    disconnects: int = 0
+    timeouts: int = 0
+    refused: int = 0
+    errors: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, what: str) -> None:
+        with self.lock:
+            setattr(self, what, getattr(self, what) + 1)
+
+    def counters(self) -> list[tuple[str, str, int]]:
+        """(metric name, help, value), as prometheus_text takes extra counters."""
+        return [
+            ("edgecls_http_disconnects_total", "HTTP clients that went away mid-request or "
+             "mid-response.", self.disconnects),
+            ("edgecls_http_timeouts_total", "HTTP clients dropped for being too slow: a request "
+             "not whole in time, a viewer that did not read.", self.timeouts),
+            ("edgecls_http_refused_total", "HTTP connections refused beyond the limit of open "
+             "connections.", self.refused),
+            ("edgecls_http_errors_total", "HTTP requests that failed inside the server.",
+             self.errors),
+        ]  # fmt: skip
 
 
 class LiveState:
@@ -69,18 +116,19 @@ class HttpSink(Sink):
     def __init__(self, config):
         self.config = config.http
         self.state = LiveState()
-        self.server: ThreadingHTTPServer | None = None
+        self.counts = HttpCounts()
+        self.server: _Server | None = None
         self.port: int | None = None
         self.closed = threading.Event()  # ends the live views when the run ends
 
     def open(self, context: SinkContext) -> None:
         handler = type("Handler", (_Handler,), {"sink": self, "context": context})
         host, port = self.config.host, self.config.port
-        server = ThreadingHTTPServer
+        server = _Server
         if ":" in host:  # an IPv6 address ([::1]:8080, [::]:8080)
-            server = type("Server6", (ThreadingHTTPServer,), {"address_family": socket.AF_INET6})
+            server = type("Server6", (_Server,), {"address_family": socket.AF_INET6})
         try:
-            self.server = server((host, port), handler)
+            self.server = server((host, port), handler, self)
         except OSError as exc:
             what = {
                 errno.EADDRINUSE: "choose another port",
@@ -89,13 +137,16 @@ class HttpSink(Sink):
             raise EdgeclsError(
                 f"--http {_shown(host)}:{port}: cannot listen ({exc.strerror}); {what}"
             ) from None
-        self.server.daemon_threads = True
         self.port = self.server.server_address[1]
         self.context = context
         threading.Thread(target=self.server.serve_forever, name="http", daemon=True).start()
-        context.log(
-            f"http: live view on http://{_shown(self.config.host)}:{self.port}/ (/metrics, /health)"
-        )
+        url = f"http://{_shown(self.config.host)}:{self.port}/"
+        context.log(f"http: live view on {url} (/metrics, /health)")
+        if self.config.insecure and not (self.config.token or self.config.user):
+            context.log(
+                f"warning: http: {url} serves the live view and every record without auth "
+                "(--http-insecure): anyone who reaches this port sees them; give --http-token"
+            )
 
     def handle(self, event) -> None:
         self.state.update(event)
@@ -121,7 +172,89 @@ class HttpSink(Sink):
             with self.state.cond:
                 self.state.cond.notify_all()
             self.server.shutdown()
-            self.server.server_close()
+            self.server.server_close()  # does not wait for clients: each ends by its timeouts
+
+
+class _Server(ThreadingHTTPServer):
+    """A thread per connection, at most MAX_CONNECTIONS of them; the rest are answered 503 and
+    closed by the accepting thread, which never waits on a client."""
+
+    daemon_threads = True
+    block_on_close = False  # a stuck client must not hold up the end of the run
+    request_queue_size = 64  # a burst of connections is accepted (and refused) promptly
+
+    def __init__(self, address, handler, sink: HttpSink):
+        self.sink = sink
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.said: set[type] = set()  # the kinds of our own faults already logged
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address):
+        if not self.slots.acquire(blocking=False):
+            self.sink.counts.add("refused")
+            with contextlib.suppress(OSError):
+                request.setblocking(False)  # what fits in the socket's buffer, or nothing
+                request.send(BUSY)
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:  # no thread started (out of threads): its slot is free again
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address):
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
+
+    def handle_error(self, request, client_address):
+        """A client's fault is counted, not printed (socketserver prints a traceback on stderr,
+        the journal, for each); a fault of ours is one warning line per kind."""
+        exc = sys.exc_info()[1]
+        if isinstance(exc, (ConnectionError, TimeoutError)):
+            self.sink.counts.add("disconnects" if isinstance(exc, ConnectionError) else "timeouts")
+            return
+        self.sink.counts.add("errors")
+        if type(exc) not in self.said:
+            self.said.add(type(exc))
+            self.sink.context.log(
+                f"warning: http: a request failed ({type(exc).__name__}: {exc}); counted on "
+                "/metrics as edgecls_http_errors_total, said once"
+            )
+
+
+class _RequestReader(io.RawIOBase):
+    """The socket's reading side with a deadline and a byte budget per request: a client that
+    sends a byte a second (slowloris) or endless headers ends at REQUEST_SECONDS or
+    MAX_REQUEST_BYTES, not when it pleases."""
+
+    def __init__(self, sock: socket.socket):
+        self.sock, self.raw = sock, sock.makefile("rb", buffering=0)
+        self.start()
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+    def start(self) -> None:
+        self.until = time.monotonic() + REQUEST_SECONDS
+        self.budget, self.got = MAX_REQUEST_BYTES, 0
+
+    def readinto(self, b) -> int | None:
+        left = self.until - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no whole request within {REQUEST_SECONDS:g} s")
+        if self.got >= self.budget:
+            raise ConnectionAbortedError(f"a request over {self.budget} bytes")
+        self.sock.settimeout(left)
+        n = self.raw.readinto(memoryview(b)[: self.budget - self.got])
+        self.got += n or 0
+        return n
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -129,8 +262,39 @@ class _Handler(BaseHTTPRequestHandler):
     context: SinkContext
     protocol_version = "HTTP/1.1"
 
+    def setup(self):
+        super().setup()
+        self.rfile.close()  # the stdlib's reader, replaced by one with a deadline and a budget
+        self.reader = _RequestReader(self.connection)
+        self.rfile = io.BufferedReader(self.reader)
+        self.served = 0  # requests on this connection
+        self.wrote = False  # a response of the current request has begun
+
+    def handle_one_request(self):
+        self.reader.start()
+        self.wrote = False
+        try:
+            super().handle_one_request()
+        except ConnectionError:  # reset, broken pipe, over budget: gone, and counted
+            self.sink.counts.add("disconnects")
+            self.close_connection = True
+        self.served += 1
+
+    def log_error(self, format, *args):
+        """The stdlib's one report of a request that timed out (it answers it itself): counted,
+        unless it was a kept-alive connection that simply sent nothing more."""
+        timed_out = bool(args) and isinstance(args[0], TimeoutError)
+        if timed_out and (self.reader.got or self.wrote or not self.served):
+            self.sink.counts.add("timeouts")
+
     def log_message(self, format, *args):  # no access log on stderr
         pass
+
+    def end_headers(self):
+        # from here the request is read and the answer goes out: the write deadline applies
+        self.connection.settimeout(WRITE_SECONDS)
+        self.wrote = True
+        super().end_headers()
 
     def do_GET(self):
         path, _, query = self.path.partition("?")
@@ -150,22 +314,37 @@ class _Handler(BaseHTTPRequestHandler):
             )
         route()
 
+    def do_HEAD(self):
+        """What GET would answer, without the body (the live view: its headers only)."""
+        self.do_GET()
+
     def do_POST(self):
         path = self.path.partition("?")[0]
-        if not self._authorised():
+        body = self._body()  # read first, so a refused request leaves nothing on the connection
+        if body is None or not self._authorised():
             return
         station = self.context.station
         if path != "/trigger" or station is None or not station.config.accepts("http"):
             what = "POST /trigger needs --part-trigger http" if path == "/trigger" else f"no {path}"
             return self._send(404, "application/json", {"error": what})
-        length = self.headers.get("Content-Length", "0")
-        if not length.isdigit() or int(length) > MAX_TRIGGER_BODY:
-            self.close_connection = True
-            error = f"give a JSON body of at most {MAX_TRIGGER_BODY} bytes"
-            return self._send(413, "application/json", {"error": error})
-        body = self.rfile.read(int(length)).decode("utf-8", "replace")
         part = station.trigger("http", *plc_fields(body))
         self._send(202, "application/json", {"part": part.id, "plc_id": part.plc_id})
+
+    def _body(self) -> str | None:
+        """The request's body, at most MAX_TRIGGER_BODY bytes with a Content-Length; None once
+        answered (too long, chunked) or when the client went away before sending all of it."""
+        length = self.headers.get("Content-Length", "0")
+        chunked = "Transfer-Encoding" in self.headers
+        if chunked or not length.isdigit() or int(length) > MAX_TRIGGER_BODY:
+            self.close_connection = True
+            error = f"give a JSON body of at most {MAX_TRIGGER_BODY} bytes with a Content-Length"
+            return self._send(413, "application/json", {"error": error})
+        body = self.rfile.read(int(length))
+        if len(body) < int(length):  # a half-sent trigger is no trigger
+            self.sink.counts.add("disconnects")
+            self.close_connection = True
+            return None
+        return body.decode("utf-8", "replace")
 
     def _authorised(self) -> bool:
         cfg = self.sink.config
@@ -197,7 +376,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
         self.end_headers()
-        self.wfile.write(data)
+        if self.command != "HEAD":
+            self.wfile.write(data)
 
     def _latest(self) -> None:
         s = self.sink.state
@@ -214,8 +394,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _metrics(self) -> None:
         # the loop's own rate: the view sees at most 30 frames a second, the loop may do more
+        summary = self.context.summary
         text = prometheus_text(
-            self.context.summary, self.context.identity, self.context.summary.fps()
+            summary, self.context.identity, summary.fps(), self.sink.counts.counters()
         )
         self._send(200, "text/plain; version=0.0.4; charset=utf-8", text)
 
@@ -241,6 +422,8 @@ class _Handler(BaseHTTPRequestHandler):
         fps = self._view_fps()
         if fps is None:
             return
+        if self.command == "HEAD":  # a viewer's headers; no slot, no frames
+            return self._stream_headers()
         s = self.sink.state
         with s.cond:
             if s.viewers >= MAX_VIEWERS:
@@ -251,8 +434,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(503, "text/plain", f"at most {MAX_VIEWERS} viewers\n")
         try:
             self._frames(fps)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        except ConnectionError:
+            self.sink.counts.add("disconnects")
+        except TimeoutError:  # it stopped reading: its slot goes to the next viewer
+            self.sink.counts.add("timeouts")
         finally:
             with s.cond:
                 s.viewers -= 1
@@ -270,18 +455,26 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(400, "application/json", {"error": error})
         return None
 
-    def _frames(self, fps: float) -> None:
-        s, closed = self.sink.state, self.sink.closed
+    def _stream_headers(self) -> None:
         self.send_response(200)
         self.send_header("Content-Type", f"multipart/x-mixed-replace; boundary={BOUNDARY}")
         self.send_header("Cache-Control", "no-store")
         self.send_header("Connection", "close")
         self.end_headers()
+
+    def _frames(self, fps: float) -> None:
+        s, closed = self.sink.state, self.sink.closed
+        # a small send buffer: a viewer that stops reading blocks a write soon, and is dropped
+        with contextlib.suppress(OSError):  # a platform that refuses: the write deadline holds
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, STREAM_SNDBUF)
+        self._stream_headers()
         sent, next_at = 0, 0.0
         while not closed.wait(max(0.0, next_at - time.monotonic())):
             next_at = time.monotonic() + 1.0 / fps
             with s.cond:
                 s.cond.wait_for(lambda last=sent: s.seq != last or closed.is_set(), timeout=1.0)
+            if self._peer_gone():
+                raise ConnectionResetError("the viewer left")
             seq, jpeg = self.sink.frame_jpeg()
             if seq == sent or not jpeg:
                 continue
@@ -289,6 +482,16 @@ class _Handler(BaseHTTPRequestHandler):
             head = f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {len(jpeg)}"
             self.wfile.write(head.encode() + b"\r\n\r\n" + jpeg + b"\r\n")
             self.wfile.flush()
+
+    def _peer_gone(self) -> bool:
+        """Whether the viewer closed its end (noticed while no frame comes: a stalled source)."""
+        sock = self.connection
+        if not select.select([sock], [], [], 0)[0]:
+            return False
+        try:
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except BlockingIOError:
+            return False
 
 
 def _shown(host: str) -> str:

@@ -4,6 +4,7 @@ format is a few lines, and the board needs no client library for it."""
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
 from edgecls.runtime.records import Identity, LatencyStats, PartCounts, Summary
 
@@ -42,11 +43,17 @@ DRIFT = (
 )
 
 
-def prometheus_text(summary: Summary, identity: Identity, fps: float) -> str:
+def prometheus_text(
+    summary: Summary, identity: Identity, fps: float, extra: Sequence[tuple[str, str, float]] = ()
+) -> str:
+    """The run's families, and `extra` counters (name, help, value) an output keeps itself (the
+    HTTP server's clients dropped and refused)."""
     d = summary.to_dict()
     out: list[str] = []
     for key, name, help in COUNTERS:
         out += _family(f"edgecls_{name}_total", "counter", help, [("", {}, d[key])])
+    for name, help, value in extra:
+        out += _family(name, "counter", help, [("", {}, value)])
     labels = [("", {"label": k}, v) for k, v in sorted(d["labels"].items())]
     out += _family("edgecls_label_frames_total", "counter", "Frames per label.", labels)
     for key, help in PER_OUTPUT:

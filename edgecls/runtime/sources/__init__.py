@@ -19,6 +19,7 @@ import cv2
 
 from edgecls.bundle.preprocess import is_image_file
 from edgecls.errors import EdgeclsError
+from edgecls.redact import redact
 from edgecls.registry import Registry
 from edgecls.runtime.sources.base import CaptureSettings, Frame, Source, SourceEnded
 from edgecls.runtime.sources.cameras import (
@@ -79,7 +80,7 @@ def _stream_opener(url: str):
 
 
 def _gstreamer(spec: str, settings: CaptureSettings, stop) -> LiveSource:
-    check_gstreamer(spec)
+    check_gstreamer(redact(spec))  # the spec only names the pipeline in its error
     opener = lambda: cv2.VideoCapture(spec, cv2.CAP_GSTREAMER)  # noqa: E731
     return LiveSource("gstreamer pipeline", opener, stop=stop)
 
@@ -116,7 +117,8 @@ SOURCES.add(
     "stream",
     SourceKind(
         lambda s: s.lower().startswith(URL_SCHEMES),
-        lambda s, c, stop: LiveSource(s, _stream_opener(s), stop=stop),
+        # the real URL goes to OpenCV; records, logs and errors name it without its user info
+        lambda s, c, stop: LiveSource(redact(s, keep_user=False), _stream_opener(s), stop=stop),
     ),
 )
 SOURCES.add("images", SourceKind(_is_images, lambda s, c, stop: Prefetch(ImageFolderSource(s))))
@@ -135,6 +137,6 @@ def open_source(
             return kind.make(spec, settings, stop)
     hint = " (a video file?)" if spec.lower().endswith(VIDEO_SUFFIXES) else ""
     raise EdgeclsError(
-        f"--source {spec}: not found{hint}; give a camera index, a video file, an image "
+        f"--source {redact(spec)}: not found{hint}; give a camera index, a video file, an image "
         "folder or glob, an rtsp/http URL, picamera2[:N], or a GStreamer pipeline"
     )
