@@ -89,6 +89,7 @@ class LoopOptions:
         None,
         "inspect a part per trigger (repeatable): gpio:PIN[:rising|falling], mqtt, http, "
         "modbus, opcua or interval:SECONDS",
+        metavar="KIND[:ARG]",
     )
     capture_delay_ms: float = opt(0.0, "after a part trigger, capture from this many ms on")
     capture_frames: int = opt(1, "fresh frames captured per part")
