@@ -16,7 +16,12 @@ from edgecls.bundle.preprocess import InputSpec
 from edgecls.durable import write_text_atomic
 from edgecls.errors import EdgeclsError
 from edgecls.folders import Split, load_eval_split
-from edgecls.schema import from_dict
+from edgecls.schema import FileRefused, from_dict, open_regular
+
+# What a model or labels file may weigh before its reader (which takes it whole) is let at it:
+# TFLite and ONNX files end at 2 GB (flatbuffer, protobuf); labels.txt is a line per class.
+MAX_MODEL_BYTES = 4_000_000_000
+MAX_LABELS_BYTES = 8_000_000
 
 
 @dataclass
@@ -179,6 +184,9 @@ def open_model(model: Path, labels: Path | None = None) -> LabelledModel:
     from edgecls.runs import resolve_source
 
     model = Path(model)
+    _check_file(model, MAX_MODEL_BYTES, "a model file (.keras, .tflite or .onnx)")
+    if labels is not None:
+        _check_file(labels, MAX_LABELS_BYTES, "a labels file")
     if model.suffix == ".keras":  # the float model: TensorFlow, never on the board
         from edgecls.keras_predictor import KerasPredictor
 
@@ -194,11 +202,24 @@ def open_model(model: Path, labels: Path | None = None) -> LabelledModel:
     else:
         if labels is None and not (model.parent / "labels.txt").is_file():
             raise EdgeclsError(f"no labels.txt beside {model}: pass --labels FILE")
+        _check_file(labels or model.parent / "labels.txt", MAX_LABELS_BYTES, "a labels file")
         source = resolve_source(model, labels) if model.suffix == ".keras" else None
         classes = source.labels if source else load_labels(labels or model.parent / "labels.txt")
         spec = (source or _Bare()).input_spec(predictor.input_size)
     check_outputs(predictor, classes, model)
     return LabelledModel(model, predictor, classes, spec)
+
+
+def _check_file(path: Path, limit: int, what: str) -> None:
+    """A file the readers take whole is a regular file within `limit`, or one line: a FIFO would
+    block them, /dev/zero never end, a sparse file fill memory. A missing one is theirs to name."""
+    if not Path(path).exists():
+        return
+    try:
+        with open_regular(path, limit, what):
+            pass
+    except FileRefused as exc:
+        raise EdgeclsError(f"{path}: {exc}") from None
 
 
 class _Bare:

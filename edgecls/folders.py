@@ -5,6 +5,8 @@ one validation pass, stratified splits.
 keeps the user's split. Every file is decoded once, by the same reader the model will be fed
 with, before anything trains: what cannot be read is skipped and listed, never a crash mid-epoch.
 Evaluation order is fixed (class, then path), so predictions and labels cannot drift apart.
+Folders are walked by the bounded `Walker` (each real folder once, MAX_WALK_ENTRIES in all) and
+files read by the bounded reader, so no folder a user points at can hang or exhaust the machine.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecls.bundle.preprocess import ImageTooLarge, decode_image, is_image_file
+from edgecls.bundle.preprocess import UnreadableImage, Walker, decode_file, is_image_file
 from edgecls.errors import EdgeclsError
 
 
@@ -67,14 +69,31 @@ def _visible(path: Path) -> bool:
     return not any(part.startswith((".", "__")) for part in path.parts)
 
 
-def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(d for d in folder.iterdir() if d.is_dir() and _visible(Path(d.name)))
+def _class_dirs(folder: Path, walker: Walker) -> list[Path]:
+    return [
+        p
+        for p, names, is_dir in walker.walk(folder, max_depth=1)
+        if is_dir and _visible(Path(*names))
+    ]
 
 
-def _files(class_dir: Path) -> list[Path]:
-    return sorted(
-        p for p in class_dir.rglob("*") if p.is_file() and _visible(p.relative_to(class_dir))
-    )
+def _files(class_dir: Path, walker: Walker) -> list[Path]:
+    """Every file under a class folder, sorted; hidden folders (.git, __MACOSX) are not entered."""
+    visible = lambda names: _visible(Path(*names))  # noqa: E731
+    return [
+        p
+        for p, names, is_dir in walker.walk(class_dir, None, visible)
+        if not is_dir and visible(names)
+    ]
+
+
+def _same_file(path: Path) -> tuple[int, int] | str:
+    """What makes two paths one file (device, inode); a path that cannot be stat'ed is itself."""
+    try:
+        st = path.stat()
+    except OSError:
+        return str(path)
+    return st.st_dev, st.st_ino
 
 
 def _check(path: Path) -> tuple[Path, str | None]:
@@ -84,21 +103,14 @@ def _check(path: Path) -> tuple[Path, str | None]:
     if not is_image_file(path):
         return path, f"not an image type ({path.suffix or 'no suffix'})"
     try:
-        data = path.read_bytes()
-    except OSError as exc:
-        return path, f"cannot read ({exc.strerror})"
-    if not data:
-        return path, "empty file"
-    try:
-        if decode_image(data) is None:
-            return path, "corrupt, truncated or not an image"
-    except ImageTooLarge as exc:
+        decode_file(path)
+    except UnreadableImage as exc:
         return path, str(exc)
     return path, None
 
 
 def _scan(
-    class_dirs: dict[str, Path], progress=None, seen: dict | None = None
+    class_dirs: dict[str, Path], walker: Walker, progress=None, seen: dict | None = None
 ) -> tuple[dict[str, list[Path]], list]:
     """Validate every file under each class folder; a class with nothing usable is an error.
     A file reached twice (through a symlink) counts once: twice, it could land in training and
@@ -108,8 +120,8 @@ def _scan(
     seen = {} if seen is None else seen
     for name, d in class_dirs.items():
         files[name] = []
-        for p in _files(d):
-            first = seen.setdefault(p.resolve(), p)
+        for p in _files(d, walker):
+            first = seen.setdefault(_same_file(p), p)
             if first is p:
                 files[name].append(p)
             else:
@@ -167,11 +179,10 @@ def _split_from(usable: dict[str, list[Path]], classes: list[str]) -> Split:
     return split
 
 
-def _find_split_dir(root: Path, name: str) -> Path | None:
-    for d in root.iterdir():
-        if d.is_dir() and d.name.lower() in (
-            {name, "valid", "validation"} if name == "val" else {name}
-        ):
+def _find_split_dir(root: Path, name: str, walker: Walker) -> Path | None:
+    names = {name, "valid", "validation"} if name == "val" else {name}
+    for d, _, is_dir in walker.walk(root, max_depth=1):
+        if is_dir and d.name.lower() in names:
             return d
     return None
 
@@ -180,40 +191,40 @@ def load_folder_dataset(
     root: Path, config: SplitConfig = SplitConfig(), progress=None
 ) -> FolderDataset:
     """Discover, validate and split a labelled image folder in either layout."""
-    root = Path(root)
+    root, walker = Path(root), Walker()
     if not root.is_dir():
         raise EdgeclsError(f"--data {root}: not a folder")
-    train_dir = _find_split_dir(root, "train")
-    splits_beside = any(_find_split_dir(root, name) for name in ("val", "test"))
-    if train_dir is not None and not _class_dirs(train_dir) and not splits_beside:
+    train_dir = _find_split_dir(root, "train", walker)
+    splits_beside = any(_find_split_dir(root, name, walker) for name in ("val", "test"))
+    if train_dir is not None and not _class_dirs(train_dir, walker) and not splits_beside:
         train_dir = None  # images right in it, no val/ or test/: a class (trains, buses, ...)
     if train_dir is None:
-        class_dirs = {d.name: d for d in _class_dirs(root)}
+        class_dirs = {d.name: d for d in _class_dirs(root, walker)}
         _require_classes(root, class_dirs)
-        usable, skipped = _scan(class_dirs, progress)
+        usable, skipped = _scan(class_dirs, walker, progress)
         classes = sorted(class_dirs)
         fractions = {"val": config.val_fraction, "test": config.test_fraction}
         splits = _stratified(usable, classes, fractions, config.seed)
         return FolderDataset(root, "class-folders", classes, splits, skipped)
 
-    class_dirs = {d.name: d for d in _class_dirs(train_dir)}
+    class_dirs = {d.name: d for d in _class_dirs(train_dir, walker)}
     _require_classes(train_dir, class_dirs)
     classes = sorted(class_dirs)
-    seen: dict[Path, Path] = {}
-    usable, skipped = _scan(class_dirs, progress, seen)
+    seen: dict = {}
+    usable, skipped = _scan(class_dirs, walker, progress, seen)
     splits: dict[str, Split] = {}
     for name in ("val", "test"):
-        split_dir = _find_split_dir(root, name)
+        split_dir = _find_split_dir(root, name, walker)
         if split_dir is None:
             continue
-        dirs = {d.name: d for d in _class_dirs(split_dir)}
+        dirs = {d.name: d for d in _class_dirs(split_dir, walker)}
         extra = sorted(set(dirs) - set(classes))
         if extra:
             raise EdgeclsError(
                 f"{split_dir} has class folders not in {train_dir}: {', '.join(extra)}; "
                 "every class needs training images"
             )
-        u, s = _scan(dirs, progress, seen)
+        u, s = _scan(dirs, walker, progress, seen)
         skipped += s
         splits[name] = _split_from(u, classes)
     carve = {} if "val" in splits else {"val": config.val_fraction}
@@ -263,12 +274,13 @@ def load_eval_split(root: Path, classes: list[str]) -> tuple[Split, list[tuple[P
 
     A split-layout folder contributes its `test/` split; a class-folder layout, all of it.
     """
-    root = Path(root)
+    root, walker = Path(root), Walker()
     if not root.is_dir():
         raise EdgeclsError(f"--data {root}: not a folder")
-    test_dir = _find_split_dir(root, "test")
-    folder = test_dir if test_dir is not None and _find_split_dir(root, "train") else root
-    dirs = {d.name: d for d in _class_dirs(folder)}
+    test_dir = _find_split_dir(root, "test", walker)
+    has_train = _find_split_dir(root, "train", walker) is not None
+    folder = test_dir if test_dir is not None and has_train else root
+    dirs = {d.name: d for d in _class_dirs(folder, walker)}
     if not dirs:
         raise EdgeclsError(f"{folder} has no class folders: lay images out as {folder}/<class>/*")
     unknown = sorted(set(dirs) - set(classes))
@@ -277,5 +289,5 @@ def load_eval_split(root: Path, classes: list[str]) -> tuple[Split, list[tuple[P
             f"{folder} has class folders the model does not know: {', '.join(unknown)} "
             f"(model labels: {', '.join(classes)})"
         )
-    usable, skipped = _scan(dirs)
+    usable, skipped = _scan(dirs, walker)
     return _split_from(usable, classes), skipped

@@ -2,11 +2,20 @@
 folder's config.json and the device config file load through `from_dict`, so a wrong type, a
 missing or unknown key becomes one line naming the file and the field (`artifacts[1].sha256`),
 never a KeyError mid-run. Field annotations are the schema; `__post_init__` adds the checks
-types cannot say (ranges, cross-field consistency) by raising ValueError."""
+types cannot say (ranges, cross-field consistency) by raising ValueError.
+
+The files they come from are users' files, so they are read like any input (`read_limited`):
+a regular file checked before it is opened, within a size limit, and parsed within a depth limit
+(`parse_json`), so a FIFO, /dev/zero or a 100000-deep array is one line, never a hang or a
+traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import json
+import os
+import stat
 import types
 import typing
 from pathlib import Path
@@ -23,6 +32,103 @@ class SchemaError(EdgeclsError):
     def __init__(self, where: str, field: str, problem: str):
         self.where, self.field, self.problem = where, field, problem
         super().__init__(f"{where}: {field or 'top level'}: {problem}")
+
+
+class FileRefused(EdgeclsError):
+    """A file edgecls will not read (not a regular file, too large, unreadable): the message says
+    why and what to give instead, without the path, which the caller puts first."""
+
+
+# A manifest or a run's config.json is a few kB; 8 MB of JSON is already ~160 MB of objects.
+MAX_JSON_BYTES = 8_000_000
+MAX_JSON_DEPTH = 64  # levels of nesting; ours have under 10
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _refuse(st: os.stat_result, limit: int, what: str) -> None:
+    if not stat.S_ISREG(st.st_mode):
+        kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a file")
+        raise FileRefused(f"{kind}, not a regular file; give {what}")
+    if st.st_size > limit:
+        raise FileRefused(
+            f"{st.st_size / 1e6:,.1f} MB, above the {limit / 1e6:g} MB limit for {what}"
+        )
+
+
+@contextlib.contextmanager
+def open_regular(path: str | Path, limit: int, what: str = "a file"):
+    """(binary file, size) of a regular file of at most `limit` bytes, else FileRefused. Checked
+    with stat before the open (a FIFO would block it, /dev/zero never end, a sparse file fill
+    memory), opened without blocking, and checked again on what was opened; a symlink is followed
+    and judged by its target. Read no more than `size`: the file may grow meanwhile."""
+    try:
+        _refuse(os.stat(path), limit, what)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise FileRefused(f"cannot read file ({exc.strerror or exc})") from None
+    with open(fd, "rb") as f:
+        st = os.fstat(fd)
+        _refuse(st, limit, what)
+        yield f, st.st_size
+
+
+def read_limited(path: str | Path, limit: int, what: str = "a file") -> bytes:
+    """The bytes of a regular file of at most `limit` bytes (`open_regular`), else FileRefused."""
+    with open_regular(path, limit, what) as (f, size):
+        try:
+            return f.read(size)
+        except OSError as exc:
+            raise FileRefused(f"cannot read file ({exc.strerror or exc})") from None
+
+
+def parse_json(text: str | bytes, where: str) -> Any:
+    """Parsed JSON; text that is not JSON, or nests deeper than MAX_JSON_DEPTH (where the parser
+    or anything walking the result would run out of stack), is one SchemaError naming `where`."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise SchemaError(where, "", f"not valid JSON ({exc})") from None
+    except RecursionError:  # the parser's own stack ran out
+        data = _TOO_DEEP
+    if data is _TOO_DEEP or _deeper_than(data, MAX_JSON_DEPTH):
+        raise SchemaError(
+            where, "", f"nested more than {MAX_JSON_DEPTH} levels deep, which no edgecls file is"
+        )
+    return data
+
+
+_TOO_DEEP = object()
+
+
+def _deeper_than(data: Any, limit: int) -> bool:
+    stack = [(data, 1)]
+    while stack:  # a loop, not recursion: the walk must not run out of stack itself
+        value, depth = stack.pop()
+        if not isinstance(value, (dict, list)):
+            continue
+        if depth > limit:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        stack.extend((child, depth + 1) for child in children)
+    return False
+
+
+def load_json(path: str | Path, limit: int = MAX_JSON_BYTES) -> Any:
+    """A user's JSON file (a run's config.json, a cache), read like any input (`read_limited`)
+    and parsed by `parse_json`: whatever is wrong with it is one line naming it."""
+    try:
+        text = read_limited(path, limit, "a JSON file").decode("utf-8")
+    except FileRefused as exc:
+        raise EdgeclsError(f"{path}: {exc}") from None
+    except UnicodeDecodeError:
+        raise EdgeclsError(f"{path}: not UTF-8 text, so not JSON") from None
+    return parse_json(text, str(path))
 
 
 def from_dict(cls: type[T], data: Any, where: str, *, strict: bool = True) -> T:

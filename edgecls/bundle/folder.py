@@ -11,13 +11,22 @@ from pathlib import Path
 from edgecls.bundle.manifest import Artifact, Manifest, check_embedded, load_manifest
 from edgecls.bundle.preprocess import InputSpec
 from edgecls.errors import EdgeclsError
+from edgecls.schema import FileRefused, open_regular
+
+MAX_ARTIFACT_BYTES = 1 << 40  # hashing is streamed: only a FIFO or a device must be kept out
 
 
 def sha256(path: Path) -> str:
+    """The file's sha256, read in 1 MB blocks up to the size it had when opened; a FIFO or a
+    device (which would block or never end) is one line naming it."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    try:
+        with open_regular(path, MAX_ARTIFACT_BYTES, "a model file") as (f, size):
+            while size > 0 and (block := f.read(min(size, 1 << 20))):
+                h.update(block)
+                size -= len(block)
+    except FileRefused as exc:
+        raise EdgeclsError(f"{path}: {exc}") from None
     return h.hexdigest()
 
 
@@ -54,9 +63,12 @@ class Bundle:
         path = self.root / artifact.file
         if path.is_symlink() or not path.resolve().is_relative_to(self.root.resolve()):
             raise EdgeclsError(f"{path}: points outside the bundle folder; copy the whole bundle")
-        if not path.is_file():
+        if not path.exists():
             raise EdgeclsError(f"{path}: listed in the manifest but missing; copy the whole bundle")
-        if sha256(path) != artifact.sha256:
+        if not path.is_file():  # a FIFO would block the hash, a device never end it
+            raise EdgeclsError(f"{path}: not a regular file; copy the whole bundle")
+        # the size first: a file of another size is not worth hashing (a 2 GB stranger)
+        if path.stat().st_size != artifact.bytes or sha256(path) != artifact.sha256:
             raise EdgeclsError(
                 f"{path}: sha256 differs from the manifest (corrupt or altered copy); "
                 "copy the bundle again"

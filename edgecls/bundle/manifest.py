@@ -14,7 +14,15 @@ from edgecls.bundle.formats import PRECISIONS, FormatName
 from edgecls.bundle.preprocess import InputSpec
 from edgecls.durable import write_text_atomic
 from edgecls.errors import EdgeclsError
-from edgecls.schema import SchemaError, from_dict, to_dict
+from edgecls.schema import (
+    MAX_JSON_BYTES,
+    FileRefused,
+    SchemaError,
+    from_dict,
+    parse_json,
+    read_limited,
+    to_dict,
+)
 
 SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
@@ -234,11 +242,9 @@ def _check_file_name(name: str) -> None:
 
 
 def parse_manifest(text: str, where: str) -> Manifest:
-    """Validate manifest text; every problem is one SchemaError naming `where` and the field."""
-    try:
-        data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise SchemaError(where, "", f"not valid JSON ({exc})") from None
+    """Validate manifest text; every problem (nesting too deep included) is one SchemaError naming
+    `where` and the field."""
+    data = parse_json(text, where)
     if not isinstance(data, dict):
         raise SchemaError(where, "", "must be a JSON object")
     version = data.get("schema_version")
@@ -259,12 +265,13 @@ def parse_manifest(text: str, where: str) -> Manifest:
 def load_manifest(root: Path) -> Manifest:
     root = Path(root)
     path = root / MANIFEST
-    if not path.is_file():
+    if not path.exists():
         raise EdgeclsError(f"{root}: not a bundle (no {MANIFEST}); make one with `edgecls export`")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise EdgeclsError(f"{path}: cannot read ({exc.strerror})") from None
+    what = "a manifest written by `edgecls export`"
+    try:  # bounded: a FIFO, /dev/zero or a huge file is one line, never a hang
+        text = read_limited(path, MAX_JSON_BYTES, what).decode("utf-8")
+    except FileRefused as exc:
+        raise EdgeclsError(f"{path}: {exc}") from None
     except UnicodeDecodeError:
         raise EdgeclsError(f"{path}: not UTF-8 text; copy the bundle again") from None
     return parse_manifest(text, str(path))

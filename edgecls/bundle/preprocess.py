@@ -3,12 +3,19 @@
 Models take RGB uint8 pixels at a fixed height x width; normalisation lives inside the model.
 Every path that feeds a model goes through `resize` (and `read_image` for files), so the pixels
 the device sees are the pixels the model was trained and calibrated on.
+
+Files and folders are users' input, read within bounds: an image file is checked (a regular file,
+at most MAX_IMAGE_BYTES, an image header) before it is read, and folders and globs are walked by
+one `Walker` that enters each real folder once and stops at MAX_WALK_ENTRIES or a stop signal.
 """
 
 from __future__ import annotations
 
-import glob
+import os
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
+from fnmatch import fnmatchcase
 from pathlib import Path
 
 import cv2
@@ -17,6 +24,7 @@ import numpy as np
 from edgecls.bundle.image_size import image_size
 from edgecls.errors import EdgeclsError
 from edgecls.registry import Registry
+from edgecls.schema import FileRefused, open_regular
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -165,36 +173,237 @@ def decode_image(data: bytes) -> np.ndarray | None:
     return to_rgb8(image)
 
 
-def image_paths(spec: str | Path) -> list[Path]:
-    """A file as is, a folder's images (recursive, sorted) or a glob's matching images (sorted).
-    Each file once, however many symlinks (or symlink loops) lead to it."""
-    path, text = Path(spec), str(spec)
-    if path.is_dir():
-        found = (p for p in path.rglob("*") if p.is_file() and is_image_file(p))
-    elif not path.exists() and any(ch in text for ch in "*?["):
-        found = (p for p in map(Path, glob.glob(text, recursive=True)) if is_image_file(p))
-    else:
-        return [path]
-    unique: dict[Path, Path] = {}
-    for p in sorted(found, key=lambda p: (len(p.parts), p)):  # the shortest path to a file wins
-        unique.setdefault(p.resolve(), p)
-    return sorted(unique.values())
+# An image file is refused above this size before a byte is read: a 48 MP JPEG is ~25 MB, an
+# uncompressed 8-bit 64 MP BMP or PNG (MAX_PIXELS) ~200 MB; a 2.5 GB sparse "photo" never loads.
+MAX_IMAGE_BYTES = 256_000_000
+# Entries (files and folders) one walk of a folder or glob may look at, so a link to / or a
+# folder of millions ends with a clear error instead of filling memory.
+MAX_WALK_ENTRIES = 1_000_000
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an image file as RGB uint8 (H, W, 3); a clear error when it cannot be read."""
-    path = Path(path)
+class _Stopped(Exception):
+    """The walk's stop event was set."""
+
+
+@dataclass
+class Walker:
+    """Walks folder trees within one budget of `limit` entries, ending quietly when `stop` is set
+    (a run's stop signal). Each walk enters each real folder (device, inode) once, so symlink
+    loops end at once, and keeps only the open folders' listings."""
+
+    limit: int = MAX_WALK_ENTRIES
+    stop: threading.Event | None = None
+    seen: int = 0  # entries looked at, over every walk of this walker
+
+    def walk(
+        self,
+        root: Path,
+        max_depth: int | None = None,
+        descend: Callable[[tuple[str, ...]], bool] = lambda parts: True,
+    ) -> Iterator[tuple[Path, tuple[str, ...], bool]]:
+        """(path, its parts below root, is a folder) of every entry under `root`, depth-first in
+        sorted order (a folder's entries right after it: the order of sorted paths); a folder is
+        entered when `descend(parts)` and within `max_depth`. Unreadable sub-folders are passed."""
+        root = Path(root)
+        entered = {_folder_key(root, root)}
+        try:
+            stack = [(root, (), self._list(root, root))]
+            while stack:
+                folder, parts, entries = stack[-1]
+                entry = next(entries, None)
+                if entry is None:
+                    stack.pop()
+                    continue
+                path, sub = folder / entry.name, (*parts, entry.name)
+                is_dir = _is_dir(entry)
+                yield path, sub, is_dir
+                if not is_dir or (max_depth is not None and len(sub) >= max_depth):
+                    continue
+                key = _folder_key(entry, root)
+                if key is not None and key not in entered and descend(sub):
+                    entered.add(key)
+                    stack.append((path, sub, self._list(path, root)))
+        except _Stopped:
+            return
+
+    def _list(self, folder: Path, root: Path) -> Iterator[os.DirEntry]:
+        if self.stop is not None and self.stop.is_set():  # checked per folder and per entry
+            raise _Stopped
+        entries = []
+        try:
+            with os.scandir(folder) as it:
+                for entry in it:
+                    self._count(root)
+                    entries.append(entry)
+        except OSError as exc:
+            if folder == root:
+                raise EdgeclsError(f"{root}: cannot read folder ({exc.strerror or exc})") from None
+            return iter(())  # a sub-folder we may not read: passed, as glob and rglob do
+        entries.sort(key=lambda e: e.name)
+        return iter(entries)
+
+    def _count(self, root: Path) -> None:
+        if self.stop is not None and self.stop.is_set():
+            raise _Stopped
+        self.seen += 1
+        if self.seen > self.limit:
+            raise EdgeclsError(
+                f"{root}: more than {self.limit:,} files and folders to look through (a link "
+                "to a large tree?); give a smaller folder or a narrower glob"
+            )
+
+
+def _is_dir(entry: os.DirEntry) -> bool:
     try:
-        data = path.read_bytes()
+        return entry.is_dir()  # a symlink counts as its target
+    except OSError:
+        return False
+
+
+def _folder_key(entry: os.DirEntry | Path, root: Path) -> tuple[int, int] | None:
+    try:
+        st = entry.stat() if isinstance(entry, os.DirEntry) else os.stat(entry)
     except OSError as exc:
-        raise EdgeclsError(f"{path}: cannot read file ({exc.strerror})") from None
+        if entry is root:
+            raise EdgeclsError(f"{root}: cannot read folder ({exc.strerror or exc})") from None
+        return None
+    return st.st_dev, st.st_ino
+
+
+def _file_key(path: Path) -> tuple[int, int] | str:
+    try:
+        st = os.stat(path)
+    except OSError:  # a broken link: itself, named when it fails to read
+        return str(path)
+    return st.st_dev, st.st_ino
+
+
+class _Glob:
+    """A glob pattern below its literal root, matched a path part at a time as glob.glob does
+    (`**` any folders, wildcards never match a leading dot), without glob's unbounded walk."""
+
+    def __init__(self, parts: list[str]):
+        self.parts = parts
+
+    def _states(self, names: tuple[str, ...]) -> set[int]:
+        states, n = {0}, len(self.parts)
+        for name in names:
+            step = set()
+            for i in self._closure(states):
+                if i == n or (name.startswith(".") and not self.parts[i].startswith(".")):
+                    continue
+                if self.parts[i] == "**":
+                    step.add(i)
+                elif fnmatchcase(name, self.parts[i]):
+                    step.add(i + 1)
+            states = step
+        return states
+
+    def _closure(self, states: set[int]) -> set[int]:
+        out = set()
+        for i in states:
+            out.add(i)
+            while i < len(self.parts) and self.parts[i] == "**":
+                i += 1
+                out.add(i)
+        return out
+
+    def matches(self, names: tuple[str, ...]) -> bool:
+        return len(self.parts) in self._closure(self._states(names))
+
+    def may_descend(self, names: tuple[str, ...]) -> bool:
+        return any(i < len(self.parts) for i in self._states(names))
+
+
+def _glob(text: str, walker: Walker) -> Iterator[Path]:
+    parts = text.split("/")
+    first = next(i for i, part in enumerate(parts) if any(ch in part for ch in "*?["))
+    root = Path("/".join(parts[:first]) or ("/" if text.startswith("/") else "."))
+    rest = [part for part in parts[first:] if part not in ("", ".")]
+    if not root.is_dir() or not rest:
+        return
+    pattern = _Glob(rest)
+    depth = None if "**" in rest else len(rest)
+    for path, names, is_dir in walker.walk(root, depth, pattern.may_descend):
+        if not is_dir and is_image_file(path) and pattern.matches(names):
+            yield path
+
+
+def iter_image_paths(spec: str | Path, walker: Walker | None = None) -> Iterator[Path]:
+    """A file as is, a folder's images (recursive) or a glob's matching images, in sorted order,
+    found as they are asked for (a run starts on the first while the walk goes on). Each file
+    once, however many links lead to it; symlink loops end at once (`Walker`)."""
+    path, text, walker = Path(spec), str(spec), walker or Walker()
+    if path.is_dir():
+        found = (p for p, _, is_dir in walker.walk(path) if not is_dir and is_image_file(p))
+    elif not path.exists() and any(ch in text for ch in "*?["):
+        found = _glob(text, walker)
+    else:
+        yield path
+        return
+    once: set = set()
+    for p in found:
+        key = _file_key(p)
+        if key not in once:
+            once.add(key)
+            yield p
+
+
+def image_paths(spec: str | Path) -> list[Path]:
+    """`iter_image_paths` as a list."""
+    return list(iter_image_paths(spec))
+
+
+class UnreadableImage(EdgeclsError):
+    """Why a file is not an image this edgecls reads, without its path (the caller names it)."""
+
+
+NOT_AN_IMAGE = "not a readable image (corrupt, truncated, or not JPEG, PNG, BMP or WebP)"
+
+
+def image_file_bytes(path: str | Path) -> bytes:
+    """An image file's bytes, read only once it is known to be a regular file of at most
+    MAX_IMAGE_BYTES that starts with an image header; else UnreadableImage."""
+    try:
+        with open_regular(path, MAX_IMAGE_BYTES, "an image file") as (f, size):
+            head = f.read(16)
+            if not head:
+                raise UnreadableImage("empty file")
+            if not _image_header(head):
+                raise UnreadableImage(NOT_AN_IMAGE)
+            f.seek(0)
+            return f.read(size)
+    except FileRefused as exc:
+        raise UnreadableImage(str(exc)) from None
+    except OSError as exc:
+        raise UnreadableImage(f"cannot read file ({exc.strerror or exc})") from None
+
+
+def _image_header(head: bytes) -> bool:
+    """The file starts as a format `decode_image` reads (JPEG, PNG, BMP, WebP)."""
+    return head.startswith((b"\xff\xd8", b"\x89PNG\r\n\x1a\n", b"BM")) or (
+        head[:4] == b"RIFF" and head[8:12] == b"WEBP"
+    )
+
+
+def decode_file(path: str | Path) -> np.ndarray:
+    """An image file as RGB uint8 (H, W, 3), or UnreadableImage saying why not."""
+    data = image_file_bytes(path)
     try:
         image = decode_image(data)
     except ImageTooLarge as exc:
-        raise EdgeclsError(f"{path}: {exc}") from None
+        raise UnreadableImage(str(exc)) from None
     if image is None:
-        raise EdgeclsError(f"{path}: not a readable image (empty, corrupt or unknown format)")
+        raise UnreadableImage(NOT_AN_IMAGE)
     return image
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image file as RGB uint8 (H, W, 3); one line naming it when it cannot be read."""
+    try:
+        return decode_file(path)
+    except UnreadableImage as exc:
+        raise EdgeclsError(f"{path}: {exc}") from None
 
 
 def resize(image: np.ndarray, size: tuple[int, int], preprocessing: str = CURRENT) -> np.ndarray:

@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 
-from edgecls.bundle.preprocess import image_paths, is_image_file, read_image
+from edgecls.bundle.preprocess import Walker, iter_image_paths, read_image
 from edgecls.errors import EdgeclsError
 from edgecls.runtime.sources.base import Frame, Source, SourceEnded, valid_image
 
@@ -62,23 +61,29 @@ class FileSource(Source):
 
 
 class ImageFolderSource(Source):
-    """Images of a folder (sorted) or a glob, one frame each; unreadable ones are corrupt frames."""
+    """Images of a folder or a glob, in sorted order, one frame each; unreadable ones are corrupt
+    frames, named. The folder is walked as frames are read (`iter_image_paths`), so the first
+    frame comes at once, memory does not grow with the folder, and the walk ends on `stop` (set
+    by the run's stop signal) or with a clear error past MAX_WALK_ENTRIES."""
 
     live = False
 
     def __init__(self, spec: str):
-        self.paths = [p for p in image_paths(spec) if p.is_file() and is_image_file(p)]
-        if not self.paths:
-            raise EdgeclsError(f"--source {spec}: no images found (jpg, jpeg, png, bmp, webp)")
         self.name = spec
+        self.stop = threading.Event()
         self.root = Path(spec) if Path(spec).is_dir() else None  # names relative to it
-        self._iter: Iterator[tuple[int, Path]] = enumerate(self.paths)
+        self._paths = iter_image_paths(spec, Walker(stop=self.stop))
+        self._index = 0
 
     def read(self) -> Frame:
-        try:
-            i, path = next(self._iter)
-        except StopIteration:
-            raise SourceEnded from None
+        path = next(self._paths, None)
+        if path is None:
+            if self._index == 0 and not self.stop.is_set():
+                raise EdgeclsError(
+                    f"--source {self.name}: no images found (jpg, jpeg, png, bmp, webp)"
+                )
+            raise SourceEnded
+        i, self._index = self._index, self._index + 1
         # the base name alone is ambiguous across sub-folders (ok/0001.jpg, def/0001.jpg)
         name = str(path.relative_to(self.root) if self.root else path)
         try:
@@ -89,7 +94,9 @@ class ImageFolderSource(Source):
 
 class Prefetch(Source):
     """Reads a file source ahead on a thread, in order and without dropping, so decoding the next
-    frame overlaps the model's work on this one."""
+    frame overlaps the model's work on this one. Its `stop` is the wrapped source's own where it
+    has one (a folder's walk ends on it); the run sets it on a stop signal, and a read waiting
+    for a frame that a long walk has not found yet ends then too."""
 
     live = False
     _END = object()
@@ -98,7 +105,7 @@ class Prefetch(Source):
         self._source = source
         self.name = source.name
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
-        self._stop = threading.Event()
+        self.stop = source.stop if source.stop is not None else threading.Event()
         self._thread = threading.Thread(target=self._fill, daemon=True)
         self._thread.start()
 
@@ -109,14 +116,14 @@ class Prefetch(Source):
 
     def _fill(self) -> None:
         try:
-            while not self._stop.is_set():
+            while not self.stop.is_set():
                 try:
                     item = self._source.read()
                 except SourceEnded:
                     item = self._END
                 except Exception as exc:  # surfaced to the loop, not lost in a thread
                     item = exc
-                while not self._stop.is_set():
+                while not self.stop.is_set():
                     try:
                         self._queue.put(item, timeout=0.1)
                         break
@@ -128,7 +135,13 @@ class Prefetch(Source):
             self._source.close()
 
     def read(self) -> Frame:
-        item = self._queue.get()
+        while True:
+            try:
+                item = self._queue.get(timeout=0.1)
+                break
+            except queue.Empty:
+                if self.stop.is_set():
+                    raise SourceEnded from None
         if item is self._END:
             self._queue.put(item)
             raise SourceEnded
@@ -137,5 +150,5 @@ class Prefetch(Source):
         return item
 
     def close(self) -> None:
-        self._stop.set()
+        self.stop.set()
         self._thread.join(timeout=5)
