@@ -3,7 +3,6 @@ and rebuild the splits it was trained on. TF-free: export and explain both start
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -11,7 +10,7 @@ from edgecls.bundle.labels import load_labels
 from edgecls.bundle.preprocess import CURRENT, InputSpec, preprocessing_from_legacy
 from edgecls.errors import EdgeclsError
 from edgecls.folders import Split, SplitConfig, load_folder_dataset
-from edgecls.schema import from_dict
+from edgecls.schema import from_dict, load_json
 
 MODEL_FILE, LABELS_FILE, CONFIG_FILE = "model.keras", "labels.txt", "config.json"
 
@@ -59,9 +58,9 @@ def _read_config(path: Path) -> RunRecord | None:
     if not path.is_file():
         return None
     try:
-        config = json.loads(path.read_bytes().decode("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise EdgeclsError(f"{path}: not a readable run config ({exc}); retrain") from None
+        config = load_json(path)
+    except EdgeclsError as exc:
+        raise EdgeclsError(f"not a readable run config ({exc}); retrain") from None
     if not isinstance(config, dict):
         raise EdgeclsError(f"{path}: not a run config (a JSON object); retrain")
     return from_dict(RunRecord, config, str(path), strict=False)

@@ -8,18 +8,21 @@ import numpy as np
 
 from edgecls.bundle.backends import Predictor
 from edgecls.errors import EdgeclsError
+from edgecls.schema import FileRefused, read_limited
+
+MAX_LABELS_BYTES = 8_000_000  # a labels file is names, one a line: far less than this
 
 
 def load_labels(path: Path) -> list[str]:
     path = Path(path)
+    if not path.exists():
+        raise EdgeclsError(f"{path}: labels file not found (one class name per line)")
+    if path.is_dir():
+        raise EdgeclsError(f"{path}: is a folder, not a labels file")
     try:
-        text = path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        raise EdgeclsError(f"{path}: labels file not found (one class name per line)") from None
-    except IsADirectoryError:
-        raise EdgeclsError(f"{path}: is a folder, not a labels file") from None
-    except OSError as exc:
-        raise EdgeclsError(f"{path}: cannot read ({exc.strerror})") from None
+        text = read_limited(path, MAX_LABELS_BYTES, "a labels file").decode("utf-8")
+    except FileRefused as exc:  # a FIFO, a device, a huge file, unreadable
+        raise EdgeclsError(f"{path}: {exc}") from None
     except UnicodeDecodeError:
         raise EdgeclsError(
             f"{path}: not UTF-8 text; save it as UTF-8, one label per line"

@@ -5,12 +5,12 @@ renames; the bundle it replaces (an edgecls bundle, checked) is removed only aft
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
 from edgecls.durable import check_replaceable, refuse_working_folder
 from edgecls.errors import EdgeclsError
+from edgecls.schema import load_json
 
 # What an edgecls bundle folder holds; anything else in it is the user's and stops the export.
 _BUNDLE_FILE = re.compile(
@@ -21,8 +21,8 @@ _BUNDLE_FILE = re.compile(
 
 def _is_bundle(folder: Path) -> bool:
     try:
-        manifest = json.loads((folder / "manifest.json").read_bytes())
-    except (OSError, ValueError):
+        manifest = load_json(folder / "manifest.json")
+    except EdgeclsError:  # absent, not a file, not JSON: not a bundle of ours
         return False
     return isinstance(manifest, dict) and "artifacts" in manifest and "schema_version" in manifest
 

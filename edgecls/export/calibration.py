@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecls.bundle.preprocess import InputSpec, is_image_file
+from edgecls.bundle.preprocess import InputSpec, Walker, is_image_file
 from edgecls.errors import EdgeclsError
 
 MIN_RECOMMENDED = 100
@@ -22,10 +22,9 @@ def _groups(source: Path) -> dict[str, list[Path]]:
     train = source / "train"
     root = train if train.is_dir() else source
     groups: dict[str, list[Path]] = {}
-    for p in sorted(root.rglob("*")):
-        rel = p.relative_to(root)
-        if p.is_file() and is_image_file(p) and not any(s.startswith(".") for s in rel.parts):
-            groups.setdefault(rel.parts[0] if len(rel.parts) > 1 else "", []).append(p)
+    for p, parts, is_dir in Walker().walk(root):  # each real folder once, bounded
+        if not is_dir and is_image_file(p) and not any(s.startswith(".") for s in parts):
+            groups.setdefault(parts[0] if len(parts) > 1 else "", []).append(p)
     if not groups:
         raise EdgeclsError(f"--calibration {source}: no images found (jpg, jpeg, png, bmp, webp)")
     return groups

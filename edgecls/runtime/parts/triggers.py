@@ -130,7 +130,7 @@ def plc_fields(payload: str) -> tuple[int | str | None, int | None]:
         return None, None
     try:
         data = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested past the parser's stack
         return text[:64], None
     if not isinstance(data, dict):
         return (data if isinstance(data, (int, str)) and not isinstance(data, bool) else None), None
