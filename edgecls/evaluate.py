@@ -1,5 +1,6 @@
 """`edgecls evaluate` and `edgecls predict` as library calls: any model (.keras, .tflite, .onnx)
-with its labels and input path, metrics from scikit-learn, reports written atomically."""
+with its labels and input path, metrics in numpy (no scikit-learn on the board), reports written
+atomically."""
 
 from __future__ import annotations
 
@@ -60,52 +61,68 @@ def evaluate(
     return Evaluation(classes, list(split.paths), np.asarray(split.labels), probs)
 
 
-def metrics(ev: Evaluation) -> dict:
-    """scikit-learn's metrics, every class listed even when absent from the data."""
-    from sklearn.metrics import classification_report, confusion_matrix
+def confusion(ev: Evaluation) -> np.ndarray:
+    """Rows: the true class, columns: the predicted one; every class, present or not."""
+    k = len(ev.classes)
+    return np.bincount(ev.y_true * k + ev.y_pred, minlength=k * k).reshape(k, k)
 
-    ids = list(range(len(ev.classes)))
-    report = classification_report(
-        ev.y_true,
-        ev.y_pred,
-        labels=ids,
-        target_names=ev.classes,
-        output_dict=True,
-        zero_division=0,
-    )
+
+def _scores(cm: np.ndarray) -> dict[str, np.ndarray]:
+    """Per class precision, recall, F1 and support; 0 where a ratio has nothing to divide by
+    (as scikit-learn's zero_division=0), so a class absent from the data reads 0, not NaN."""
+    hits, predicted, support = np.diag(cm), cm.sum(axis=0), cm.sum(axis=1)
+    ratio = lambda a, b: np.divide(a, b, out=np.zeros(len(a)), where=b > 0)  # noqa: E731
+    precision, recall = ratio(hits, predicted), ratio(hits, support)
+    f1 = ratio(2 * precision * recall, precision + recall)
+    return {"precision": precision, "recall": recall, "f1": f1, "support": support}
+
+
+def _averages(s: dict[str, np.ndarray]) -> dict[str, dict[str, float]]:
+    weights = s["support"] / max(1, s["support"].sum())
+    keys = ("precision", "recall", "f1")
+    return {
+        "macro_avg": {k: float(s[k].mean()) for k in keys},
+        "weighted_avg": {k: float((s[k] * weights).sum()) for k in keys},
+    }
+
+
+def metrics(ev: Evaluation) -> dict:
+    """Accuracy, per-class and averaged precision/recall/F1 and the confusion matrix, every class
+    listed even when absent from the data; numpy alone, so a board needs no scikit-learn."""
+    cm = confusion(ev)
+    s = _scores(cm)
     per_class = {
         name: {
-            "precision": report[name]["precision"],
-            "recall": report[name]["recall"],
-            "f1": report[name]["f1-score"],
-            "support": int(report[name]["support"]),
+            "precision": float(s["precision"][i]),
+            "recall": float(s["recall"][i]),
+            "f1": float(s["f1"][i]),
+            "support": int(s["support"][i]),
         }
-        for name in ev.classes
-    }
-    average = {
-        key: {
-            k: report[avg][f]
-            for k, f in (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score"))
-        }
-        for key, avg in (("macro_avg", "macro avg"), ("weighted_avg", "weighted avg"))
+        for i, name in enumerate(ev.classes)
     }
     return {
         "accuracy": ev.accuracy,
         "n": len(ev.y_true),
         "classes": ev.classes,
         "per_class": per_class,
-        **average,
-        "confusion_matrix": confusion_matrix(ev.y_true, ev.y_pred, labels=ids).tolist(),
+        **_averages(s),
+        "confusion_matrix": cm.tolist(),
     }
 
 
 def classification_report_text(ev: Evaluation) -> str:
-    from sklearn.metrics import classification_report
-
-    ids = list(range(len(ev.classes)))
-    return classification_report(
-        ev.y_true, ev.y_pred, labels=ids, target_names=ev.classes, digits=3, zero_division=0
-    )
+    """The table people know from scikit-learn's classification_report."""
+    m = metrics(ev)
+    width = max(12, *(len(c) for c in ev.classes))
+    row = lambda name, p, r, f, n: f"{name:>{width}} {p:9.3f} {r:9.3f} {f:9.3f} {n:9d}"  # noqa: E731
+    lines = [f"{'':>{width}} {'precision':>9} {'recall':>9} {'f1-score':>9} {'support':>9}", ""]
+    for name, c in m["per_class"].items():
+        lines.append(row(name, c["precision"], c["recall"], c["f1"], c["support"]))
+    lines += ["", f"{'accuracy':>{width}} {'':>9} {'':>9} {m['accuracy']:9.3f} {m['n']:9d}"]
+    for key, title in (("macro_avg", "macro avg"), ("weighted_avg", "weighted avg")):
+        a = m[key]
+        lines.append(row(title, a["precision"], a["recall"], a["f1"], m["n"]))
+    return "\n".join(lines) + "\n"
 
 
 def plot_confusion_matrix(m: dict, path: Path) -> bool:

@@ -141,6 +141,7 @@ def test_device_extra_alone_runs_the_loop_without_tensorflow(
     assert "pymodbus" in freeze.lower() and "asyncua" in freeze.lower()  # the PLC's protocols
     size = sum(f.stat().st_size for f in venv.rglob("*") if f.is_file() and not f.is_symlink())
     assert size < 600e6, f"the device install is {size / 1e6:.0f} MB"  # a few hundred MB
+    assert "scikit-learn" not in freeze.lower()  # evaluate's metrics are numpy
 
     def edgecls(*args):
         cmd = [str(py), "-m", "edgecls", *args]

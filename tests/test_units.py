@@ -238,3 +238,30 @@ def test_a_folder_named_with_digits_is_that_folder_not_a_camera(tmp_path, monkey
         assert not source.live and frame.name == "trap.png" and frame.image.shape == (37, 81, 3)
     finally:
         source.close()
+
+
+def test_evaluation_metrics_match_scikit_learn_without_it_on_the_board():
+    """evaluate's numpy metrics against scikit-learn's (a dev dependency only), with a class
+    never predicted and one absent from the data."""
+    from sklearn.metrics import classification_report, confusion_matrix
+
+    from edgecls.evaluate import Evaluation, metrics
+
+    rng = np.random.default_rng(0)
+    y_true = rng.integers(0, 3, 300)  # class 3 never occurs
+    probs = rng.random((300, 5))
+    probs[:, 4] = 0  # class 4 is never predicted
+    ev = Evaluation([f"c{i}" for i in range(5)], [Path("x")] * 300, y_true, probs)
+    m = metrics(ev)
+    ids = list(range(5))
+    ref = classification_report(
+        ev.y_true, ev.y_pred, labels=ids, target_names=ev.classes, output_dict=True,
+        zero_division=0,
+    )  # fmt: skip
+    for name in ev.classes:
+        for ours, theirs in (("precision", "precision"), ("recall", "recall"), ("f1", "f1-score")):
+            assert m["per_class"][name][ours] == pytest.approx(ref[name][theirs], abs=1e-12)
+        assert m["per_class"][name]["support"] == ref[name]["support"]
+    for key, avg in (("macro_avg", "macro avg"), ("weighted_avg", "weighted avg")):
+        assert m[key]["f1"] == pytest.approx(ref[avg]["f1-score"], abs=1e-12)
+    assert m["confusion_matrix"] == confusion_matrix(ev.y_true, ev.y_pred, labels=ids).tolist()

@@ -70,7 +70,8 @@ EXTRAS = {
         ("tensorflow", "keras", "tf2onnx", "onnx", "shap", "matplotlib", "PIL"), "train"
     ),
     **dict.fromkeys(
-        ("onnxruntime", "ai_edge_litert", "paho", "yaml", "gpiozero", "sklearn"), "device"
+        ("onnxruntime", "ai_edge_litert", "paho", "yaml", "gpiozero", "pymodbus", "asyncua"),
+        "device",
     ),
 }
 
