@@ -1,16 +1,27 @@
 """Writes that survive a power cut and never mix old with new: a file is written to a temporary
 name, fsynced and renamed; a folder (a bundle, a training run) is built aside, fsynced and swapped
 in with one rename. A board's SD card or a workstation's disk then holds the old version or the
-new one, never a 0-byte or half-written file, whatever moment the power goes."""
+new one, never a 0-byte or half-written file, whatever moment the power goes.
+
+What is written aside carries the writer's PID in its name (`.NAME.partial-PID`, `.NAME.old-PID`,
+`.NAME.tmp-PID`, `/tmp/edgecls-KIND-PID-*`). The writer removes it on every way out it survives:
+a stop signal (SIGINT, SIGTERM, SIGHUP) is raised as `Interrupted`, so every `with` unwinds. What
+a process that did not survive left (SIGKILL, a power cut) is removed by the next writer of the
+same name once that PID is no longer an edgecls process; nothing else is ever removed."""
 
 from __future__ import annotations
 
 import contextlib
 import ctypes
+import glob
 import json
 import os
+import re
 import shutil
+import signal
 import tempfile
+import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,6 +35,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 def write_text_atomic(path: Path, text: str) -> None:
     path = Path(path)
+    sweep_leftovers(path.parent, path.name, ("tmp",))
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
@@ -83,22 +95,33 @@ def replace_folder(new: Path, dest: Path) -> None:
     is moved aside first and put back if the second rename fails."""
     new, dest = Path(new), Path(dest)
     fsync_tree(new)
+    old = None
+    try:
+        with signals_held():  # a stop signal between two renames would leave `dest` missing
+            old = _swap(new, dest)
+    finally:  # the old version goes, a stop signal held till here included
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    fsync_dir(dest.parent)
+
+
+def _swap(new: Path, dest: Path) -> Path | None:
+    """The renames that put `new` at `dest`; returns where the old `dest` now is, if any."""
     if dest.is_dir() and not any(dest.iterdir()):
         dest.rmdir()  # empty: nothing to lose
     if not dest.exists():
         os.rename(new, dest)
-    elif _exchange(new, dest):
-        shutil.rmtree(new)  # it holds the old folder now
-    else:
-        aside = dest.with_name(f".{dest.name}.old-{os.getpid()}")
-        os.rename(dest, aside)
-        try:
-            os.rename(new, dest)
-        except OSError:
-            os.rename(aside, dest)
-            raise
-        shutil.rmtree(aside, ignore_errors=True)
-    fsync_dir(dest.parent)
+        return None
+    if _exchange(new, dest):
+        return new  # it holds the old folder now
+    aside = dest.with_name(f".{dest.name}.old-{os.getpid()}")
+    os.rename(dest, aside)
+    try:
+        os.rename(new, dest)
+    except OSError:
+        os.rename(aside, dest)
+        raise
+    return aside
 
 
 _RENAME_EXCHANGE = 2
@@ -164,6 +187,7 @@ class StagedFolder:
 
     def __enter__(self) -> StagedFolder:
         self.out.parent.mkdir(parents=True, exist_ok=True)
+        sweep_leftovers(self.out.parent, self.out.name)  # what killed writers of `out` left
         shutil.rmtree(self.path, ignore_errors=True)  # one a killed run of this pid left
         self.path.mkdir()
         return self
@@ -191,3 +215,180 @@ def staged_folder(out: Path, what: str) -> Iterator[Path]:
             f"--out {out}: cannot write {what} ({exc.strerror or exc}); free space or "
             "choose a writable folder; nothing was changed"
         ) from None
+
+
+# --- what killed writers left behind -----------------------------------------------------------
+
+LEFTOVER_KINDS = ("partial", "old", "tmp")
+LEGACY_SCRATCH_SECONDS = 24 * 3600  # scratch of an edgecls before PIDs were in the names
+
+
+def process_gone(pid: int) -> bool:
+    """True when no edgecls process can hold `pid`'s leftovers: none runs with that PID, or a
+    zombie does, or one that is not Python (a PID taken again after a reboot). Where /proc
+    cannot say, a running PID counts as the owner: nothing of a live writer is removed."""
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, OverflowError):
+        return True
+    except OSError:  # PermissionError: another user's process
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().lower()
+    except (OSError, IndexError):
+        return False
+    return state == "Z" or not (b"python" in command or b"edgecls" in command)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def sweep_leftovers(folder: Path, name: str, kinds: tuple[str, ...] = LEFTOVER_KINDS) -> None:
+    """Remove `.NAME.partial-PID` (a folder being built), `.NAME.old-PID` (the version a swap
+    moved aside) and `.NAME.tmp-PID` (a file being written) whose writer is gone. An `.old` whose
+    swap died between its two renames is the last whole version: it is put back when `NAME` is
+    missing, never removed."""
+    folder = Path(folder)
+    for kind in kinds:
+        for path in folder.glob(f".{glob.escape(name)}.{kind}-*"):
+            pid = path.name.rpartition("-")[2]
+            if not pid.isdigit() or not process_gone(int(pid)):
+                continue
+            dest = folder / name
+            if kind == "old" and not os.path.lexists(dest):
+                with contextlib.suppress(OSError):
+                    os.rename(path, dest)
+                continue
+            _remove(path)
+
+
+def _sweep_scratch(kind: str) -> None:
+    pattern = re.compile(rf"edgecls-{re.escape(kind)}-(\d+)-")
+    now = time.time()
+    for path in Path(tempfile.gettempdir()).glob(f"edgecls-{glob.escape(kind)}-*"):
+        match = pattern.match(path.name)
+        try:
+            if match:
+                stale = process_gone(int(match.group(1)))
+            else:
+                stale = now - path.stat().st_mtime > LEGACY_SCRATCH_SECONDS
+        except OSError:
+            continue
+        if stale:
+            _remove(path)
+
+
+def new_scratch(kind: str) -> Path:
+    """A private folder in the system's temporary folder, `edgecls-KIND-PID-…`, after removing
+    those that killed processes left there (their PID says so)."""
+    _sweep_scratch(kind)
+    return Path(tempfile.mkdtemp(prefix=f"edgecls-{kind}-{os.getpid()}-"))
+
+
+@contextlib.contextmanager
+def scratch_folder(kind: str) -> Iterator[Path]:
+    """`new_scratch(kind)`, removed when the block ends, however it ends."""
+    path = new_scratch(kind)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+# --- stop signals ------------------------------------------------------------------------------
+
+STOP_SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal, raised as Ctrl-C is, so every `with` unwinds and removes what it staged;
+    the command exits 128 + `signum` (130 Ctrl-C, 129 SIGHUP, 143 SIGTERM)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal_name(signum))
+        self.signum = signum
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+class StopSignals:
+    """`with StopSignals() as stops:` SIGINT, SIGTERM and SIGHUP raise `Interrupted` in the main
+    thread (SIGTERM's default would kill the process with its staging folders on disk). Inside
+    `stops.deferred()` the first signal is only noted in `stops.signal`, for work that must end
+    at a step of its own (a training loop, its reports); a second one raises. A signal ignored
+    at start (`nohup`) stays ignored; off the main thread nothing is installed."""
+
+    def __init__(self):
+        self.signal: int | None = None  # the first that came
+        self.count = 0
+        self.raising = True
+        self._previous: dict = {}
+
+    def _handle(self, signum, _frame):
+        self.count += 1
+        if self.signal is None:
+            self.signal = signum
+        if not (self.raising or self.count > 1):
+            return
+        if _HOLD["depth"]:
+            _HOLD["pending"] = signum
+        else:
+            raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[StopSignals]:
+        self.raising = False
+        try:
+            yield self
+        finally:
+            self.raising = True
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for sig in STOP_SIGNALS:
+                if signal.getsignal(sig) is not signal.SIG_IGN:
+                    self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+
+_HOLD = {"depth": 0, "pending": None}  # see signals_held
+
+
+@contextlib.contextmanager
+def signals_held() -> Iterator[None]:
+    """A stop signal that comes inside the block is raised when it ends, for steps that must not
+    be cut in two (the renames of a swap). A signal mask would not do: another thread takes the
+    signal and Python still runs the handler in the main thread, inside the block."""
+    _HOLD["depth"] += 1
+    try:
+        yield
+    finally:
+        _HOLD["depth"] -= 1
+        pending, _HOLD["pending"] = _HOLD["pending"], None
+        if pending is not None and _HOLD["depth"] == 0:
+            raise Interrupted(pending)
+        _HOLD["pending"] = pending

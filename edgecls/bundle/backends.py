@@ -151,29 +151,64 @@ def _io(dtype, scale: float, zero_point: int, logits: bool | None = None) -> dic
 # LiteRT
 
 
+class RuntimeUnavailable(EdgeclsError):
+    """A runtime that is not installed here, or whose import fails (a wheel built for another
+    numpy, a missing native library): under `--backend auto` its artifacts are skipped while
+    another runtime can serve them; asked for by name, it is this one-line error."""
+
+    def __init__(self, runtime: str, problem: str, fix: str):
+        super().__init__(f"{runtime} {problem}: {fix}")
+        self.runtime, self.problem, self.fix = runtime, problem, fix
+
+
+def import_runtime(module: str):
+    """(module, None), or (None, why) as `edgecls doctor` says it: "is not installed", or "is
+    broken here (Type: reason)" for an import that fails in any other way."""
+    import importlib
+
+    try:
+        with native_stderr_silenced():  # a broken native library prints its own complaint
+            return importlib.import_module(module), None
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            return None, "is not installed"
+        return None, _broken(exc)
+    except Exception as exc:  # any failure of a third-party import is a finding, not a crash
+        return None, _broken(exc)
+
+
+def _broken(exc: BaseException) -> str:
+    reason = " ".join(str(exc).split())[:200]
+    return f"is broken here ({type(exc).__name__}: {reason})"
+
+
 def litert_runtime():
     """(Interpreter, load_delegate, OpResolverType or None, source): LiteRT, or tflite-runtime
     where numpy < 2 (its last release fails to load with numpy 2)."""
-    try:
-        from ai_edge_litert import interpreter as mod
-
+    mod, problem = import_runtime("ai_edge_litert.interpreter")
+    if mod is not None:
         return mod.Interpreter, mod.load_delegate, mod.OpResolverType, "ai_edge_litert"
-    except ImportError:
-        pass
     if int(np.__version__.split(".")[0]) < 2:  # tflite-runtime 2.14 fails to load with numpy 2
-        try:
-            from tflite_runtime import interpreter as mod
-
-            return (
-                mod.Interpreter,
-                mod.load_delegate,
-                getattr(mod, "OpResolverType", None),
-                "tflite_runtime",
-            )
-        except ImportError:
-            pass
+        old, _ = import_runtime("tflite_runtime.interpreter")
+        if old is not None:
+            resolver = getattr(old, "OpResolverType", None)
+            return old.Interpreter, old.load_delegate, resolver, "tflite_runtime"
     # tf.lite is deprecated and would pull TensorFlow onto the board side: never used here.
-    raise EdgeclsError("no TFLite runtime found: pip install ai-edge-litert (or 'edgecls[device]')")
+    fix = "pip install ai-edge-litert (or 'edgecls[device]')"
+    if problem != "is not installed":
+        fix = "pip install --force-reinstall ai-edge-litert; `edgecls doctor` shows what fails"
+    raise RuntimeUnavailable("LiteRT (ai-edge-litert)", problem, fix)
+
+
+def onnx_runtime():
+    """The onnxruntime module, or RuntimeUnavailable saying why and what to do."""
+    ort, problem = import_runtime("onnxruntime")
+    if ort is not None:
+        return ort
+    fix = "pip install onnxruntime"
+    if problem != "is not installed":
+        fix = "pip install --force-reinstall onnxruntime; `edgecls doctor` shows what fails"
+    raise RuntimeUnavailable("ONNX Runtime", problem, fix)
 
 
 @register_backend("litert")
@@ -284,10 +319,7 @@ def onnx_providers(options: RuntimeOptions) -> list:
 @register_backend("onnxruntime")
 class OnnxRuntimePredictor:
     def __init__(self, path: Path, options: RuntimeOptions = RuntimeOptions()):
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            raise EdgeclsError("ONNX Runtime is not installed: pip install onnxruntime") from None
+        ort = onnx_runtime()
         so = ort.SessionOptions()
         so.intra_op_num_threads = options.num_threads
         so.log_severity_level = 3

@@ -3,6 +3,7 @@ fail."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
@@ -115,18 +116,26 @@ def fail(message: str, code: int = 2):
     raise typer.Exit(code)
 
 
-def command(target=app, name: str | None = None):
-    """Register a command whose user errors become one line on stderr and a non-zero exit."""
+def command(target=app, name: str | None = None, stops: bool = True):
+    """Register a command whose user errors become one line on stderr and a non-zero exit, and
+    whose stop signals (SIGINT, SIGTERM, SIGHUP) unwind it like Ctrl-C, so what it staged is
+    removed and it exits 128 + the signal; `stops=False` for one that handles them itself."""
 
     def deco(fn):
         @functools.wraps(fn)
         def wrapper(*args, **kwargs):
+            from edgecls.durable import Interrupted, StopSignals
+
             try:
-                return fn(*args, **kwargs)
+                with StopSignals() if stops else contextlib.nullcontext():
+                    return fn(*args, **kwargs)
             except EdgeclsError as exc:
                 fail(str(exc), exc.exit_code)
             except ModuleNotFoundError as exc:
                 missing_extra(exc)
+            except Interrupted as exc:
+                err.print(f"interrupted ({exc})")
+                raise typer.Exit(exc.exit_code) from None
             except KeyboardInterrupt:
                 err.print("interrupted")
                 raise typer.Exit(130) from None

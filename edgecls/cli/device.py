@@ -65,7 +65,7 @@ def _run_parameters() -> list[inspect.Parameter]:
     return params + table_parameters(LoopOptions, skip=("bundle",))
 
 
-command(name="run")(with_signature(_run, _run_parameters()))
+command(name="run", stops=False)(with_signature(_run, _run_parameters()))  # its own: a clean stop
 
 
 @command()

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from edgecls.bundle.formats import FORMATS
 from edgecls.cli.common import command, console, err, fail, table_parameters, with_signature
+from edgecls.cli.train import stopped
 from edgecls.export.config import ExportOptions
 
 
@@ -54,9 +55,15 @@ def _print_repairs(manifest) -> None:
 def _export(**options):
     """Export TFLite and ONNX artifacts with a parity gate against the float model."""
     from edgecls.bundle.report import parity_rows
+    from edgecls.durable import Interrupted
     from edgecls.export import export_bundle
 
-    result = export_bundle(ExportOptions(**options).to_config(), console)
+    config = ExportOptions(**options).to_config()
+    try:
+        result = export_bundle(config, console)
+    except Interrupted as exc:
+        where = config.out or "export/NAME"
+        stopped(exc.signum, f"no bundle was written; {where} is as it was")
     m = result.manifest
     _parity_table(parity_rows(m.artifacts), f"{result.out} (parity on {m.parity.n} images)")
     console.print(f"bundle: {result.out}  (manifest.json, parity.md, labels.txt)")

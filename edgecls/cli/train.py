@@ -2,29 +2,51 @@
 
 from __future__ import annotations
 
+import signal
 from dataclasses import replace
 from pathlib import Path
 
+import typer
 from rich.table import Table
 
-from edgecls.cli.common import command, console, table_parameters, with_signature
+from edgecls.cli.common import command, console, err, table_parameters, with_signature
 from edgecls.train.config import TrainOptions
 
 DEFAULT_SAMPLE = Path("runs/data/casting-sample")
 
 
+def stopped(signum: int, what: str):
+    """A stop signal ended the command after a clean stop: one line, and 128 + the signal (130
+    Ctrl-C, 129 SIGHUP, 143 SIGTERM), so `train && export` never goes on with a cut-short run."""
+    from edgecls.durable import signal_name
+
+    err.print(f"interrupted ({signal_name(signum)}): {what}", highlight=False, soft_wrap=True)
+    raise typer.Exit(128 + signum)
+
+
 def _train(**options):
     """Train a classifier and write model.keras, labels, metrics and reports to a run folder."""
+    from edgecls.durable import Interrupted
     from edgecls.train import train as run_training
 
-    result = run_training(train_config(TrainOptions(**options)), console)
-    if result.out is None:
+    config = train_config(TrainOptions(**options))
+    try:
+        result = run_training(config, console)
+    except Interrupted as exc:
+        stopped(exc.signum, f"no run was written; {config.out} is as it was")
+    if result.out is not None:
+        metrics_table(result.metrics, f"{result.out} (test split)")
+        console.print(f"model: {result.out / 'model.keras'}")
+        if options["save_backbone"]:
+            console.print(f"backbone: {result.out / 'backbone.weights.h5'}")
+    elif not result.stopped_by:
         console.print("done: this worker is not the chief; the chief wrote the run folder")
-        return
-    metrics_table(result.metrics, f"{result.out} (test split)")
-    console.print(f"model: {result.out / 'model.keras'}")
-    if options["save_backbone"]:
-        console.print(f"backbone: {result.out / 'backbone.weights.h5'}")
+    if result.interrupted or result.stopped_by:
+        stopped(
+            result.stopped_by or signal.SIGINT,
+            f"{result.out or 'the run folder'} holds the model after {result.epochs_run} "
+            f"epoch(s) (best: epoch {result.best_epoch}) and its reports",
+        )
 
 
 def train_config(options: TrainOptions):

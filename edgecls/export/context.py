@@ -4,13 +4,13 @@ float ONNX model, and the calibration images."""
 from __future__ import annotations
 
 import functools
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from edgecls.bundle.backends import LOGITS
+from edgecls.durable import new_scratch
 
 
 def logits_model(model):
@@ -72,7 +72,8 @@ class ExportContext:
     calibration: np.ndarray  # uint8 (N, H, W, 3), through the training preprocessing
     io: str = "uint8"  # integer TFLite input/output type: uint8 | int8 | float32
     onnx_int8: str = "u8u8"  # int8 ONNX activation/weight types, see ONNX_INT8
-    workdir: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="edgecls-export-")))
+    # `edgecls-export-PID-*`: one a killed export left is removed by the next (durable.py)
+    workdir: Path = field(default_factory=lambda: new_scratch("export"))
     variants: dict = field(default_factory=dict, repr=False)  # see `variant`
 
     @functools.cached_property

@@ -1,14 +1,15 @@
 """`edgecls export`: TFLite and ONNX artifacts, each proven against the float Keras model.
 
 The bundle is assembled in a temporary folder beside its destination and renamed into place, so
-an interrupted export never leaves a bundle that looks whole (see export/bundle_dir.py).
+an interrupted export never leaves a bundle that looks whole (see export/bundle_dir.py); that
+folder and the converters' scratch folder (`/tmp/edgecls-export-PID-*`) are removed on every way
+out the process survives, a stop signal included, and by the next export after one it did not.
 """
 
 from __future__ import annotations
 
 import json
 import platform
-import shutil
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -36,7 +37,7 @@ from edgecls.bundle.manifest import (
 from edgecls.bundle.parity import compare
 from edgecls.bundle.preprocess import InputSpec, is_image_file
 from edgecls.bundle.report import save_bundle_files
-from edgecls.durable import staged_folder, write_text_atomic
+from edgecls.durable import StopSignals, scratch_folder, staged_folder, write_text_atomic
 from edgecls.errors import EdgeclsError
 from edgecls.export.bundle_dir import check_destination
 from edgecls.export.calibration import (
@@ -226,7 +227,13 @@ def _manifest(out, source, spec, calibration, evalset, config, artifacts) -> Man
 
 
 def export_bundle(config: ExportConfig, console: Console | None = None) -> ExportResult:
-    console = console or Console()
+    """A stop signal (Ctrl-C, SIGTERM, SIGHUP) ends the export with `Interrupted`: the bundle at
+    --out stays as it was, the staging and scratch folders are removed."""
+    with StopSignals():
+        return _export(config, console or Console())
+
+
+def _export(config: ExportConfig, console: Console) -> ExportResult:
     from edgecls.export.context import ExportContext, logits_model
     from edgecls.keras_predictor import KerasPredictor, load_keras_model
 
@@ -247,15 +254,14 @@ def export_bundle(config: ExportConfig, console: Console | None = None) -> Expor
     for w in warnings:
         console.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
 
-    ctx = ExportContext(logits_model(model), spec.size, calibration, config.io, config.onnx_int8)
     meta = embedded_metadata(source.labels, spec)
-    try:
-        with staged_folder(out, "the bundle") as folder:
-            artifacts = [_artifact(a, ctx, folder, evalset, config, meta, console) for a in plan]
-            artifacts = _int8_checks(artifacts, ctx, folder, evalset, config, meta, console)
-            manifest = _manifest(out, source, spec, calib, evalset, config, artifacts)
-            write_text_atomic(folder / "labels.txt", "\n".join(source.labels) + "\n")
-            save_bundle_files(folder, manifest)
-    finally:
-        shutil.rmtree(ctx.workdir, ignore_errors=True)
+    with scratch_folder("export") as workdir, staged_folder(out, "the bundle") as folder:
+        ctx = ExportContext(
+            logits_model(model), spec.size, calibration, config.io, config.onnx_int8, workdir
+        )
+        artifacts = [_artifact(a, ctx, folder, evalset, config, meta, console) for a in plan]
+        artifacts = _int8_checks(artifacts, ctx, folder, evalset, config, meta, console)
+        manifest = _manifest(out, source, spec, calib, evalset, config, artifacts)
+        write_text_atomic(folder / "labels.txt", "\n".join(source.labels) + "\n")
+        save_bundle_files(folder, manifest)
     return ExportResult(out, manifest, warnings)

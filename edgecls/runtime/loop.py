@@ -191,7 +191,8 @@ def run(config: LoopConfig, out=None, log=None, source: Source | None = None) ->
             sinks.close()
             raise
         context.source_fps = lambda: source_fps(source, config.source)
-        _started(config, choice, source, sinks, log)
+        if not stop.is_set():  # stopped while the source opened: the summary says the rest
+            _started(config, choice, source, sinks, log)
         needs = sinks.needs()
         classify = _Classifier(
             choice.predictor, bundle, identity, source.name, config.min_confidence,

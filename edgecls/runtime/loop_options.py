@@ -56,7 +56,10 @@ class LoopOptions:
     save_dir: Path | None = opt(None, "save classified frames here")  # noqa: RUF009
     save_labels: str | None = opt(None, "only frames of these labels, comma-separated")
     save_max_mb: float | None = opt(None, "keep saved frames within this many MB, oldest go first")
-    record: Path | None = opt(None, "write an annotated video (mp4) at the source's frame rate")  # noqa: RUF009
+    record: Path | None = opt(  # noqa: RUF009
+        None,
+        "annotated video: .avi (plays to its last frame after a power cut) or .mp4 (60 s parts)",
+    )
     log_file: Path | None = opt(None, "JSON records to this rotating file instead of stdout")  # noqa: RUF009
     log_max_mb: float = opt(10.0, "rotate --log-file at this size")
     log_backups: int = opt(5, "rotated --log-file copies kept")

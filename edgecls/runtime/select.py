@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecls.bundle.backends import Predictor, RuntimeOptions
+from edgecls.bundle.backends import Predictor, RuntimeOptions, RuntimeUnavailable, import_runtime
 from edgecls.bundle.folder import Bundle
 from edgecls.bundle.formats import backend_formats
 from edgecls.bundle.latency import latency_samples
@@ -52,9 +52,8 @@ def _cache_key(bundle: Bundle, options: RuntimeOptions) -> str:
 
 
 def _gpu_providers() -> list[str]:
-    try:
-        import onnxruntime as ort
-    except ImportError:
+    ort, _ = import_runtime("onnxruntime")  # a broken one is said where its artifacts are skipped
+    if ort is None:
         return []
     return [
         p
@@ -149,7 +148,8 @@ def choose(
     gpu = _gpu_choice(bundle, candidates, backend, options, allow_failed)
     if gpu is not None:
         return gpu
-    predictors = {a.file: bundle.load(a, options, allow_failed) for a in candidates}
+    predictors = _load_all(bundle, candidates, options, allow_failed, backend, log)
+    candidates = [a for a in candidates if a.file in predictors]
     if len(candidates) == 1:
         a = candidates[0]
         return Choice(a, predictors[a.file], "only eligible artifact")
@@ -174,3 +174,29 @@ def choose(
         predictors[best.file],
         f"fastest measured on this machine{' (cached)' if cached else ''}: {others}",
     )
+
+
+def _load_all(bundle, candidates, options, allow_failed, backend, log) -> dict[str, Predictor]:
+    """Every candidate loaded. Under `auto`, a runtime that is missing or broken here is one
+    warning and its artifacts are skipped while another runtime serves; only when none can is
+    it an error, naming each runtime's problem and its fix."""
+    predictors, unavailable = {}, {}
+    for a in candidates:
+        if a.format in unavailable:
+            continue
+        try:
+            predictors[a.file] = bundle.load(a, options, allow_failed)
+        except RuntimeUnavailable as exc:
+            if backend != "auto":
+                raise
+            unavailable[a.format] = exc
+    if not predictors and unavailable:
+        problems = "; ".join(str(exc) for exc in unavailable.values())
+        raise EdgeclsError(f"{bundle.root}: no runtime here can run its artifacts: {problems}")
+    for fmt, exc in unavailable.items():
+        skipped = ", ".join(a.file for a in candidates if a.format == fmt)
+        log(
+            f"warning: {exc.runtime} {exc.problem}: skipping {skipped}; running the other "
+            f"artifacts (to use it: {exc.fix})"
+        )
+    return predictors

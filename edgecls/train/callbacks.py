@@ -57,3 +57,22 @@ def keras_callbacks(
         verbose=0,
     )
     return early, [RichProgress(), early]
+
+
+def stop_check(stops):
+    """Ends training at the next step once a stop signal is noted in `stops` (a StopSignals in
+    its deferred mode): as Ctrl-C does, with `Interrupted`, raised where the loop can take it
+    rather than inside a step."""
+    import keras
+
+    from edgecls.durable import Interrupted
+
+    class StopCheck(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if stops.signal is not None:
+                raise Interrupted(stops.signal)
+
+        def on_epoch_end(self, epoch, logs=None):  # after the epoch is counted and kept
+            self.on_train_batch_end(0)
+
+    return StopCheck()

@@ -58,6 +58,7 @@ class TrainResult:
     epochs_run: int
     best_epoch: int
     interrupted: bool
+    stopped_by: int | None = None  # the stop signal (SIGINT, SIGTERM, SIGHUP) that ended it
 
 
 def unique_run_dir(base: Path) -> Path:

@@ -6,16 +6,18 @@ the finished run folder in."""
 
 from __future__ import annotations
 
-import tempfile
+import shutil
+import signal
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
 
+from edgecls.durable import Interrupted, StopSignals, new_scratch
 from edgecls.errors import EdgeclsError
 from edgecls.folders import FolderDataset, load_folder_dataset
 from edgecls.train.callbacks import keras_callbacks as _keras_callbacks
-from edgecls.train.callbacks import progress_bar
+from edgecls.train.callbacks import progress_bar, stop_check
 from edgecls.train.config import TrainConfig, TrainResult
 from edgecls.train.distribute import ClusterTask, cluster_task, determinism, make_strategy
 from edgecls.train.epochs import LoopData, Steps, run_epochs
@@ -171,14 +173,17 @@ class Fitted:
     interrupted: bool
 
 
-def fit(config, model, optimizer, strategy, data: LoopData, console) -> Fitted:
-    """Run the epochs with progress; Ctrl-C keeps the best weights so far."""
+def fit(config, model, optimizer, strategy, data: LoopData, console, stops=None) -> Fitted:
+    """Run the epochs with progress; Ctrl-C, or a stop signal noted in `stops`, ends them at the
+    next step and keeps the best weights so far."""
     history: list[dict] = []
     interrupted = False
     with progress_bar(console) as progress:
         early, callbacks = _keras_callbacks(
             progress, data.steps, history, config.patience, config.monitor
         )
+        if stops is not None:
+            callbacks = [*callbacks, stop_check(stops)]
         try:
             run_epochs(Steps(strategy, model, optimizer), data, config.epochs, callbacks)
         except KeyboardInterrupt:
@@ -189,6 +194,10 @@ def fit(config, model, optimizer, strategy, data: LoopData, console) -> Fitted:
 
 
 def train(config: TrainConfig, console: Console | None = None) -> TrainResult:
+    """A stop signal (Ctrl-C, SIGTERM, SIGHUP) before the first epoch ends leaves nothing: an
+    earlier run at --out stays as it was. Later, training ends at the next step and the run of
+    what was trained so far is written whole, `stopped_by` naming the signal; a second signal
+    abandons it. Staging and scratch folders go on every way out."""
     console = console or Console()
     config = resolve(config)
     task = cluster_task()
@@ -196,17 +205,22 @@ def train(config: TrainConfig, console: Console | None = None) -> TrainResult:
         check_out(config.out)  # refused before minutes of scanning, not after
     else:
         console = Console(quiet=True)
-    dataset = scan(config, console)
-    strategy = make_strategy(config.strategy)  # before any other TensorFlow op
-    with determinism(config.seed, config.deterministic), _workspace(config, task) as run:
-        model, optimizer = build(config, strategy, len(dataset.classes), console)
-        data = feed(config, dataset, strategy, run.scratch)
-        fitted = fit(config, model, optimizer, strategy, data, console)
-        if not task.is_chief:
-            return TrainResult(None, {}, dataset, len(fitted.history), fitted.best_epoch, False)
-        result = report(config, dataset, model, fitted, run.staging, console)
-        run.commit()
-    result.out = config.out
+    with StopSignals() as stops:
+        dataset = scan(config, console)
+        strategy = make_strategy(config.strategy)  # before any other TensorFlow op
+        with determinism(config.seed, config.deterministic), _workspace(config, task) as run:
+            model, optimizer = build(config, strategy, len(dataset.classes), console)
+            data = feed(config, dataset, strategy, run.scratch)
+            with stops.deferred():  # a first signal ends the epochs at a step, then reports
+                fitted = fit(config, model, optimizer, strategy, data, console, stops)
+                if fitted.interrupted and (not fitted.history or stops.count > 1):
+                    raise Interrupted(stops.signal or signal.SIGINT)  # nothing worth a run
+                if not task.is_chief:
+                    epochs, best = len(fitted.history), fitted.best_epoch
+                    return TrainResult(None, {}, dataset, epochs, best, False, stops.signal)
+                result = report(config, dataset, model, fitted, run.staging, console)
+                run.commit()
+    result.out, result.stopped_by = config.out, stops.signal
     return result
 
 
@@ -215,12 +229,11 @@ class _WorkerScratch:
     folder for cache files, removed at the end; it writes nothing else."""
 
     def __enter__(self):
-        self._tmp = tempfile.TemporaryDirectory(prefix="edgecls-worker-")
-        self.scratch = Path(self._tmp.name)
+        self.scratch = new_scratch("worker")  # PID in its name: a killed worker's is swept
         return self
 
     def __exit__(self, *exc_info):
-        self._tmp.cleanup()
+        shutil.rmtree(self.scratch, ignore_errors=True)
 
 
 def _workspace(config: TrainConfig, task: ClusterTask):

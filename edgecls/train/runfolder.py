@@ -1,10 +1,11 @@
 """A run folder is written whole or not at all.
 
 Training writes into a hidden staging folder beside `--out`; only a finished run is fsynced and
-swapped in by rename, so a run that fails (unknown model, no network, Ctrl-C before the first
-epoch ends, a full disk) leaves an existing run folder exactly as it was. A non-empty `--out`
-that is not an edgecls run folder, or one holding files edgecls did not write, is refused:
-nothing edgecls did not create is deleted."""
+swapped in by rename, so a run that fails (unknown model, no network, a stop signal before the
+first epoch ends, a full disk) leaves an existing run folder exactly as it was, and no staging
+folder: one a killed run left (`.NAME.partial-PID`) is removed by the next run of that name. A
+non-empty `--out` that is not an edgecls run folder, or one holding files edgecls did not write,
+is refused: nothing edgecls did not create is deleted."""
 
 from __future__ import annotations
 

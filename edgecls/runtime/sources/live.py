@@ -16,6 +16,16 @@ from edgecls.runtime import native_memory
 from edgecls.runtime.sources.base import Frame, Source, SourceEnded, valid_image
 
 
+class _Unopened:
+    """What an opener that returned None stands for: a capture that is not open."""
+
+    def isOpened(self) -> bool:  # OpenCV's name
+        return False
+
+    def release(self) -> None:
+        pass
+
+
 class LiveSource(Source):
     """A camera, stream or pipeline: newest frame only, reopened with back-off when it drops or
     stalls.
@@ -56,16 +66,53 @@ class LiveSource(Source):
         self.reconnects = 0
         self.dropped_frames = 0  # frames replaced before the model saw them
         self.last_frame = time.monotonic()
-        cap = opener()  # the first open in the caller's thread: a wrong source fails at start
-        if cap is None or not cap.isOpened():
-            if cap is not None:
-                cap.release()
+        cap = self._first_open()
+        if cap is None:  # a stop signal came first: read() ends the run, a clean stop
+            self._log(f"source {self.name}: stopped while opening")
+            return
+        if not cap.isOpened():
+            cap.release()
             raise SourceUnavailable(
                 f"--source {self.name}: cannot open (no such camera, stream or "
                 "pipeline; check the index/URL and that nothing else holds it)"
             )
         self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0) if hasattr(cap, "get") else 0.0
         self._spawn(cap)
+
+    def _first_open(self):
+        """The first open (a wrong source fails at start), on a helper thread the caller waits
+        for, waking on the stop event: opening a silent stream blocks inside FFmpeg, where no
+        signal handler runs. None when the stop came first; the helper then releases what it
+        opened itself, as every thread here does."""
+        done, box, lock = threading.Event(), {}, threading.Lock()
+
+        def open_it():
+            try:
+                cap = self._opener()
+            except BaseException as exc:  # handed to the caller, raised there
+                cap, box["error"] = None, exc
+            with lock:
+                if box.get("abandoned"):
+                    if cap is not None:
+                        cap.release()
+                else:
+                    box["cap"] = cap
+                    done.set()
+
+        # not joined at close: an abandoned open ends with its own timeout, or with the process
+        threading.Thread(target=open_it, daemon=True, name=f"{self.name} open").start()
+        try:
+            while not (done.wait(0.1) or self.stop.is_set()):
+                pass
+        finally:  # also on an exception in this thread: the helper keeps nothing it opens
+            with lock:
+                box["abandoned"] = not done.is_set()
+        if box["abandoned"]:
+            return None
+        if "error" in box:
+            raise box["error"]
+        cap = box["cap"]
+        return _Unopened() if cap is None else cap
 
     def _spawn(self, cap=None, reason: str = "") -> None:
         with self._cond:
