@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import fcntl
 import glob
 import json
 import os
@@ -39,6 +40,7 @@ def write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with open(tmp, "w", encoding="utf-8") as f:
+            _lock(f.fileno())  # a sweep from another PID namespace sees it is being written
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
@@ -184,22 +186,29 @@ class StagedFolder:
         self.out = Path(os.path.abspath(out))  # `runs/x/..` names runs, with a name to put beside
         self.path = self.out.parent / f".{self.out.name}.partial-{os.getpid()}"
         self.committed = False
+        self.held: int | None = None
 
     def __enter__(self) -> StagedFolder:
         self.out.parent.mkdir(parents=True, exist_ok=True)
         sweep_leftovers(self.out.parent, self.out.name)  # what killed writers of `out` left
         shutil.rmtree(self.path, ignore_errors=True)  # one a killed run of this pid left
         self.path.mkdir()
+        self.held = hold(self.path)
         return self
 
     def commit(self) -> Path:
-        replace_folder(self.path, self.out)
+        try:
+            replace_folder(self.path, self.out)
+        except Interrupted as exc:  # a signal held through the swap comes after it
+            self.committed = exc.written = not os.path.lexists(self.path)
+            raise
         self.committed = True
         return self.out
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if not self.committed:
             shutil.rmtree(self.path, ignore_errors=True)
+        release(self.held)
 
 
 @contextlib.contextmanager
@@ -243,6 +252,54 @@ def process_gone(pid: int) -> bool:
     return state == "Z" or not (b"python" in command or b"edgecls" in command)
 
 
+def _lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    return True
+
+
+def hold(path: Path) -> int | None:
+    """An advisory lock on the folder this process is writing, held until `release`: a PID says
+    nothing across PID namespaces (a container writing into a mounted folder) or machines (NFS),
+    a lock does, so the sweep of another process never takes a live writer's folder."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return None
+    if not _lock(fd):
+        os.close(fd)
+        return None
+    return fd
+
+
+def release(fd: int | None) -> None:
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
+
+
+def held_elsewhere(path: Path) -> bool:
+    """Whether a live process holds `path` (`hold`); False where it cannot be told."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)  # and the lock taken, if it was
+    return False
+
+
+_SCRATCH_HELD: dict[Path, int | None] = {}
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
@@ -260,7 +317,7 @@ def sweep_leftovers(folder: Path, name: str, kinds: tuple[str, ...] = LEFTOVER_K
     for kind in kinds:
         for path in folder.glob(f".{glob.escape(name)}.{kind}-*"):
             pid = path.name.rpartition("-")[2]
-            if not pid.isdigit() or not process_gone(int(pid)):
+            if not pid.isdigit() or not process_gone(int(pid)) or held_elsewhere(path):
                 continue
             dest = folder / name
             if kind == "old" and not os.path.lexists(dest):
@@ -282,7 +339,7 @@ def _sweep_scratch(kind: str) -> None:
                 stale = now - path.stat().st_mtime > LEGACY_SCRATCH_SECONDS
         except OSError:
             continue
-        if stale:
+        if stale and not held_elsewhere(path):
             _remove(path)
 
 
@@ -290,7 +347,9 @@ def new_scratch(kind: str) -> Path:
     """A private folder in the system's temporary folder, `edgecls-KIND-PID-…`, after removing
     those that killed processes left there (their PID says so)."""
     _sweep_scratch(kind)
-    return Path(tempfile.mkdtemp(prefix=f"edgecls-{kind}-{os.getpid()}-"))
+    path = Path(tempfile.mkdtemp(prefix=f"edgecls-{kind}-{os.getpid()}-"))
+    _SCRATCH_HELD[path] = hold(path)
+    return path
 
 
 @contextlib.contextmanager
@@ -301,6 +360,7 @@ def scratch_folder(kind: str) -> Iterator[Path]:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+        release(_SCRATCH_HELD.pop(path, None))
 
 
 # --- stop signals ------------------------------------------------------------------------------
@@ -317,6 +377,7 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, signum: int):
         super().__init__(signal_name(signum))
         self.signum = signum
+        self.written = False  # the folder was swapped in just before the signal was raised
 
     @property
     def exit_code(self) -> int:

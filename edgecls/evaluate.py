@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from edgecls.bundle.backends import Predictor
-from edgecls.bundle.labels import check_outputs, load_labels
+from edgecls.bundle.labels import MAX_LABELS_BYTES, check_outputs, load_labels
 from edgecls.bundle.preprocess import InputSpec
 from edgecls.durable import write_text_atomic
 from edgecls.errors import EdgeclsError
@@ -22,7 +22,6 @@ from edgecls.schema import FileRefused, from_dict, open_regular
 # What a model or labels file may weigh before its reader (which takes it whole) is let at it:
 # TFLite and ONNX files end at 2 GB (flatbuffer, protobuf); labels.txt is a line per class.
 MAX_MODEL_BYTES = 4_000_000_000
-MAX_LABELS_BYTES = 8_000_000
 
 
 @dataclass
@@ -202,7 +201,7 @@ def open_model(model: Path, labels: Path | None = None) -> LabelledModel:
 
     model = Path(model)
     _check_file(model, MAX_MODEL_BYTES, "a model file (.keras, .tflite or .onnx)")
-    if labels is not None:
+    if labels is not None:  # before the model loads: the quick check first
         _check_file(labels, MAX_LABELS_BYTES, "a labels file")
     if model.suffix == ".keras":  # the float model: TensorFlow, never on the board
         from edgecls.keras_predictor import KerasPredictor
@@ -219,7 +218,6 @@ def open_model(model: Path, labels: Path | None = None) -> LabelledModel:
     else:
         if labels is None and not (model.parent / "labels.txt").is_file():
             raise EdgeclsError(f"no labels.txt beside {model}: pass --labels FILE")
-        _check_file(labels or model.parent / "labels.txt", MAX_LABELS_BYTES, "a labels file")
         source = resolve_source(model, labels) if model.suffix == ".keras" else None
         classes = source.labels if source else load_labels(labels or model.parent / "labels.txt")
         spec = (source or _Bare()).input_spec(predictor.input_size)

@@ -18,7 +18,13 @@ from pathlib import Path
 
 import numpy as np
 
-from edgecls.bundle.preprocess import UnreadableImage, Walker, decode_file, is_image_file
+from edgecls.bundle.preprocess import (
+    UnreadableImage,
+    Walker,
+    decode_file,
+    file_key,
+    is_image_file,
+)
 from edgecls.errors import EdgeclsError
 
 
@@ -87,15 +93,6 @@ def _files(class_dir: Path, walker: Walker) -> list[Path]:
     ]
 
 
-def _same_file(path: Path) -> tuple[int, int] | str:
-    """What makes two paths one file (device, inode); a path that cannot be stat'ed is itself."""
-    try:
-        st = path.stat()
-    except OSError:
-        return str(path)
-    return st.st_dev, st.st_ino
-
-
 def _check(path: Path) -> tuple[Path, str | None]:
     """(path, why it is unusable or None): decoded by the very reader training will use."""
     if not _utf8(str(path)):  # TensorFlow's file reader and the reports take UTF-8 only
@@ -121,7 +118,7 @@ def _scan(
     for name, d in class_dirs.items():
         files[name] = []
         for p in _files(d, walker):
-            first = seen.setdefault(_same_file(p), p)
+            first = seen.setdefault(file_key(p), p)
             if first is p:
                 files[name].append(p)
             else:

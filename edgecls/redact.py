@@ -31,6 +31,10 @@ _QUERY = re.compile(
 )
 
 
+# a GStreamer element's password property: rtspsrc user-pw=..., souphttpsrc proxy-pw=...
+_PROPERTY = re.compile(r"(?P<head>\b[\w-]*(?:-pw|-password|passwd)=)(?P<value>\"[^\"]*\"|\S+)")
+
+
 def redact(text: str, keep_user: bool = True) -> str:
     """`text` with every URL's password (and secret query values) replaced by ***.
 
@@ -39,7 +43,8 @@ def redact(text: str, keep_user: bool = True) -> str:
     in records. Works on free text too (a GStreamer pipeline, an exception's message) and never
     raises: a malformed URL is shown redacted as well."""
     text = _USERINFO.sub(lambda m: m["scheme"] + _userinfo(m["info"], keep_user), str(text))
-    return _QUERY.sub(lambda m: m["head"] + (MASK if m["value"] else ""), text)
+    text = _QUERY.sub(lambda m: m["head"] + (MASK if m["value"] else ""), text)
+    return _PROPERTY.sub(lambda m: m["head"] + MASK, text)
 
 
 def _userinfo(info: str, keep_user: bool) -> str:

@@ -92,7 +92,7 @@ def parse_json(text: str | bytes, where: str) -> Any:
     or anything walking the result would run out of stack), is one SchemaError naming `where`."""
     try:
         data = json.loads(text)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except ValueError as exc:  # not JSON, not UTF-8, an integer of more digits than Python takes
         raise SchemaError(where, "", f"not valid JSON ({exc})") from None
     except RecursionError:  # the parser's own stack ran out
         data = _TOO_DEEP

@@ -285,6 +285,43 @@ def test_leftovers_of_gone_processes_are_swept_and_nothing_else(tmp_path, monkey
     )
 
 
+def test_a_writer_in_another_pid_namespace_keeps_its_folders(tmp_path):
+    """A container writing into a mounted folder: its PID means nothing here (gone, or another
+    program's), but the lock it holds on what it writes does; once released, it is swept."""
+    stranger = _dead_pid()  # the container's PID, which names no process here
+    runs = tmp_path / "runs"
+    staging, scratch = runs / f".a.partial-{stranger}", tmp_path / f"edgecls-export-{stranger}-x"
+    for folder in (staging, scratch):
+        folder.mkdir(parents=True)
+    holders = [
+        subprocess.Popen(
+            [sys.executable, "-c", LOCK_AND_WAIT, str(folder)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        for folder in (staging, scratch)
+    ]  # fmt: skip
+    try:
+        for holder in holders:
+            assert holder.stdout.readline().strip() == b"locked"
+        durable.sweep_leftovers(runs, "a")
+        assert staging.is_dir()  # held: a live writer, whatever its PID says
+        assert durable.held_elsewhere(scratch)
+    finally:
+        for holder in holders:
+            holder.communicate(b"", timeout=10)
+    durable.sweep_leftovers(runs, "a")
+    assert not staging.exists()  # released with its process: swept
+
+
+LOCK_AND_WAIT = """
+import fcntl, os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+print("locked", flush=True)
+sys.stdin.read()
+"""
+
+
 def test_a_stop_signal_never_cuts_a_folder_swap_in_two(tmp_path, monkeypatch):
     """Where the swap takes two renames (no renameat2), a SIGTERM between them is held until the
     new folder is in place, then raised: never a missing run or bundle."""

@@ -124,10 +124,15 @@ async def _inspect(url: str, station: Station) -> dict:
         good_id, _ = await trigger(client, "", 0)
         station.add_frame(station.current(), record(3, "ok", 0.81), time.monotonic())
         good = await until_sequence(client, 3)
+        # a part from another trigger (a light barrier): no PLC id, no encoder
+        pin = station.trigger("gpio:27")
+        station.add_frame(station.current(), record(4, "ok", 0.8), time.monotonic())
+        barrier = await until_sequence(client, 4)
+        assert (barrier["PartId"], barrier["PlcId"], barrier["Encoder"]) == (pin.id, "", 0)
         with pytest.raises(ua.UaStatusCodeError, match="BadInvalidArgument"):
             await trigger(client, 1.5, 0)
         deadline = time.monotonic() + 2
-        while sequences.seen[-1:] != [3] and time.monotonic() < deadline:
+        while sequences.seen[-1:] != [4] and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
         paths = ["State", "Counters.PartsAnswered", "Counters.Rejected", "Counters.FailSafe"]
         paths += ["Counters.Overflow", "Counters.Late", "Counters.Labels.ok", "Counters.Labels.def"]
@@ -162,14 +167,14 @@ def test_a_plc_triggers_over_opcua_and_reads_verdicts_counters_and_the_model(tmp
     assert fail_safe["Verdict"] == "reject" and "no verdict within 300 ms" in fail_safe["Reason"]
     assert good["PartId"] == got["ids"][2] and good["PlcId"] == ""
     assert (good["Label"], good["Verdict"], good["Reject"]) == ("ok", "pass", False)
-    assert good["ResultSequence"] == 3 and got["seen"][-1] == 3
+    assert good["ResultSequence"] == 3 and got["seen"][-1] == 4
     rest, counts = got["rest"], station.counts.to_dict()
     assert rest["State"] == "Ready"
-    assert rest["Counters.PartsAnswered"] == counts["answered"] == 3
+    assert rest["Counters.PartsAnswered"] == counts["answered"] == 4
     assert rest["Counters.Rejected"] == counts["rejected"] == 2
     assert rest["Counters.FailSafe"] == counts["fail_safe"] == 1
     assert rest["Counters.Overflow"] == rest["Counters.Late"] == 0
-    assert (rest["Counters.Labels.ok"], rest["Counters.Labels.def"]) == (1, 1)
+    assert (rest["Counters.Labels.ok"], rest["Counters.Labels.def"]) == (2, 1)
     assert rest["Model.Bundle"] == "casting" and rest["Model.Sha256"] == ID.sha256
     assert rest["Model.Labels"] == list(LABELS)
     # the port is free at once: the next run's server (SO_REUSEADDR, as asyncio's) listens there
@@ -276,9 +281,9 @@ async def _secure(url: str, client_cert: Path, client_key: Path) -> dict:
 def test_a_certificate_offers_basic256sha256_and_no_unsecured_endpoint_beyond_loopback(tmp_path):
     cert, key = _certificate(tmp_path, "board", "urn:edgecls:test-board")
     client_cert, client_key = _certificate(tmp_path, "client", "urn:edgecls:test-client")
-    # 127.0.0.2 is this machine, yet not one of the loopback names: served as a network address
+    # every address of this machine: the network, reached here through 0.0.0.0 itself
     station, sinks, logs, url, _ = serve(
-        tmp_path, host="127.0.0.2", opcua_user=USER, opcua_cert=cert, opcua_key=key
+        tmp_path, host="0.0.0.0", opcua_user=USER, opcua_cert=cert, opcua_key=key
     )
     try:
         got = asyncio.run(_secure(url, client_cert, client_key))

@@ -167,8 +167,7 @@ def import_runtime(module: str):
     import importlib
 
     try:
-        with native_stderr_silenced():  # a broken native library prints its own complaint
-            return importlib.import_module(module), None
+        return importlib.import_module(module), None
     except ModuleNotFoundError as exc:
         if exc.name and module.startswith(exc.name):
             return None, "is not installed"

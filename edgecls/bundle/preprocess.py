@@ -270,7 +270,8 @@ def _folder_key(entry: os.DirEntry | Path, root: Path) -> tuple[int, int] | None
     return st.st_dev, st.st_ino
 
 
-def _file_key(path: Path) -> tuple[int, int] | str:
+def file_key(path: Path) -> tuple[int, int] | str:
+    """What makes two paths one file (device, inode); a path that cannot be stat'ed is itself."""
     try:
         st = os.stat(path)
     except OSError:  # a broken link: itself, named when it fails to read
@@ -343,7 +344,7 @@ def iter_image_paths(spec: str | Path, walker: Walker | None = None) -> Iterator
         return
     once: set = set()
     for p in found:
-        key = _file_key(p)
+        key = file_key(p)
         if key not in once:
             once.add(key)
             yield p

@@ -63,7 +63,8 @@ def _export(**options):
         result = export_bundle(config, console)
     except Interrupted as exc:
         where = config.out or "export/NAME"
-        stopped(exc.signum, f"no bundle was written; {where} is as it was")
+        done = f"the bundle was written to {where} just before" if exc.written else None
+        stopped(exc.signum, done or f"no bundle was written; {where} is as it was")
     m = result.manifest
     _parity_table(parity_rows(m.artifacts), f"{result.out} (parity on {m.parity.n} images)")
     console.print(f"bundle: {result.out}  (manifest.json, parity.md, labels.txt)")

@@ -33,7 +33,8 @@ def _train(**options):
     try:
         result = run_training(config, console)
     except Interrupted as exc:
-        stopped(exc.signum, f"no run was written; {config.out} is as it was")
+        done = f"the run was written to {config.out} just before" if exc.written else None
+        stopped(exc.signum, done or f"no run was written; {config.out} is as it was")
     if result.out is not None:
         metrics_table(result.metrics, f"{result.out} (test split)")
         console.print(f"model: {result.out / 'model.keras'}")

@@ -178,18 +178,7 @@ def run(config: LoopConfig, out=None, log=None, source: Source | None = None) ->
         station = _station(config, identity, summary, log)
         context.station = station
         sinks = build_sinks(config, context, _drift_sinks(config, bundle)).open()
-        triggers = []
-        try:
-            source = source or open_source(config.source, config.capture, stopper.event)
-            stopper.follow(source.stop)
-            context.live = source.live
-            if station is not None:
-                station.start(sinks.publish, source.name)
-                triggers = _start_triggers(config, station, log)
-        except BaseException:
-            _close_parts(station, triggers)
-            sinks.close()
-            raise
+        source, triggers = _open_source(config, source, stopper, context, sinks)
         context.source_fps = lambda: source_fps(source, config.source)
         if not stop.is_set():  # stopped while the source opened: the summary says the rest
             _started(config, choice, source, sinks, log)
@@ -211,6 +200,29 @@ def run(config: LoopConfig, out=None, log=None, source: Source | None = None) ->
     # (the shell's 128 + the signal: 130, 129)
     summary.interrupted_by = None if stopper.signal == signal.SIGTERM else stopper.signal
     return summary
+
+
+def _open_source(config: LoopConfig, source, stopper: _Stop, context: SinkContext, sinks):
+    """The source and the part triggers that run on their own; the outputs are open. On a
+    failure everything opened so far is closed (the camera released) and open parts answered."""
+    station = context.station
+    if station is not None:  # the servers take triggers from now on: so do the windows
+        station.start(sinks.publish, redact(str(config.source), keep_user=False))
+    triggers, opened = [], source
+    try:
+        source = opened = source or open_source(config.source, config.capture, stopper.event)
+        stopper.follow(source.stop)
+        context.live = source.live
+        if station is not None:
+            station.source = source.name
+            triggers = _start_triggers(config, station, context.log)
+    except BaseException:
+        _close_parts(station, triggers)
+        if opened is not None:
+            opened.close()
+        sinks.close()
+        raise
+    return source, triggers
 
 
 def _started(config: LoopConfig, choice, source: Source, sinks: Sinks, log) -> None:
@@ -310,6 +322,7 @@ def _inspect_parts(config, source: Source, classify, sinks, summary, stop, log, 
         # a file's frames have no capture time: the next one read is the part's
         captured = frame.captured if source.live else summary.last_frame
         part = station.current()
+        summary.corrupt += frame.image is None
         if part is not None and frame.image is None and frame.name:
             _unreadable(summary, frame.problem or f"{frame.name}: not readable", log)
         elif part is not None and frame.image is not None and captured >= part.capture_at:

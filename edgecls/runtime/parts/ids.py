@@ -10,6 +10,7 @@ from pathlib import Path
 
 from edgecls.durable import write_text_atomic
 from edgecls.errors import EdgeclsError
+from edgecls.schema import read_limited
 
 BLOCK = 1000
 LIMIT = 2**32  # a Modbus register pair holds it; the ids wrap to 1 after four billion parts
@@ -29,9 +30,9 @@ class PartIds:
         self.lock = threading.Lock()
         self.failing = False  # the file could not be written: said once
         try:
-            text = self.path.read_text().strip() if self.path.exists() else "1"
-            self.next = int(text)
-        except (OSError, ValueError) as exc:
+            data = read_limited(self.path, 64, "a part-id file") if self.path.exists() else b"1"
+            self.next = int(data.decode("ascii").strip())
+        except (OSError, ValueError, EdgeclsError) as exc:  # FileRefused: a FIFO, a folder...
             raise EdgeclsError(
                 f"--part-state {self.path}: cannot read the next part id ({exc}); fix or remove "
                 "the file (ids then start again at 1)"

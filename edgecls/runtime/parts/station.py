@@ -84,13 +84,13 @@ class Station:
         self, origin: str, plc_id: int | str | None = None, encoder: int | None = None
     ) -> Part:
         """A part is in front of the camera (from any thread); returns it with its id."""
-        at, wall = time.monotonic(), time.time()
         c = self.config
-        part = Part(
-            self.ids.take(), origin, wall, at, at + c.capture_delay_ms / 1000,
-            at + c.window_ms / 1000, plc_id, encoder,
-        )  # fmt: skip
-        with self.cond:
+        with self.cond:  # id, time and place in the order together: two triggers never cross
+            at, wall = time.monotonic(), time.time()
+            part = Part(
+                self.ids.take(), origin, wall, at, at + c.capture_delay_ms / 1000,
+                at + c.window_ms / 1000, plc_id, encoder,
+            )  # fmt: skip
             self.order.append(part)
             if self.closed:
                 part.verdict = (None, 0.0, "the station is stopping")

@@ -115,7 +115,9 @@ def load_sinks() -> Registry:
 
 
 class SinkRunner:
-    """One sink on its own thread behind a bounded queue (an inline one: on the loop's thread).
+    """One sink on its own thread behind a bounded queue (an inline one: on the publisher's
+    thread). Records and decisions come from the loop's thread; a part's verdict from the
+    station's (one publisher at a time, Station.emitting): an inline sink takes its own lock.
 
     The loop's side is a deque append and, only when the thread sleeps, one wake-up. It runs once
     a frame right after the model, with cold caches, where a `queue.Queue` round (a lock and a
@@ -128,7 +130,7 @@ class SinkRunner:
         self.context = context
         # events that hold frames are big (a 640x480 frame is 0.9 MB): fewer of them wait
         self.depth = min(depth, IMAGE_QUEUE) if "image" in sink.needs else depth
-        self.events: deque = deque()  # appended by the loop only, taken by the sink's thread
+        self.events: deque = deque()  # appended by publishers (deque appends are atomic)
         self.waiting = threading.Event()  # events wait for the thread
         self.room = threading.Condition()  # from a file, the loop waits here while it is full
         # the early filter, bound once; None where the sink keeps the default (a call a frame less)

@@ -86,7 +86,8 @@ def numeric(value) -> int:
         return 0
     if isinstance(value, int):
         return value
-    return int(value) if isinstance(value, str) and value.isdigit() else 0
+    # ASCII digits only: "²" is a digit to isdigit() but not to int()
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else 0
 
 
 def verdict_words(part: PartRecord) -> list[int]:

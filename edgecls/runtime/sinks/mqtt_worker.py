@@ -135,7 +135,11 @@ class Bridge:
         self.delay = RECONNECT_SECONDS[0]
 
     def _on_message(self, client, userdata, message) -> None:
-        """A command for the run (`PREFIX/trigger`): passed on as it came, the sink reads it."""
+        """A command for the run (`PREFIX/trigger`): passed on as it came, the sink reads it. A
+        retained message is an old command the broker replays on every (re)connection: not a
+        part in front of the camera now."""
+        if message.retain:
+            return
         leaf = message.topic.removeprefix(self.s["prefix"] + "/")
         self.tell(
             message={"leaf": leaf, "payload": message.payload[:4096].decode("utf-8", "replace")}

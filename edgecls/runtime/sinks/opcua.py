@@ -60,13 +60,13 @@ from pathlib import Path
 
 from edgecls import logs
 from edgecls.errors import EdgeclsError
+from edgecls.runtime.loop_options import is_loopback
 from edgecls.runtime.records import Identity, PartRecord
 from edgecls.runtime.sinks import SINKS, Sink, SinkContext
 
 NAMESPACE = "urn:edgecls"
 APPLICATION_URI = "urn:edgecls:station"  # unless the certificate names its own
 ROOT = "InspectionStation"
-LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # building asyncua's standard address space takes ~1.5 s on a PC, several on a Pi 3
 START_SECONDS = 120.0
 WRITE_SECONDS = 5.0
@@ -115,7 +115,7 @@ def result_values(record: PartRecord) -> dict[str, object]:
         "LastResult.PartId": record.part % UINT32,
         "LastResult.PlcId": "" if record.plc_id is None else str(record.plc_id),
         # a trigger from another origin (MQTT, HTTP) may carry any integer: Int64 or 0
-        "LastResult.Encoder": record.encoder if -INT64 <= (record.encoder or 0) < INT64 else 0,
+        "LastResult.Encoder": _encoder(record.encoder),
         "LastResult.Label": record.label or "",
         "LastResult.Verdict": "reject" if record.reject else "pass",
         "LastResult.Reject": record.reject,
@@ -157,6 +157,11 @@ def plc_arguments(args: list) -> tuple[int | str | None, int | None] | None:
     if encoder is not None and (isinstance(encoder, bool) or not isinstance(encoder, int)):
         return None
     return plc_id, encoder
+
+
+def _encoder(value: int | None) -> int:
+    """An Int64 node holds no None: 0 stands for "none given", as the node table says."""
+    return value if value is not None and -INT64 <= value < INT64 else 0
 
 
 def _utc(t: float) -> datetime:
@@ -267,7 +272,7 @@ class OpcuaServer:
         self.context = context
         self.labels = tuple(context.identity.labels)
         self.address = config.address
-        self.loopback = self.address.host in LOOPBACK
+        self.loopback = is_loopback(self.address.host)
         self.certificate = read_certificate(config.cert, config.key) if config.cert else None
         self.url = f"opc.tcp://{_url_host(self.address.host)}:{self.address.port}/edgecls/"
         self.loop: asyncio.AbstractEventLoop | None = None
