@@ -22,17 +22,26 @@ _USERINFO = re.compile(
 )
 # a query parameter that holds a secret: password=, token=, access_token=, api_key=, sig=, ...
 _SECRET_KEYS = (
-    "password|passwd|pass|pwd|secret|token|key|apikey|auth|authorization|signature|sig|"
-    "credential|credentials|session|sessionid"
+    "password|passwd|pass|pwd|psw|pw|passphrase|loginpas|secret|token|key|apikey|auth|authbasic|"
+    "authorization|signature|sig|credential|credentials|session|sessionid"
 )
 _QUERY = re.compile(
-    rf"(?P<head>[?&;](?:[A-Za-z0-9]*[_\-.])*(?:{_SECRET_KEYS})=)(?P<value>[^&;#\s\"']*)",
+    rf"(?P<head>[?&;#](?:[A-Za-z0-9]*[_\-.])*(?:{_SECRET_KEYS})=)(?P<value>[^&;#\s\"']*)",
     re.IGNORECASE,
 )
 
 
 # a GStreamer element's password property: rtspsrc user-pw=..., souphttpsrc proxy-pw=...
-_PROPERTY = re.compile(r"(?P<head>\b[\w-]*(?:-pw|-password|passwd)=)(?P<value>\"[^\"]*\"|\S+)")
+_PROPERTY = re.compile(
+    r"(?P<head>\b[\w-]*(?:-pw|-password|passwd|passphrase)=)"
+    r"(?P<value>\"[^\"]*\"|'[^']*'|\S+)"
+)
+# user:password@host where the password holds spaces (a URL pasted from a camera's manual): the
+# password runs to the "@" before a host name, on the same line
+_SPACED = re.compile(
+    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.\-]*://)(?P<user>[^\s:/?#@]*):(?P<pw>[^@\n]* [^@\n]*)@"
+    r"(?=[\w.\[\]:-]+(?:[/?#\s]|$))"
+)
 
 
 def redact(text: str, keep_user: bool = True) -> str:
@@ -42,7 +51,8 @@ def redact(text: str, keep_user: bool = True) -> str:
     someone fix a login; keep_user=False drops the user info (`rtsp://cam/x`), for a source's name
     in records. Works on free text too (a GStreamer pipeline, an exception's message) and never
     raises: a malformed URL is shown redacted as well."""
-    text = _USERINFO.sub(lambda m: m["scheme"] + _userinfo(m["info"], keep_user), str(text))
+    text = _SPACED.sub(lambda m: m["scheme"] + _userinfo(m["user"] + ":", keep_user), str(text))
+    text = _USERINFO.sub(lambda m: m["scheme"] + _userinfo(m["info"], keep_user), text)
     text = _QUERY.sub(lambda m: m["head"] + (MASK if m["value"] else ""), text)
     return _PROPERTY.sub(lambda m: m["head"] + MASK, text)
 
@@ -53,3 +63,10 @@ def _userinfo(info: str, keep_user: bool) -> str:
     user, colon, _ = info.partition(":")
     # a name before a colon is a user; a lone userinfo (`https://TOKEN@host`) may be a token
     return f"{user}:{MASK}@" if user and colon else f"{MASK}@"
+
+
+def one_line(text: str) -> str:
+    """`text` as one line of a log: control characters (a line break or an escape sequence in a
+    file name, which would forge a line or colour a terminal) and lone surrogates shown as
+    escapes."""
+    return "".join(ch if ch.isprintable() or ch == " " else ascii(ch)[1:-1] for ch in str(text))

@@ -480,3 +480,18 @@ def test_an_on_trigger_command_that_reads_no_stdin_and_exits_is_fine(tmp_path):
     assert out.startswith("ok"), out
     out, _ = _sink_run(tmp_path, shlex.join(["sh", "-c", "exec 0<&-; sleep 0.2"]), 2.0)
     assert out.startswith("ok"), out
+
+
+def test_a_tiny_progressive_jpeg_announcing_a_huge_image_is_refused_before_decoding(tmp_path):
+    """A baseline JPEG decodes at 1/8 scale in little memory; a progressive one keeps every
+    coefficient of the full size even then: 4 KB announcing 60000x60000 was 10 GB."""
+    from edgecls.bundle.preprocess import ImageTooLarge, decode_image
+
+    _, buf = cv2.imencode(
+        ".jpg", np.zeros((16, 16, 3), np.uint8), [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]
+    )
+    data = bytearray(buf.tobytes())
+    sof = data.index(b"\xff\xc2")
+    data[sof + 5 : sof + 9] = (60000).to_bytes(2, "big") * 2  # height, width
+    with pytest.raises(ImageTooLarge, match="60000x60000 pixels"):
+        decode_image(bytes(data))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import socket
 import struct
 import threading
@@ -399,3 +400,44 @@ def test_a_run_on_a_camera_url_with_a_password_writes_it_nowhere(int8_bundle, tm
     assert latest[0] and json.loads(latest[0])["source"] == cam.url
     for text in (written, "\n".join(logs), latest[0]):
         assert SECRET not in text and "admin" not in text
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("http://admin:my SPACEPW99@127.0.0.1:18081/stream.mjpg", "SPACEPW99"),
+        ("mqtt://bob:my SPACEPW99@h:1883/x", "SPACEPW99"),
+        ("http://cam/x?loginpas=PW99&user=a", "PW99"),
+        ("http://cam/cgi?usr=a&pwd=PW99", "PW99"),
+        ("http://cam/cgi?psw=PW99", "PW99"),
+        ("http://cam/#access_token=PW99", "PW99"),
+        ("srtsrc uri=srt://h:1 passphrase=PW99 ! decodebin", "PW99"),
+        ("rtspsrc location=rtsp://cam/x user-id=a user-pw='QUOTED PW99' ! x", "PW99"),
+    ],
+)
+def test_more_ways_a_password_travels_are_redacted(text, secret):
+    from edgecls.redact import redact
+
+    assert secret not in redact(text) and secret not in redact(text, keep_user=False)
+
+
+def test_a_log_line_cannot_be_forged_by_a_name():
+    from edgecls.redact import one_line
+
+    line = one_line("skipped c\nerror: FAKE\x1b[31mred.jpg \ud800")
+    assert "\n" not in line and "\x1b" not in line and "\\n" in line and "\\x1b" in line
+    line.encode("utf-8")  # no lone surrogate left to break a journal or an OPC UA string
+
+
+def test_log_file_and_device_file_that_are_fifos_are_refused_not_waited_on(tmp_path):
+    from typer.testing import CliRunner
+
+    from edgecls.cli import app
+
+    fifo = tmp_path / "x.fifo"
+    os.mkfifo(fifo)
+    ctx = context()
+    with pytest.raises(EdgeclsError, match=r"--log-file .*x\.fifo: not a regular file"):
+        build_sinks(config(log_file=str(fifo)), ctx).open()
+    result = CliRunner().invoke(app, ["run", "--config", str(fifo)])
+    assert result.exit_code == 2 and "a FIFO, not a regular file" in result.output

@@ -183,6 +183,16 @@ def test_plc_fields_read_what_a_trigger_message_carries():
     assert plc_fields("") == (None, None)
     assert plc_fields('{"plc_id": true, "encoder": "x"}') == (None, None)
     assert plc_fields("lot 7") == ("lot 7", None)
+    # nothing that breaks a log line, an OPC UA string or a 64-bit register
+    assert plc_fields('{"plc_id": "A\\ud800\\n1"}') == ("A1", None)
+    assert plc_fields("9" * 4000) == (None, None)
+    assert plc_fields('{"plc_id": 1, "encoder": 99999999999999999999}') == (1, None)
+
+
+def test_a_stopping_station_takes_no_part(tmp_path):
+    st, out = station(tmp_path)
+    st.close()
+    assert st.trigger("http") is None and out == []  # the server says so to the PLC
 
 
 @pytest.mark.parametrize(

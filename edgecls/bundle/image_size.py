@@ -41,7 +41,23 @@ def _webp(data: bytes) -> tuple[int, int] | None:
 _SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 
 
+# baseline and extended sequential DCT: the ones libjpeg decodes at 1/2..1/8 scale without a
+# buffer of the full image's coefficients (progressive and the others keep all of them)
+SEQUENTIAL_JPEG = {0xC0, 0xC1}
+
+
+def jpeg_frame_type(data: bytes) -> int | None:
+    """The JPEG's start-of-frame marker (0xC0 baseline, 0xC2 progressive, ...), None if none."""
+    found = _jpeg_sof(data)
+    return found[0] if found else None
+
+
 def _jpeg(data: bytes) -> tuple[int, int] | None:
+    found = _jpeg_sof(data)
+    return found[1] if found else None
+
+
+def _jpeg_sof(data: bytes) -> tuple[int, tuple[int, int]] | None:
     i = 2
     while i + 9 < len(data):
         if data[i] != 0xFF:
@@ -52,6 +68,6 @@ def _jpeg(data: bytes) -> tuple[int, int] | None:
             continue
         if marker in _SOF:
             h, w = struct.unpack(">HH", data[i + 5 : i + 9])
-            return w, h
+            return marker, (w, h)
         i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
     return None

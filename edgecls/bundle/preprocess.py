@@ -21,7 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edgecls.bundle.image_size import image_size
+from edgecls.bundle.image_size import SEQUENTIAL_JPEG, image_size, jpeg_frame_type
 from edgecls.errors import EdgeclsError
 from edgecls.registry import Registry
 from edgecls.schema import FileRefused, open_regular
@@ -148,8 +148,8 @@ def _decode_flag(data: bytes, size: tuple[int, int]) -> int:
     w, h = size
     if w * h <= MAX_PIXELS:
         return cv2.IMREAD_COLOR
-    if data[:2] == b"\xff\xd8":
-        for k, flag in _REDUCED:
+    if data[:2] == b"\xff\xd8" and jpeg_frame_type(data) in SEQUENTIAL_JPEG:
+        for k, flag in _REDUCED:  # a progressive JPEG holds every coefficient even when reduced
             if (w // k) * (h // k) <= MAX_PIXELS:
                 return flag
     raise ImageTooLarge(

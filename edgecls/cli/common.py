@@ -109,10 +109,10 @@ def global_options(
 
 
 def fail(message: str, code: int = 2):
-    from edgecls.redact import redact
+    from edgecls.redact import one_line, redact
 
     # a URL's password never reaches the journal, whichever library's message carries it
-    err.print(Text.assemble(("error: ", "bold red"), redact(message)))
+    err.print(Text.assemble(("error: ", "bold red"), one_line(redact(message))))
     raise typer.Exit(code)
 
 

@@ -21,7 +21,7 @@ import numpy as np
 from edgecls.bundle.backends import Predictor
 from edgecls.bundle.folder import Bundle, load_bundle
 from edgecls.errors import EdgeclsError
-from edgecls.redact import redact
+from edgecls.redact import one_line, redact
 from edgecls.runtime import systemd
 from edgecls.runtime.decisions import DecisionRule
 from edgecls.runtime.loop_options import LoopConfig
@@ -157,9 +157,10 @@ def run(config: LoopConfig, out=None, log=None, source: Source | None = None) ->
     """Run the loop until the source ends, max_frames, the window closes, or a signal."""
     out = out or sys.stdout
     shown = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    log = lambda msg: shown(redact(msg))  # noqa: E731 (a URL's password in no line: one place)
+    log = lambda msg: shown(one_line(redact(msg)))  # noqa: E731 (no password, one line each)
     bundle = load_bundle(config.bundle)
     _check(config, bundle)
+    _more_descriptors()
     choice = choose(
         bundle, config.backend, config.artifact, config.runtime, config.allow_failed, log=log
     )
@@ -200,6 +201,21 @@ def run(config: LoopConfig, out=None, log=None, source: Source | None = None) ->
     # (the shell's 128 + the signal: 130, 129)
     summary.interrupted_by = None if stopper.signal == signal.SIGTERM else stopper.signal
     return summary
+
+
+def _more_descriptors(wanted: int = 65536) -> None:
+    """Each client of a server (HTTP, Modbus, OPC UA) holds a file descriptor: the soft limit
+    (1024 under systemd) is raised toward the hard one, so a crowd of idle clients cannot leave
+    the camera, the log or /health without one (the servers bound their clients too)."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        target = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+        if soft != resource.RLIM_INFINITY and soft < target:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ImportError, ValueError, OSError):
+        pass  # not Unix, or not allowed: the limit stays as it is
 
 
 def _open_source(config: LoopConfig, source, stopper: _Stop, context: SinkContext, sinks):

@@ -507,18 +507,24 @@ def _command(o: LoopOptions) -> CommandConfig:
 # --- the device file -------------------------------------------------------------------------
 
 
+MAX_DEVICE_FILE_BYTES = 1_000_000  # a device file is tens of lines
+
+
 def read_device_file(path: Path) -> dict:
     """The options a device file sets, checked against LoopOptions by the one typed loader
     (edgecls.schema): an unknown key or a wrong value is one error line naming the key."""
     import yaml
 
-    from edgecls.schema import from_dict
+    from edgecls.schema import FileRefused, from_dict, read_limited
 
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise EdgeclsError(f"--config {path}: cannot read ({exc.strerror})") from None
+        text = read_limited(path, MAX_DEVICE_FILE_BYTES, "a device file").decode("utf-8")
+        data = yaml.safe_load(text)
+    except FileRefused as exc:  # a FIFO, /dev/zero, a huge file: refused before it is read
+        raise EdgeclsError(f"--config {path}: {exc}") from None
+    except RecursionError:
+        raise EdgeclsError(f"{path}: nested too deep to be a device file") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise EdgeclsError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if data is None:

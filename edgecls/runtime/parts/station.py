@@ -82,19 +82,21 @@ class Station:
 
     def trigger(
         self, origin: str, plc_id: int | str | None = None, encoder: int | None = None
-    ) -> Part:
-        """A part is in front of the camera (from any thread); returns it with its id."""
+    ) -> Part | None:
+        """A part is in front of the camera (from any thread); returns it with its id. None once
+        the station is stopping: its outputs are closing, so a part made now could not be
+        answered; the server that took the trigger says so to the PLC (503, a Bad status)."""
         c = self.config
         with self.cond:  # id, time and place in the order together: two triggers never cross
+            if self.closed:
+                return None
             at, wall = time.monotonic(), time.time()
             part = Part(
                 self.ids.take(), origin, wall, at, at + c.capture_delay_ms / 1000,
                 at + c.window_ms / 1000, plc_id, encoder,
             )  # fmt: skip
             self.order.append(part)
-            if self.closed:
-                part.verdict = (None, 0.0, "the station is stopping")
-            elif self.open_parts >= c.queue:
+            if self.open_parts >= c.queue:
                 part.verdict = (None, 0.0, f"{c.queue} parts were already waiting (--part-queue)")
                 with self.counts.lock:
                     self.counts.overflow += 1

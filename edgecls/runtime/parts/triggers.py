@@ -122,20 +122,36 @@ class GpioTrigger:
 PART_TRIGGERS.add("gpio", TriggerKind("gpio:PIN[:rising|falling]", _check_gpio, start=GpioTrigger))
 
 
+INT64 = 2**63
+
+
 def plc_fields(payload: str) -> tuple[int | str | None, int | None]:
     """The PLC's id and encoder count from a trigger message: `{"plc_id": 4711, "encoder":
-    123456}`, a bare id (`4711`), or nothing. What cannot be read is left out, never guessed."""
+    123456}`, a bare id (`4711`), or nothing. What cannot be read is left out, never guessed; a
+    text id keeps its first 64 printable characters (no line breaks, escapes or lone surrogates
+    reach a log line or an OPC UA string), a number must fit 64 bits."""
     text = payload.strip()
     if not text:
         return None, None
     try:
         data = json.loads(text)
     except (ValueError, RecursionError):  # not JSON, or nested past the parser's stack
-        return text[:64], None
+        return _plc_id(text), None
     if not isinstance(data, dict):
-        return (data if isinstance(data, (int, str)) and not isinstance(data, bool) else None), None
-    plc_id = data.get("plc_id", data.get("id"))
+        return _plc_id(data), None
     encoder = data.get("encoder")
-    plc_id = plc_id if isinstance(plc_id, (int, str)) and not isinstance(plc_id, bool) else None
-    encoder = encoder if isinstance(encoder, int) and not isinstance(encoder, bool) else None
-    return (plc_id[:64] if isinstance(plc_id, str) else plc_id), encoder
+    encoder = encoder if _int64(encoder) else None
+    return _plc_id(data.get("plc_id", data.get("id"))), encoder
+
+
+def _int64(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and -INT64 <= value < INT64
+
+
+def _plc_id(value) -> int | str | None:
+    if _int64(value):
+        return value
+    if isinstance(value, str):
+        kept = "".join(ch for ch in value if ch.isprintable())[:64]
+        return kept or None
+    return None

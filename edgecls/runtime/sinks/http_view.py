@@ -328,6 +328,8 @@ class _Handler(BaseHTTPRequestHandler):
             what = "POST /trigger needs --part-trigger http" if path == "/trigger" else f"no {path}"
             return self._send(404, "application/json", {"error": what})
         part = station.trigger("http", *plc_fields(body))
+        if part is None:
+            return self._send(503, "application/json", {"error": "the station is stopping"})
         self._send(202, "application/json", {"part": part.id, "plc_id": part.plc_id})
 
     def _body(self) -> str | None:

@@ -101,6 +101,7 @@ class JsonLogSink(Sink):
 
     def open(self, context: SinkContext) -> None:
         if self.path:
+            _refuse_special(self.path)
             mb = self.config.log_max_mb
             self.out = RotatingFile(self.path, int(mb * 1024 * 1024), self.config.log_backups)
             if not self.config.log_file:
@@ -120,3 +121,19 @@ class JsonLogSink(Sink):
 @SINKS.register("json")
 def make(config):
     return JsonLogSink(config) if (config.json or config.log_file) else None
+
+
+def _refuse_special(path) -> None:
+    """A FIFO would block the open (no stop signal ends it), a device or a socket is no file to
+    rotate: --log-file takes a regular file, or a name to create."""
+    import stat
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # missing: created; unreadable: the open says why
+    if not stat.S_ISREG(mode):
+        raise EdgeclsError(
+            f"--log-file {path}: not a regular file (a FIFO, a device, a socket or a folder); "
+            "give a file to write, or leave --log-file out for stdout"
+        )

@@ -54,6 +54,7 @@ from collections import Counter
 
 from edgecls.errors import EdgeclsError
 from edgecls.logs import verbose
+from edgecls.runtime.loop_options import is_loopback
 from edgecls.runtime.records import PartRecord
 from edgecls.runtime.sinks import SINKS, Sink, SinkContext
 
@@ -146,6 +147,7 @@ class ModbusSink(Sink):
         self.labels = context.identity.labels
         if not verbose():  # pymodbus logs a failed bind and each client's errors on its own
             logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+            logging.getLogger("asyncio").setLevel(logging.CRITICAL)  # its accept errors likewise
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, name="modbus", daemon=True)
         self.thread.start()
@@ -163,6 +165,11 @@ class ModbusSink(Sink):
             f"modbus: serving {shown(self.address.host)}:{self.port} "
             "(any unit id; register map in device/README.md)"
         )
+        if not is_loopback(self.address.host):  # the protocol has no login: say where it is open
+            context.log(
+                f"warning: modbus: {shown(self.address.host)}:{self.port} is open to the network "
+                "and Modbus has no authentication: keep it on the PLC's network (see SECURITY.md)"
+            )
 
     def _run(self) -> None:
         """The server's thread: its event loop until close(), then every task it left ended."""
@@ -265,8 +272,9 @@ class ModbusSink(Sink):
             if reset:
                 self.offsets = self._totals()
                 self.image[COUNTERS:PLC_WRITES] = self._counter_words(self.offsets)
-        if take:
-            station.trigger("modbus", join32(*plc[:2]), join32(*plc[2:], signed=True))
+        if take:  # a stopping station takes no part: the coil stays 1, the PLC's wait times out
+            plc_id, encoder = join32(*plc[:2]), join32(*plc[2:], signed=True)
+            take = station.trigger("modbus", plc_id, encoder) is not None
         elif trigger:
             self._ignored_trigger()
         done = (1 << TRIGGER if take else 0) | (1 << RESET if reset else 0)

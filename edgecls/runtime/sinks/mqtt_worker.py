@@ -141,8 +141,12 @@ class Bridge:
         if message.retain:
             return
         leaf = message.topic.removeprefix(self.s["prefix"] + "/")
+        payload = message.payload  # a cut message would give a made-up id: too long, none
         self.tell(
-            message={"leaf": leaf, "payload": message.payload[:4096].decode("utf-8", "replace")}
+            message={
+                "leaf": leaf,
+                "payload": "" if len(payload) > 4096 else payload.decode("utf-8", "replace"),
+            }
         )
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:

@@ -64,6 +64,8 @@ from edgecls.runtime.loop_options import is_loopback
 from edgecls.runtime.records import Identity, PartRecord
 from edgecls.runtime.sinks import SINKS, Sink, SinkContext
 
+MAX_MESSAGE_BYTES = 1 << 20
+
 NAMESPACE = "urn:edgecls"
 APPLICATION_URI = "urn:edgecls:station"  # unless the certificate names its own
 ROOT = "InspectionStation"
@@ -292,7 +294,10 @@ class OpcuaServer:
         """Listen, or raise EdgeclsError; returns the line to log. A stop signal while the
         server builds (seconds on a Pi) ends the wait: the run is ending anyway."""
         verbose = logs.verbose()
-        logging.getLogger("asyncua").setLevel(logging.INFO if verbose else logging.ERROR)
+        # CRITICAL as pymodbus: a client's garbage or a refused login is no line for the journal
+        logging.getLogger("asyncua").setLevel(logging.INFO if verbose else logging.CRITICAL)
+        if not verbose:  # its accept errors (a descriptor limit reached) are a traceback each
+            logging.getLogger("asyncio").setLevel(logging.CRITICAL)
         # its one error there is a failed start, with a traceback: this class reports it
         logging.getLogger("asyncua.server.server").setLevel(
             logging.INFO if verbose else logging.CRITICAL
@@ -371,8 +376,12 @@ class OpcuaServer:
     async def _build(self):
         """The server with its endpoints, users and address space, not yet listening."""
         from asyncua import Server, ua
+        from asyncua.common.connection import TransportLimits
 
         server = Server(user_manager=Users(self.config.user, self.loopback))
+        # a PLC's messages are small: 1 MB, not asyncua's 100 MB, is what a client may make the
+        # board hold before it logs in
+        server.limits = TransportLimits(65535, 65535, 16, MAX_MESSAGE_BYTES)
         await server.init()
         server.set_server_name("edgecls inspection station")
         server.set_endpoint(self.url)
@@ -479,6 +488,8 @@ class OpcuaServer:
         except Exception as exc:  # e.g. --part-state cannot be written: said here, not traced
             self.context.log(f"warning: opcua: Trigger failed ({exc})")
             return ua.StatusCode(ua.StatusCodes.BadInternalError)
+        if part is None:  # the run is stopping: no part it could still answer
+            return ua.StatusCode(ua.StatusCodes.BadInvalidState)
         await self._refresh()
         return [ua.Variant(part.id % UINT32, ua.VariantType.UInt32)]
 
