@@ -441,3 +441,24 @@ def test_log_file_and_device_file_that_are_fifos_are_refused_not_waited_on(tmp_p
         build_sinks(config(log_file=str(fifo)), ctx).open()
     result = CliRunner().invoke(app, ["run", "--config", str(fifo)])
     assert result.exit_code == 2 and "a FIFO, not a regular file" in result.output
+
+
+def test_one_host_cannot_take_every_connection():
+    """Idle connections from one address fill only its own share: another host (127.0.0.2 is
+    this machine under another address) still gets its /metrics, a watchdog its /health."""
+    with http_sink() as (sink, port):
+        idle = [
+            socket.create_connection(("127.0.0.1", port), timeout=5)
+            for _ in range(http_view.MAX_CONNECTIONS + 8)
+        ]
+        try:
+            assert wait_for(lambda: sink.counts.refused >= 8, 3.0)
+            with socket.create_connection(
+                ("127.0.0.1", port), timeout=5, source_address=("127.0.0.2", 0)
+            ) as other:
+                other.sendall(b"GET /metrics HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+                reply = other.recv(64)
+        finally:
+            for s in idle:
+                s.close()
+    assert reply.startswith(b"HTTP/1.1 200"), reply

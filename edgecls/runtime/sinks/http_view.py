@@ -23,6 +23,7 @@ import socket
 import sys
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs
@@ -45,6 +46,7 @@ BOUNDARY = "edgeclsframe"
 MAX_TRIGGER_BODY = 4096  # POST /trigger: the PLC's id and encoder count, as JSON
 # the bounds on clients (module constants, read at each use, so a test can shrink them)
 MAX_CONNECTIONS = 32  # open connections, each a thread; beyond: 503 and closed at once
+MAX_PER_CLIENT = 8  # of those, from one address
 REQUEST_SECONDS = 5.0  # a request line, its headers and body in all; also an idle keep-alive
 WRITE_SECONDS = 10.0  # each write (a response, a frame) in all: a viewer that does not read
 MAX_REQUEST_BYTES = 16384 + MAX_TRIGGER_BODY  # a request's head and body together
@@ -186,11 +188,13 @@ class _Server(ThreadingHTTPServer):
     def __init__(self, address, handler, sink: HttpSink):
         self.sink = sink
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.per_client: Counter = Counter()  # open connections per client address
+        self.clients = threading.Lock()
         self.said: set[type] = set()  # the kinds of our own faults already logged
         super().__init__(address, handler)
 
     def process_request(self, request, client_address):
-        if not self.slots.acquire(blocking=False):
+        if not self._admit(client_address[0]):
             self.sink.counts.add("refused")
             with contextlib.suppress(OSError):
                 request.setblocking(False)  # what fits in the socket's buffer, or nothing
@@ -200,14 +204,31 @@ class _Server(ThreadingHTTPServer):
         try:
             super().process_request(request, client_address)
         except BaseException:  # no thread started (out of threads): its slot is free again
-            self.slots.release()
+            self._leave(client_address[0])
             raise
+
+    def _admit(self, client: str) -> bool:
+        """A slot, unless all are taken or this client holds MAX_PER_CLIENT of them already: one
+        host that opens connections and sends nothing cannot lock out the rest (a watchdog's
+        /health, a viewer, the PLC's POST /trigger)."""
+        with self.clients:
+            if self.per_client[client] >= MAX_PER_CLIENT or not self.slots.acquire(blocking=False):
+                return False
+            self.per_client[client] += 1
+            return True
+
+    def _leave(self, client: str) -> None:
+        with self.clients:
+            self.per_client[client] -= 1
+            if self.per_client[client] <= 0:
+                del self.per_client[client]
+            self.slots.release()
 
     def process_request_thread(self, request, client_address):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.slots.release()
+            self._leave(client_address[0])
 
     def handle_error(self, request, client_address):
         """A client's fault is counted, not printed (socketserver prints a traceback on stderr,
