@@ -162,23 +162,31 @@ class RuntimeUnavailable(EdgeclsError):
 
 
 def import_runtime(module: str):
-    """(module, None), or (None, why) as `edgecls doctor` says it: "is not installed", or "is
-    broken here (Type: reason)" for an import that fails in any other way."""
+    """(module, None), or (None, why) in `edgecls doctor`'s words: "not installed", or "broken:
+    Type: reason" for an import that fails in any other way (a wheel built for another numpy, a
+    missing CUDA library)."""
     import importlib
 
     try:
         return importlib.import_module(module), None
     except ModuleNotFoundError as exc:
         if exc.name and module.startswith(exc.name):
-            return None, "is not installed"
-        return None, _broken(exc)
+            return None, "not installed"
+        return None, broken(exc)
     except Exception as exc:  # any failure of a third-party import is a finding, not a crash
-        return None, _broken(exc)
+        return None, broken(exc)
 
 
-def _broken(exc: BaseException) -> str:
+def broken(exc: BaseException) -> str:
     reason = " ".join(str(exc).split())[:200]
-    return f"is broken here ({type(exc).__name__}: {reason})"
+    return f"broken: {type(exc).__name__}: {reason}"
+
+
+def _unavailable(runtime: str, why: str, package: str) -> RuntimeUnavailable:
+    if why == "not installed":
+        return RuntimeUnavailable(runtime, "is not installed", f"pip install {package}")
+    fix = f"pip install --force-reinstall {package}; `edgecls doctor` shows what fails"
+    return RuntimeUnavailable(runtime, f"is broken here ({why.removeprefix('broken: ')})", fix)
 
 
 def litert_runtime():
@@ -193,10 +201,7 @@ def litert_runtime():
             resolver = getattr(old, "OpResolverType", None)
             return old.Interpreter, old.load_delegate, resolver, "tflite_runtime"
     # tf.lite is deprecated and would pull TensorFlow onto the board side: never used here.
-    fix = "pip install ai-edge-litert (or 'edgecls[device]')"
-    if problem != "is not installed":
-        fix = "pip install --force-reinstall ai-edge-litert; `edgecls doctor` shows what fails"
-    raise RuntimeUnavailable("LiteRT (ai-edge-litert)", problem, fix)
+    raise _unavailable("LiteRT (ai-edge-litert)", problem, "ai-edge-litert")
 
 
 def onnx_runtime():
@@ -204,10 +209,7 @@ def onnx_runtime():
     ort, problem = import_runtime("onnxruntime")
     if ort is not None:
         return ort
-    fix = "pip install onnxruntime"
-    if problem != "is not installed":
-        fix = "pip install --force-reinstall onnxruntime; `edgecls doctor` shows what fails"
-    raise RuntimeUnavailable("ONNX Runtime", problem, fix)
+    raise _unavailable("ONNX Runtime", problem, "onnxruntime")
 
 
 @register_backend("litert")

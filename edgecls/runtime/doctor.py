@@ -10,6 +10,7 @@ import platform
 import sys
 from pathlib import Path
 
+from edgecls.bundle.backends import broken
 from edgecls.bundle.cpu import this_cpu
 from edgecls.bundle.delegates import DELEGATES
 
@@ -51,25 +52,14 @@ RUNTIMES = {
 
 
 def probe_import(module: str):
-    """(module, "ok") or (None, "not installed") or (None, "broken: Type: reason"): a runtime
-    whose import fails (numpy 2 against a numpy 1 wheel, a missing CUDA library) is reported,
-    never a crash. Native complaints printed while importing are kept off the report's screen."""
+    """(module, "ok") or (None, "not installed") or (None, "broken: Type: reason"), as `run`
+    finds a runtime; native complaints printed while importing are kept off the report."""
+    from edgecls.bundle.backends import import_runtime
     from edgecls.logs import native_stderr_silenced
 
-    try:
-        with native_stderr_silenced():
-            return importlib.import_module(module), "ok"
-    except ModuleNotFoundError as exc:
-        if exc.name and module.startswith(exc.name):
-            return None, "not installed"
-        return None, _broken(exc)
-    except Exception as exc:  # any failure of a third-party import is a finding, not a crash
-        return None, _broken(exc)
-
-
-def _broken(exc: BaseException) -> str:
-    reason = " ".join(str(exc).split())
-    return f"broken: {type(exc).__name__}: {reason[:200]}"
+    with native_stderr_silenced():
+        mod, why = import_runtime(module)
+    return mod, why or "ok"
 
 
 def _runtimes() -> tuple[dict, dict, list[str] | None]:
@@ -84,7 +74,7 @@ def _runtimes() -> tuple[dict, dict, list[str] | None]:
             try:
                 providers = list(mod.get_available_providers())
             except Exception as exc:
-                status[name] = _broken(exc)
+                status[name] = broken(exc)
     versions["tensorflow"] = _version("tensorflow")  # listed, never imported on the board
     return versions, status, providers
 
