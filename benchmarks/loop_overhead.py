@@ -1,30 +1,41 @@
-"""The camera loop's overhead, and int8 against float32, measured side by side in one run.
+"""The camera loop's overhead, measured side by side in one run: how much of the model's speed the
+loop keeps, from a video file and from a live local MJPEG camera (640x480), with the frame work
+overlapped with inference (the loop as it is) and in series with it (the loop as it was); and
+what `auto` picks against every candidate's real loop.
 
     python benchmarks/loop_overhead.py [--bundle export/NAME] [--frames 600] [--json out.json]
 
-For the bundle's int8 TFLite model: model latency (median, after warm-up), the loop's FPS over a
-640x480 video (decode, BGR->RGB, resize, inference, bookkeeping), and the ratio of loop FPS to
-1 / latency: how much of the model's speed the loop keeps. The video alone is also read, to show
-the source is faster than the model. Without --bundle, a MobileNetV2 (224 px, random weights: the
-speed does not depend on them) is trained for one epoch on the casting sample and exported --int8.
+The candidates are the bundle's TFLite artifacts at all cores and all but one; `auto` measures
+them with its probe (runtime/loop_probe.py) and this benchmark runs each through the real loop
+on the video, so the choice can be checked. For auto's choice it then measures, in rounds that
+alternate: the model alone (median latency at the same threads), the loop over the video and
+over the camera, overlapped and serial. Loop FPS / model FPS is reported as the median of the
+rounds with its range. Without --bundle, a MobileNetV2 (224 px, random weights: the speed does
+not depend on them) is trained for one epoch on the casting sample and exported --int8.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from edgecls.bundle.backends import RuntimeOptions, load_predictor
-from edgecls.bundle.latency import latency_samples
-from edgecls.runtime.loop import LoopConfig, run
-from edgecls.runtime.sources import SourceEnded, open_source
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent / "tests")]
+
+from edgecls.bundle.backends import RuntimeOptions, load_predictor  # noqa: E402
+from edgecls.bundle.folder import load_bundle  # noqa: E402
+from edgecls.bundle.latency import latency_samples  # noqa: E402
+from edgecls.runtime.loop import LoopConfig, _probe, frame_work, run  # noqa: E402
+from edgecls.runtime.select import choose, thread_counts  # noqa: E402
+from edgecls.runtime.sources import Source, open_source  # noqa: E402
 
 
 def make_bundle(work: Path) -> Path:
@@ -60,82 +71,125 @@ def write_video(path: Path, frames: int, size=(640, 480)) -> None:
     writer.release()
 
 
-def source_fps(video: Path) -> float:
-    source = open_source(str(video))
-    n, t0 = 0, time.perf_counter()
+class Serial(Source):
+    """The loop as it was: the source keeps no `prepare`, so the loop does the frame work itself,
+    in series with the model (a file is still decoded ahead, as it was)."""
+
+    def __init__(self, source: Source):
+        self._source = source
+        self.name, self.live, self.stop = source.name, source.live, source.stop
+
+    prepare = property(lambda self: None, lambda self, value: None)
+    reconnects = property(lambda self: self._source.reconnects)
+    dropped_frames = property(lambda self: self._source.dropped_frames)
+
+    def read(self):
+        return self._source.read()
+
+    def close(self) -> None:
+        self._source.close()
+
+
+def loop_fps(bundle: Path, source: str, artifact: str, threads: int, serial=False, frames=None):
+    config = LoopConfig(
+        bundle, source, artifact=artifact, runtime=RuntimeOptions(threads=threads),
+        headless=True, max_frames=frames,
+    )  # fmt: skip
+    opened = open_source(source)
+    summary = run(config, log=lambda m: None, source=Serial(opened) if serial else opened)
+    return summary.classified / summary.seconds
+
+
+def candidates(bundle: Path, video: Path) -> tuple[dict, str]:
+    """Every candidate's real loop FPS over the video, and what auto picks (measured afresh)."""
+    b = load_bundle(bundle)
+    config = LoopConfig(bundle, str(video), headless=True)
+    probe = _probe(config, frame_work(b, None))
+    tflite = [a.file for a in b.artifacts if a.format == "tflite" and a.passed]
+    real = {
+        f"{a} x{t}": loop_fps(bundle, str(video), a, t)
+        for a in tflite
+        for t in thread_counts(RuntimeOptions())
+    }
+    choice = choose(b, backend="litert", use_cache=False, probe=probe)
+    return real, f"{choice.artifact.file} x{choice.threads}"
+
+
+CAMERA = """
+import sys, cv2
+sys.path.insert(0, {tests!r})
+from mjpeg_server import MjpegServer
+cap = cv2.VideoCapture({video!r})
+frames = [cap.read()[1] for _ in range(8)]
+with MjpegServer(frames, fps={fps}) as cam:
+    print(cam.url, flush=True)
+    sys.stdin.read()
+"""
+
+
+@contextlib.contextmanager
+def camera(video: Path, fps: float):
+    """A local MJPEG camera in a process of its own (a real one is another device)."""
+    code = CAMERA.format(tests=str(HERE.parent / "tests"), video=str(video), fps=fps)
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
     try:
-        while True:
-            source.read()
-            n += 1
-    except SourceEnded:
-        pass
+        yield child.stdout.readline().strip()
     finally:
-        source.close()
-    return n / (time.perf_counter() - t0)
+        child.stdin.close()
+        child.wait(timeout=10)
+
+
+def measure_round(bundle, artifact, threads, video, frames) -> dict:
+    predictor = load_predictor(bundle / artifact, RuntimeOptions(threads=threads))
+    model_fps = 1000.0 / float(np.median(latency_samples(predictor, runs=200, warmup=10)))
+    row = {"model_fps": model_fps}
+    for mode in ("overlapped", "serial"):
+        row[f"file_{mode}"] = loop_fps(bundle, str(video), artifact, threads, mode == "serial")
+    # a camera a quarter faster than the model: the loop has a new frame whenever it is ready
+    with camera(video, 1.25 * model_fps) as url:
+        for mode in ("overlapped", "serial"):
+            fps = loop_fps(bundle, url, artifact, threads, mode == "serial", frames)
+            row[f"camera_{mode}"] = fps
+    return {k: v / model_fps if k != "model_fps" else v for k, v in row.items()}
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--bundle", type=Path)
     ap.add_argument("--frames", type=int, default=600)
-    ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--threads", type=int, help="inference threads; default all cores")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="edgecls-bench-"))
     bundle = args.bundle or make_bundle(work)
-    options = RuntimeOptions(threads=args.threads)
     video = work / "frames.mp4"
     write_video(video, args.frames)
-
-    predictors = {
-        p: load_predictor(bundle / f"model_{p}.tflite", options) for p in ("int8", "float32")
-    }
-    rounds = []
-    for _ in range(args.rounds):  # alternate the measurements: a shared machine drifts
-        lat = {
-            p: float(np.median(latency_samples(pred, runs=args.runs, warmup=10)))
-            for p, pred in predictors.items()
-        }
-        config = LoopConfig(
-            bundle, str(video), artifact="model_int8.tflite", runtime=options, headless=True
-        )
-        summary = run(config, log=lambda m: None)
-        loop_fps = summary.classified / summary.seconds
-        rounds.append(
-            {
-                "int8_ms": lat["int8"],
-                "float32_ms": lat["float32"],
-                "loop_fps": loop_fps,
-                "ratio": loop_fps * lat["int8"] / 1000.0,
-                "int8_over_float32": lat["int8"] / lat["float32"],
-            }
-        )
-
-    def med(key):
-        return round(float(np.median([r[key] for r in rounds])), 3)
-
-    def spread(key):
-        return [round(min(r[key] for r in rounds), 3), round(max(r[key] for r in rounds), 3)]
-
+    real, auto = candidates(bundle, video)
+    best = max(real, key=real.get)
+    for key, fps in sorted(real.items(), key=lambda kv: -kv[1]):
+        print(f"candidate {key:<28} loop {fps:6.1f} FPS{'  <- auto' if key == auto else ''}")
+    artifact = auto.split(" x")[0]
+    counts = thread_counts(RuntimeOptions())
+    rounds = {t: [] for t in counts}
+    for _ in range(args.rounds):  # alternating within each round: a shared machine drifts
+        for t in counts:
+            rounds[t].append(measure_round(bundle, artifact, t, video, args.frames))
     report = {
         "bundle": str(bundle),
-        "threads": options.num_threads,
         "rounds": args.rounds,
-        "frames_per_round": summary.classified,
-        "video": "640x480 mp4v",
-        "source_fps": round(source_fps(video), 1),
-        "int8_latency_ms": med("int8_ms"),
-        "float32_latency_ms": med("float32_ms"),
-        "model_fps_int8": round(1000.0 / med("int8_ms"), 1),
-        "loop_fps_int8": round(med("loop_fps"), 1),
-        "loop_fps_over_model_fps": med("ratio"),
-        "loop_fps_over_model_fps_range": spread("ratio"),
-        "int8_over_float32_latency": med("int8_over_float32"),
-        "int8_over_float32_latency_range": spread("int8_over_float32"),
+        "frames": "640x480",
+        "candidates_loop_fps": {k: round(v, 1) for k, v in real.items()},
+        "auto_choice": auto,
+        "auto_loop_over_best_loop": round(real[auto] / real[best], 3),
     }
+    for t, rows in rounds.items():
+        for key in rows[0]:
+            values = [r[key] for r in rows]
+            report[f"x{t}_{key}"] = round(float(np.median(values)), 3)
+            report[f"x{t}_{key}_range"] = [round(min(values), 3), round(max(values), 3)]
     width = max(map(len, report))
     for k, v in report.items():
         print(f"{k:>{width}}  {v}")

@@ -2,11 +2,14 @@
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import cv2
@@ -17,13 +20,13 @@ from videos import write_video
 
 import edgecls.runtime.loop as loop_module
 from edgecls.bundle.backends import RuntimeOptions, load_predictor
-from edgecls.bundle.folder import load_bundle
+from edgecls.bundle.folder import Bundle, load_bundle
 from edgecls.bundle.preprocess import frame_to_input, load_image
 from edgecls.cli import app
 from edgecls.runtime.loop import LoopConfig, run
 from edgecls.runtime.records import Identity
 from edgecls.runtime.sinks.metrics import prometheus_text
-from edgecls.runtime.sources import LiveSource
+from edgecls.runtime.sources import FileSource, LiveSource
 
 ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ["beetles", "cockroach", "dragonflies"]
@@ -93,6 +96,54 @@ def test_loop_labels_every_frame_of_a_known_video(bundle, known_video):
     assert summary.classified == len(expected) and summary.corrupt == 0
     assert logs[0].startswith("running ") and "chosen:" in logs[0]
     assert logs[-1].startswith("summary:") and "p99" in logs[-1]
+
+
+def test_the_frame_work_overlaps_the_model_and_changes_no_record(bundle, known_video, monkeypatch):
+    """The next frame's crop and resize run on the source's thread while the model works on this
+    one; the records are exactly those of the loop doing it all in series, in frame order."""
+    video, expected = known_video
+    calls = Counter()
+    real_frame_work = loop_module.frame_work
+
+    def counting(*args):
+        prepare = real_frame_work(*args)
+        return lambda image: calls.update([threading.current_thread().name]) or prepare(image)
+
+    monkeypatch.setattr(loop_module, "frame_work", counting)
+
+    def records(source=None):
+        lines = []
+        out = type("Out", (), {"write": lambda _, s: lines.append(s), "flush": lambda _: None})
+        int8 = "model_int8.tflite"
+        config = LoopConfig(bundle, str(video), headless=True, json=True, artifact=int8)
+        run(config, out=out(), log=lambda m: None, source=source)
+        return [json.loads(s) for s in lines]
+
+    overlapped = records()
+    on_the_loop = calls[threading.main_thread().name]
+    assert sum(calls.values()) - on_the_loop >= len(expected) - 3, calls  # a few read ahead
+    calls.clear()
+    serial = records(FileSource(str(video)))  # no thread of its own: the loop does the work
+    assert calls == {threading.main_thread().name: len(expected)}
+    assert [r["frame"] for r in overlapped] == list(range(len(expected)))
+    same = ("frame", "label", "probs")
+    assert [[r[k] for k in same] for r in overlapped] == [[r[k] for k in same] for r in serial]
+
+
+def test_a_live_source_prepares_only_its_newest_frame_on_the_capture_thread(insects_data):
+    frames = [cv2.imread(str(p)) for p in sorted((insects_data / "test").rglob("*.jpg"))[:3]]
+    source = LiveSource("camera 0", lambda: FlakyCapture(frames, 10**6), log=lambda _: None)
+    try:
+        source.prepare = lambda image: image[:4, :4, ::-1].copy()
+        time.sleep(0.05)
+        got = [source.read() for _ in range(10)]
+        assert [f.index for f in got] == sorted({f.index for f in got})  # never an older one
+        assert all(np.array_equal(f.prepared, f.image[:4, :4, ::-1]) for f in got)
+        source.prepare = lambda image: 1 / 0
+        time.sleep(0.05)
+        assert isinstance(source.read().prepared, ZeroDivisionError)  # raised by the loop
+    finally:
+        source.close()
 
 
 @pytest.mark.slow
@@ -433,11 +484,23 @@ def test_auto_picks_the_fastest_passed_artifact_and_caches_it(bundle, monkeypatc
     monkeypatch.setenv("EDGECLS_CACHE", str(tmp_path))
     b = load_bundle(bundle)
     first = select.choose(b)
-    assert "fastest measured" in first.reason and "(cached)" not in first.reason
-    for a in b.artifacts:
-        assert a.file in first.reason
+    assert "fastest loop measured" in first.reason and "(cached)" not in first.reason
+    measured = dict(re.findall(r"(model_\S+ x\d+) (\d+) FPS", first.reason))
+    counts = select.thread_counts(select.RuntimeOptions())
+    assert set(measured) == {f"{a.file} x{t}" for a in b.artifacts for t in counts}
+    fastest = next(iter(measured))  # listed fastest first: the choice
+    assert int(measured[fastest]) == max(map(int, measured.values()))
+    assert fastest.startswith(first.artifact.file + " ")
+    loads, real_load = [], Bundle.load
+
+    def load(self, artifact, *rest):
+        loads.append(artifact)
+        return real_load(self, artifact, *rest)
+
+    monkeypatch.setattr(Bundle, "load", load)
     again = select.choose(b)
     assert "(cached)" in again.reason and again.artifact.file == first.artifact.file
+    assert loads == [again.artifact]  # a cached start loads only the chosen artifact
     assert select.choose(b, backend="onnxruntime").artifact.format == "onnx"
 
 

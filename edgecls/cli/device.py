@@ -16,13 +16,16 @@ from edgecls.cli.common import command, console, err, table_parameters, with_sig
 def _run(ctx: typer.Context, config: Path | None = None, **options) -> None:
     """Classify frames from a camera, video, stream or folder with a bundle's artifact; send
     records and decisions to the line (JSON log, MQTT, HTTP, GPIO, a command, saved frames)."""
+    from edgecls.runtime.loop import process_started
     from edgecls.runtime.loop import run as run_loop
     from edgecls.runtime.loop_options import LoopOptions, merge_options, read_device_file
 
     given = {name: value for name, value in options.items() if _given(ctx, name)}
     chosen = merge_options(read_device_file(config), given) if config else LoopOptions(**options)
     summary = run_loop(
-        chosen.to_config(), log=lambda msg: err.print(msg, markup=False, highlight=False)
+        chosen.to_config(),
+        log=lambda msg: err.print(msg, markup=False, highlight=False),
+        began=process_started(),
     )
     if summary.interrupted_by:  # stopped cleanly, outputs flushed; the exit code says by whom
         raise typer.Exit(128 + summary.interrupted_by)

@@ -10,11 +10,14 @@ a summary and flushed outputs. Memory stays constant however long it runs.
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -25,13 +28,14 @@ from edgecls.redact import one_line, redact
 from edgecls.runtime import systemd
 from edgecls.runtime.decisions import DecisionRule
 from edgecls.runtime.loop_options import LoopConfig
+from edgecls.runtime.loop_probe import NOMINAL_SIZE
 from edgecls.runtime.parts import Station
 from edgecls.runtime.parts.triggers import PART_TRIGGERS
 from edgecls.runtime.records import Identity, PartCounts, Record, Summary
-from edgecls.runtime.select import choose
+from edgecls.runtime.select import Probe, choose
 from edgecls.runtime.sinks import SinkContext, Sinks, build_sinks
 from edgecls.runtime.sinks.recording import source_fps
-from edgecls.runtime.sources import Frame, Source, SourceEnded, open_source
+from edgecls.runtime.sources import Frame, Source, SourceEnded, frame_size, open_source
 
 __all__ = ["LoopConfig", "Summary", "run"]
 
@@ -88,7 +92,7 @@ class _Classifier:
     """Frame -> Record: the ROI crop, the one preprocessing function, the model."""
 
     predictor: Predictor
-    bundle: Bundle
+    prepare: Callable[[np.ndarray], np.ndarray]  # the frame work, where the source did not
     identity: Identity
     source: str
     min_confidence: float
@@ -96,8 +100,11 @@ class _Classifier:
     keep_input: bool
 
     def __call__(self, frame: Frame) -> Record:
-        image = self.crop(frame.image)
-        x = self.bundle.input_spec.frame_to_input(image)
+        x = frame.prepared
+        if isinstance(x, Exception):
+            raise x
+        if x is None:  # a source without a thread of its own: made here
+            x = self.prepare(frame.image)
         t0 = time.perf_counter()
         probs = self.predictor.predict(x[None])[0]
         latency = (time.perf_counter() - t0) * 1000
@@ -119,17 +126,34 @@ class _Classifier:
             model_input=x if self.keep_input else None,
         )
 
-    def crop(self, image: np.ndarray) -> np.ndarray:
-        roi = self.identity.roi
-        if roi is None:
-            return image
-        x, y, w, h = roi
-        if x + w > image.shape[1] or y + h > image.shape[0]:
-            raise RoiOutside(
-                f"--roi {x},{y},{w},{h}: outside the {image.shape[1]}x{image.shape[0]} frame "
-                "of this source; give a region inside it"
-            )
-        return image[y : y + h, x : x + w]
+
+def frame_work(bundle: Bundle, roi) -> Callable[[np.ndarray], np.ndarray]:
+    """The work on a frame before the model: ROI crop, resize, colours (the one preprocessing
+    function). Thread-safe: a source's own thread runs it too."""
+    spec = bundle.input_spec
+    return lambda image: spec.frame_to_input(crop(image, roi))
+
+
+def _probe(config: LoopConfig, prepare) -> Probe:
+    """The frames `auto` measures the loop on: the source's size where known, and always large
+    enough for the ROI."""
+    w, h = frame_size(config.source, config.capture) or NOMINAL_SIZE
+    if config.roi is not None:
+        x, y, rw, rh = config.roi
+        w, h = max(w, x + rw), max(h, y + rh)
+    return Probe((w, h), prepare, config.roi)
+
+
+def crop(image: np.ndarray, roi: tuple[int, int, int, int] | None) -> np.ndarray:
+    if roi is None:
+        return image
+    x, y, w, h = roi
+    if x + w > image.shape[1] or y + h > image.shape[0]:
+        raise RoiOutside(
+            f"--roi {x},{y},{w},{h}: outside the {image.shape[1]}x{image.shape[0]} frame "
+            "of this source; give a region inside it"
+        )
+    return image[y : y + h, x : x + w]
 
 
 def _check(config: LoopConfig, bundle: Bundle) -> None:
@@ -153,17 +177,22 @@ def _drift_sinks(config: LoopConfig, bundle: Bundle) -> list:
     return [DriftSink(reference, config.drift.window, config.drift.threshold)]
 
 
-def run(config: LoopConfig, out=None, log=None, source: Source | None = None) -> Summary:
-    """Run the loop until the source ends, max_frames, the window closes, or a signal."""
+def run(
+    config: LoopConfig, out=None, log=None, source: Source | None = None, began: float | None = None
+) -> Summary:
+    """Run the loop until the source ends, max_frames, the window closes, or a signal. `began`
+    (monotonic) is where the cold start counts from: the CLI gives its process's start."""
     out = out or sys.stdout
     shown = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     log = lambda msg: shown(one_line(redact(msg)))  # noqa: E731 (no password, one line each)
     bundle = load_bundle(config.bundle)
     _check(config, bundle)
     _more_descriptors()
+    prepare = frame_work(bundle, config.roi)
     choice = choose(
-        bundle, config.backend, config.artifact, config.runtime, config.allow_failed, log=log
-    )
+        bundle, config.backend, config.artifact, config.runtime, config.allow_failed, log=log,
+        probe=_probe(config, prepare),
+    )  # fmt: skip
     for w in [*choice.predictor.warnings, bundle.unchecked_here()]:
         if w:
             log(f"warning: {w}")
@@ -171,7 +200,7 @@ def run(config: LoopConfig, out=None, log=None, source: Source | None = None) ->
         bundle.manifest.name, choice.artifact.file, choice.artifact.sha256,
         tuple(bundle.labels), config.roi,
     )  # fmt: skip
-    stopper, summary = _Stop(), Summary()
+    stopper, summary = _Stop(), Summary(began=time.monotonic() if began is None else began)
     with stopper as stop:  # from here a signal ends the run cleanly, even while starting
         context = SinkContext(
             summary, stopper.event, log, identity, frozenset(config.decision.trigger), out=out
@@ -185,9 +214,10 @@ def run(config: LoopConfig, out=None, log=None, source: Source | None = None) ->
             _started(config, choice, source, sinks, log)
         needs = sinks.needs()
         classify = _Classifier(
-            choice.predictor, bundle, identity, source.name, config.min_confidence,
+            choice.predictor, prepare, identity, source.name, config.min_confidence,
             keep_image="image" in needs, keep_input="model_input" in needs,
         )  # fmt: skip
+        source.prepare = prepare  # on the source's own thread, beside the model
         summary.started = time.monotonic()
         try:
             if station is None:
@@ -201,6 +231,17 @@ def run(config: LoopConfig, out=None, log=None, source: Source | None = None) ->
     # (the shell's 128 + the signal: 130, 129)
     summary.interrupted_by = None if stopper.signal == signal.SIGTERM else stopper.signal
     return summary
+
+
+def process_started() -> float:
+    """The monotonic time this process began (Linux: its start tick, 10 ms steps), so a cold
+    start counts the imports too; elsewhere, now."""
+    try:
+        stat = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        age = time.clock_gettime(time.CLOCK_BOOTTIME) - int(stat[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):
+        return time.monotonic()
+    return time.monotonic() - max(0.0, age)
 
 
 def _more_descriptors(wanted: int = 65536) -> None:
@@ -408,6 +449,7 @@ def _count(summary: Summary, record: Record) -> None:
     summary.latency.add(record.latency_ms)
     summary.labels[record.label or "uncertain"] += 1
     if summary.classified == 1:
+        summary.first_record = time.monotonic() - summary.began
         systemd.ready()
 
 

@@ -38,7 +38,7 @@ class LoopOptions:
     backend: str = opt("auto", f"auto, {' or '.join(backend_formats())}")
     artifact: str | None = opt(None, "run this artifact file of the bundle")
     delegate: str = opt("auto", "auto, none, xnnpack, gpu, nnapi, edgetpu or PATH.so")
-    threads: int | None = opt(None, "inference threads; default all cores")
+    threads: int | None = opt(None, "inference threads; default: auto tries all cores, one fewer")
     providers: str | None = opt(None, "ONNX Runtime providers, comma-separated")
     trt_cache: Path | None = opt(None, "TensorRT engine cache folder")  # noqa: RUF009
     fp16: bool = opt(False, "TensorRT fp16 kernels")

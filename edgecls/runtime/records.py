@@ -276,6 +276,10 @@ class Summary:
     drift: dict = field(default_factory=dict)  # the drift monitor's last state
     parts: PartCounts | None = None  # with --part-trigger
     started: float = field(default_factory=time.monotonic)
+    # the run's start (for `edgecls run`: its process's), and the seconds from it to the first
+    # record: how long a restarted service leaves the line uninspected
+    began: float = field(default_factory=time.monotonic)
+    first_record: float | None = None
     last_frame: float | None = None  # monotonic time of the last frame read
     interrupted_by: int | None = None  # the signal (SIGINT, SIGHUP) that ended a clean stop
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -306,6 +310,7 @@ class Summary:
             "seconds": round(self.seconds, 3),
             "fps": round(self.fps(), 2),
             "latency_ms": {f"p{q}": round(self.latency.percentile(q), 3) for q in (50, 90, 99)},
+            "first_record_s": None if self.first_record is None else round(self.first_record, 3),
             "labels": dict(self.labels),
             "saved": self.saved,
             "output_errors": errors,
@@ -327,6 +332,8 @@ class Summary:
             f"latency p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms; "
             f"labels: {counts}"
         ]
+        if d["first_record_s"] is not None:
+            parts.append(f"first record {d['first_record_s']:.2f} s after start")
         if d["unreadable_images"]:
             parts.append(f"{d['unreadable_images']} images not classified (named above)")
         if d["skipped_frames"]:  # the camera is faster than the model: it sees the newest frame

@@ -1,7 +1,8 @@
 """Which artifact runs: among those that passed parity, ONNX on TensorRT/CUDA where present (int8
-first on TensorRT), else the fastest by a short measured warm-up on this machine (cached per
-machine and bundle). int8 beats float32 on ARM boards but not on every x86 CPU, so it is
-measured, never assumed."""
+first on TensorRT), else the artifact and inference thread count whose loop is the fastest
+measured on this machine for this source's frames (loop_probe.py; cached per machine, bundle
+and frame size). int8 beats float32 on ARM boards but not on every x86 CPU, and all cores for
+the model can lose to all but one when the frame work needs a core: measured, never assumed."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import hashlib
 import json
 import os
 import platform
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -17,13 +19,14 @@ import numpy as np
 from edgecls.bundle.backends import Predictor, RuntimeOptions, RuntimeUnavailable, import_runtime
 from edgecls.bundle.folder import Bundle
 from edgecls.bundle.formats import backend_formats
-from edgecls.bundle.latency import latency_samples
 from edgecls.bundle.manifest import Artifact
 from edgecls.durable import write_json_atomic
 from edgecls.errors import EdgeclsError
+from edgecls.runtime.loop_probe import NOMINAL_SIZE, loop_fps, probe_frame
 
 BACKEND_FORMATS = backend_formats()
 CACHE_ENTRIES = 32  # bundles x settings remembered; the oldest measurement goes first
+PROBE_ROUNDS, PROBE_SECONDS = 2, 0.25  # per candidate, once per machine, bundle and frame size
 
 
 @dataclass
@@ -31,19 +34,23 @@ class Choice:
     artifact: Artifact
     predictor: Predictor  # loaded, checked against the manifest
     reason: str
+    threads: int | None = None  # the inference threads auto chose; None: as asked
 
 
-def _cache_key(bundle: Bundle, options: RuntimeOptions) -> str:
+def _cache_key(bundle: Bundle, options: RuntimeOptions, probe: Probe) -> str:
     shas = "".join(a.sha256 for a in bundle.artifacts)
     ident = "|".join(
         map(
             str,
             (
+                "loop",
                 platform.node(),
                 platform.machine(),
                 os.cpu_count(),
-                options.num_threads,
+                options.threads,
                 options.delegate,
+                probe.frame_size,
+                probe.roi,
                 shas,
             ),
         )
@@ -139,6 +146,7 @@ def choose(
     allow_failed: bool = False,
     use_cache: bool = True,
     log=lambda msg: None,
+    probe: Probe | None = None,
 ) -> Choice:
     """The artifact to run, loaded and checked, and why it was chosen."""
     if artifact:
@@ -148,53 +156,114 @@ def choose(
     gpu = _gpu_choice(bundle, candidates, backend, options, allow_failed)
     if gpu is not None:
         return gpu
-    predictors = _load_all(bundle, candidates, options, allow_failed, backend, log)
-    candidates = [a for a in candidates if a.file in predictors]
-    if len(candidates) == 1:
-        a = candidates[0]
-        return Choice(a, predictors[a.file], "only eligible artifact")
-    key = _cache_key(bundle, options)
+    probe = probe or Probe(NOMINAL_SIZE, bundle.input_spec.frame_to_input)
+    runs = [Candidate(a, t) for a in candidates for t in thread_counts(options)]
+    if len(runs) == 1:
+        c = runs[0]
+        return Choice(c.artifact, c.load(bundle, options, allow_failed), "only eligible artifact")
+    key = _cache_key(bundle, options, probe)
     cache = read_cache(log) if use_cache else {}
-    timings = cache.get(key)
-    cached = isinstance(timings, dict) and all(
-        isinstance(timings.get(a.file), (int, float)) for a in candidates
-    )
+    fps, best, predictor = _cached(cache.get(key), runs, bundle, options, allow_failed)
+    cached = best is not None
     if not cached:
-        timings = {f: float(np.median(latency_samples(p))) for f, p in predictors.items()}
+        fps, predictors = _measure(bundle, runs, options, allow_failed, backend, probe, log)
+        best = max((c for c in runs if c.key in predictors), key=lambda c: fps[c.key])
+        predictor = predictors[best.key]
         if use_cache:
             kept = [k for k in cache if k != key][-(CACHE_ENTRIES - 1) :]
-            write_cache({**{k: cache[k] for k in kept}, key: timings}, log)
-    best = min(candidates, key=lambda a: timings[a.file])
-    others = ", ".join(
-        f"{a.file} {timings[a.file]:.2f} ms"
-        for a in sorted(candidates, key=lambda a: timings[a.file])
-    )
+            write_cache({**{k: cache[k] for k in kept}, key: fps}, log)
+    measured = sorted((c for c in runs if fps.get(c.key)), key=lambda c: -fps[c.key])
+    others = ", ".join(f"{c.key} {fps[c.key]:.0f} FPS" for c in measured)
+    w, h = probe.frame_size
     return Choice(
-        best,
-        predictors[best.file],
-        f"fastest measured on this machine{' (cached)' if cached else ''}: {others}",
+        best.artifact,
+        predictor,
+        f"fastest loop measured on this machine for {w}x{h} frames"
+        f"{' (cached)' if cached else ''}: {others}",
+        best.threads,
     )
 
 
-def _load_all(bundle, candidates, options, allow_failed, backend, log) -> dict[str, Predictor]:
+@dataclass(frozen=True)
+class Probe:
+    """What the loop will do per frame: the source's frame size and the frame work."""
+
+    frame_size: tuple[int, int]  # width, height
+    prepare: Callable[[np.ndarray], np.ndarray]
+    roi: tuple[int, int, int, int] | None = None  # part of the frame work; in the cache key
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """An artifact at an inference thread count."""
+
+    artifact: Artifact
+    threads: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.artifact.file} x{self.threads}"
+
+    def load(self, bundle: Bundle, options: RuntimeOptions, allow_failed: bool) -> Predictor:
+        return bundle.load(self.artifact, replace(options, threads=self.threads), allow_failed)
+
+
+def thread_counts(options: RuntimeOptions) -> list[int]:
+    """All cores, and all but one (left to the frame work); --threads fixes the count."""
+    if options.threads is not None:
+        return [options.threads]
+    cores = os.cpu_count() or 1
+    return [cores, cores - 1] if cores > 1 else [1]
+
+
+def _cached(fps, runs: list[Candidate], bundle, options, allow_failed):
+    """The cached measurement's best, loaded; (None, None, None) to measure again: no entry, a
+    candidate it lacks (a runtime installed since), or the best no longer loads here. A
+    candidate whose runtime was missing is cached as null."""
+    valid = isinstance(fps, dict) and all(
+        c.key in fps and (fps[c.key] is None or isinstance(fps[c.key], (int, float))) for c in runs
+    )
+    measured = [c for c in runs if valid and fps[c.key]]
+    if not measured:
+        return None, None, None
+    best = max(measured, key=lambda c: fps[c.key])
+    try:
+        return fps, best, best.load(bundle, options, allow_failed)
+    except RuntimeUnavailable:
+        return None, None, None
+
+
+def _measure(bundle, runs, options, allow_failed, backend, probe, log):
+    """Each candidate's loop FPS, rounds alternating so that a busy moment of a shared machine
+    does not land on one of them; the best round counts (load only ever slows a loop down)."""
+    predictors = _load_all(bundle, runs, options, allow_failed, backend, log)
+    jpeg = probe_frame(probe.frame_size)
+    fps = {c.key: None for c in runs}
+    for _ in range(PROBE_ROUNDS):
+        for k, predictor in predictors.items():
+            fps[k] = max(fps[k] or 0.0, loop_fps(predictor, probe.prepare, jpeg, PROBE_SECONDS))
+    return fps, predictors
+
+
+def _load_all(bundle, runs, options, allow_failed, backend, log) -> dict[str, Predictor]:
     """Every candidate loaded. Under `auto`, a runtime that is missing or broken here is one
     warning and its artifacts are skipped while another runtime serves; only when none can is
     it an error, naming each runtime's problem and its fix."""
     predictors, unavailable = {}, {}
-    for a in candidates:
-        if a.format in unavailable:
+    for c in runs:
+        if c.artifact.format in unavailable:
             continue
         try:
-            predictors[a.file] = bundle.load(a, options, allow_failed)
+            predictors[c.key] = c.load(bundle, options, allow_failed)
         except RuntimeUnavailable as exc:
             if backend != "auto":
                 raise
-            unavailable[a.format] = exc
+            unavailable[c.artifact.format] = exc
     if not predictors and unavailable:
         problems = "; ".join(str(exc) for exc in unavailable.values())
         raise EdgeclsError(f"{bundle.root}: no runtime here can run its artifacts: {problems}")
     for fmt, exc in unavailable.items():
-        skipped = ", ".join(a.file for a in candidates if a.format == fmt)
+        skipped = ", ".join(sorted({c.artifact.file for c in runs if c.artifact.format == fmt}))
         log(
             f"warning: {exc.runtime} {exc.problem}: skipping {skipped}; running the other "
             f"artifacts (to use it: {exc.fix})"

@@ -41,6 +41,7 @@ __all__ = [
     "Source",
     "SourceEnded",
     "SourceKind",
+    "frame_size",
     "open_source",
 ]
 
@@ -96,10 +97,26 @@ def _is_images(spec: str) -> bool:
     )
 
 
+def _asked_size(spec: str, settings: CaptureSettings) -> tuple[int, int] | None:
+    return (settings.width, settings.height) if settings.width and settings.height else None
+
+
+def _video_size(spec: str, settings: CaptureSettings) -> tuple[int, int] | None:
+    cap = cv2.VideoCapture(spec)
+    try:
+        w, h = int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)), int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+    finally:
+        cap.release()
+    return (w, h) if w > 0 and h > 0 else None
+
+
 @dataclass(frozen=True)
 class SourceKind:
     matches: Callable[[str], bool]
     make: Callable[[str, CaptureSettings, threading.Event | None], Source]
+    # the frame size (width, height) as far as it is known before the source opens, for the
+    # measurement that picks the artifact; None where only the first frame will tell
+    size: Callable[[str, CaptureSettings], tuple[int, int] | None] = _asked_size
 
 
 SOURCES: Registry[SourceKind] = Registry("source kind")
@@ -123,8 +140,21 @@ SOURCES.add(
 )
 SOURCES.add("images", SourceKind(_is_images, lambda s, c, stop: Prefetch(ImageFolderSource(s))))
 SOURCES.add(
-    "video", SourceKind(lambda s: Path(s).is_file(), lambda s, c, stop: Prefetch(FileSource(s)))
+    "video",
+    SourceKind(
+        lambda s: Path(s).is_file(), lambda s, c, stop: Prefetch(FileSource(s)), _video_size
+    ),
 )
+
+
+def _kind(spec: str) -> SourceKind | None:
+    return next((kind for kind in SOURCES.values() if kind.matches(spec)), None)
+
+
+def frame_size(spec: str, settings: CaptureSettings = CaptureSettings()) -> tuple[int, int] | None:
+    """--source's frame size (width, height) before it opens, where it can be known."""
+    kind = _kind(spec)
+    return kind.size(spec, settings) if kind else None
 
 
 def open_source(
@@ -132,9 +162,9 @@ def open_source(
 ) -> Source:
     """The Source for --source: the first kind in SOURCES that recognises it. A live
     source's waits wake on `stop` (the loop's signal event)."""
-    for kind in SOURCES.values():
-        if kind.matches(spec):
-            return kind.make(spec, settings, stop)
+    kind = _kind(spec)
+    if kind is not None:
+        return kind.make(spec, settings, stop)
     hint = " (a video file?)" if spec.lower().endswith(VIDEO_SUFFIXES) else ""
     raise EdgeclsError(
         f"--source {redact(spec)}: not found{hint}; give a camera index, a video file, an image "

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -25,10 +26,24 @@ class Frame:
     # monotonic time the frame arrived (a live source's capture thread stamps it as it grabs), so a
     # part trigger takes only frames captured after it, never one that was already waiting
     captured: float = field(default_factory=time.monotonic)
+    # the model's input, made by the source's own thread (`Source.prepare`) while the model works
+    # on the frame before; the exception it raised instead; None where the loop makes it itself
+    prepared: np.ndarray | Exception | None = None
 
 
 class SourceEnded(Exception):
     """A file source reached its end, or a live source could not be reopened."""
+
+
+def prepared(prepare: Callable[[np.ndarray], np.ndarray] | None, image) -> object:
+    """`Frame.prepared` for an image read on a source's thread: the input, or what stopped it
+    (raised by the loop, as if it had made the input itself)."""
+    if prepare is None or not valid_image(image):
+        return None
+    try:
+        return prepare(image)
+    except Exception as exc:
+        return exc
 
 
 def valid_image(image) -> bool:
@@ -70,6 +85,11 @@ class Source:
     stop: threading.Event | None = None
     """The event that ends the source's own waits (reading, reconnecting), set on a stop signal
     along with the loop's, so a source that is down does not hold up a Ctrl-C."""
+
+    prepare: Callable[[np.ndarray], np.ndarray] | None = None
+    """The frame work (ROI crop, resize, colours) the loop hands over: a source that reads on a
+    thread of its own runs it there on each frame (`prepared`), so it overlaps the model's work
+    on the frame before; a source without one leaves it to the loop."""
 
     def read(self) -> Frame:
         """The next frame (a live source's newest); raise SourceEnded when there are no more."""

@@ -11,7 +11,7 @@ import cv2
 
 from edgecls.bundle.preprocess import Walker, iter_image_paths, read_image
 from edgecls.errors import EdgeclsError
-from edgecls.runtime.sources.base import Frame, Source, SourceEnded, valid_image
+from edgecls.runtime.sources.base import Frame, Source, SourceEnded, prepared, valid_image
 
 
 class FileSource(Source):
@@ -93,15 +93,16 @@ class ImageFolderSource(Source):
 
 
 class Prefetch(Source):
-    """Reads a file source ahead on a thread, in order and without dropping, so decoding the next
-    frame overlaps the model's work on this one. Its `stop` is the wrapped source's own where it
-    has one (a folder's walk ends on it); the run sets it on a stop signal, and a read waiting
-    for a frame that a long walk has not found yet ends then too."""
+    """Reads a file source ahead on a thread, in order and without dropping, so decoding (and
+    `prepare`) of the next frame overlaps the model's work on this one. Its `stop` is the
+    wrapped source's own where it has one (a folder's walk ends on it); the run sets it on a
+    stop signal, and a read waiting for a frame that a long walk has not found yet ends then
+    too."""
 
     live = False
     _END = object()
 
-    def __init__(self, source: Source, depth: int = 4):
+    def __init__(self, source: Source, depth: int = 2):
         self._source = source
         self.name = source.name
         self._queue: queue.Queue = queue.Queue(maxsize=depth)
@@ -119,6 +120,7 @@ class Prefetch(Source):
             while not self.stop.is_set():
                 try:
                     item = self._source.read()
+                    item.prepared = prepared(self.prepare, item.image)
                 except SourceEnded:
                     item = self._END
                 except Exception as exc:  # surfaced to the loop, not lost in a thread

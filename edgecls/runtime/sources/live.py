@@ -13,7 +13,7 @@ import numpy as np
 
 from edgecls.errors import SourceUnavailable
 from edgecls.runtime import native_memory
-from edgecls.runtime.sources.base import Frame, Source, SourceEnded, valid_image
+from edgecls.runtime.sources.base import Frame, Source, SourceEnded, prepared, valid_image
 
 
 class _Unopened:
@@ -57,6 +57,7 @@ class LiveSource(Source):
         self.stop = stop or threading.Event()
         self._cond = threading.Condition()
         self._latest: np.ndarray | None = None
+        self._ready = None  # its `prepared`
         self._latest_at = 0.0  # when the capture thread grabbed it
         self._seq = self._taken = 0
         self._generation = 0
@@ -143,6 +144,7 @@ class LiveSource(Source):
     def _read_all(self, generation: int, cap) -> None:
         while self._current(generation):
             ok, image = cap.read()
+            ready = prepared(self.prepare, image) if ok else None  # outside the lock
             with self._cond:
                 if generation != self._generation:
                     return  # abandoned after a stall: a newer worker owns the source
@@ -152,7 +154,7 @@ class LiveSource(Source):
                     return
                 if self._seq > self._taken:
                     self.dropped_frames += 1
-                self._latest, self._seq = image, self._seq + 1
+                self._latest, self._ready, self._seq = image, ready, self._seq + 1
                 self.last_frame = self._latest_at = time.monotonic()
                 self._cond.notify_all()
 
@@ -197,7 +199,9 @@ class LiveSource(Source):
                     self._taken = self._seq
                     image = self._latest
                     image = image if valid_image(image) else None
-                    return Frame(self._seq - 1, image, captured=self._latest_at)
+                    return Frame(
+                        self._seq - 1, image, captured=self._latest_at, prepared=self._ready
+                    )
                 stalled = self._reading and time.monotonic() - self.last_frame > self._timeout
                 if not stalled:
                     self._cond.wait(timeout=0.1)
