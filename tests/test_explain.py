@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from edgecls.cli import app
 
 
-@pytest.mark.parametrize("method", ["gradient", "partition"])
+@pytest.mark.parametrize("method", ["gradient", "partition", "kernel"])
 def test_explain_writes_a_self_contained_faithful_report(
     method, insects_run, insects_data, tmp_path
 ):
@@ -49,6 +49,9 @@ def test_explain_writes_a_self_contained_faithful_report(
         assert row["pointing_hit"] is None  # insects ship no masks
     d = report["summary"]["deletion"]
     assert d["mean_top_drop"] > d["mean_random_drop"], d
+    if method == "kernel":  # superpixels (SLIC) that pass the deletion check on most images
+        assert d["top_beats_random"] >= 0.75, d
+        assert report["summary"]["settings"] == {"max_evals": 200, "segments": 50}
 
 
 def test_pointing_game_uses_the_casting_masks(insects_run, casting_data, tmp_path):

@@ -105,6 +105,7 @@ LAYERS = (
         "workstation",
         (
             "edgecls.train",
+            "edgecls.anomaly",
             "edgecls.export",
             "edgecls.explain",
             "edgecls.evaluate",

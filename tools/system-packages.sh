@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Debian packages the tests start or check with: a real MQTT broker (mosquitto), shellcheck
-# for device/install.sh, systemd-analyze for the unit, openssl for the TLS broker's certificates. Installed only where missing, as root or
-# through passwordless sudo; otherwise one line says what to install by hand.
+# for device/install.sh, systemd-analyze for the unit, openssl for the TLS broker's certificates,
+# headless Chromium and its driver for the explain report's browser test. Installed only where
+# missing, as root or through passwordless sudo; otherwise one line says what to install by hand.
 set -euo pipefail
 
 need=()
@@ -9,6 +10,8 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mos
 command -v shellcheck >/dev/null 2>&1 || need+=(shellcheck)
 command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)  # a throw-away CA for the mqtts:// test
+command -v chromium >/dev/null 2>&1 || need+=(chromium)  # the explain report, in a real browser
+command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -eq 0 ]; then

@@ -8,6 +8,7 @@ import platform
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgecls.bundle.formats import FORMATS
 from edgecls.bundle.manifest import Artifact, Manifest, check_embedded, load_manifest
 from edgecls.bundle.preprocess import InputSpec
 from edgecls.errors import EdgeclsError
@@ -56,6 +57,17 @@ class Bundle:
                 f"({', '.join(self.manifest.files)})"
             )
         return self.manifest.artifact(given.name)
+
+    def float_reference(self) -> Artifact:
+        """The float32 artifact that stands for the float model where TensorFlow is not (the
+        format table's first: TFLite); export proved it equal to the Keras model."""
+        floats = sorted(
+            (a for a in self.artifacts if a.precision == "float32"),
+            key=lambda a: FORMATS.names.index(a.format),
+        )
+        if not floats:
+            raise EdgeclsError(f"{self.root}: no float32 artifact to stand for the float model")
+        return floats[0]
 
     def verified_path(self, artifact: Artifact, allow_failed: bool = False) -> Path:
         """The artifact's path, only if it lies in the bundle and its bytes are the ones the

@@ -1,5 +1,5 @@
-"""SHAP reports for the float Keras model, with checks that they are faithful (pipeline.py); the
-explainers are a registry (methods.py), loaded without the pipeline."""
+"""SHAP reports for the float Keras model or any bundle artifact, with checks that they are
+faithful (pipeline.py); the explainers are a registry (methods.py), loaded without the pipeline."""
 
 from edgecls.lazy import lazy_attributes
 

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 DELETION_FRACTION = 0.10
+BLUR_SIGMA = 8  # what a hidden pixel shows: the deletion check's and the kernel method's blur
 
 
 def mask_for(image_path: Path) -> Path | None:
@@ -19,11 +20,12 @@ def mask_for(image_path: Path) -> Path | None:
     return mask if mask.is_file() else None
 
 
-def deletion_check(model, image: np.ndarray, attribution: np.ndarray, cls: int, rng) -> dict:
-    """Probability of `cls` after replacing the top-attributed vs random 10% of pixels by a blur."""
+def deletion_check(predict, image: np.ndarray, attribution: np.ndarray, cls: int, rng) -> dict:
+    """Probability of `cls` after replacing the top-attributed vs random 10% of pixels by a blur;
+    `predict` is any model's (float pixel batch -> probabilities), an artifact's included."""
     import cv2
 
-    blurred = cv2.GaussianBlur(image, (0, 0), 8)
+    blurred = cv2.GaussianBlur(image, (0, 0), BLUR_SIGMA)
     n = int(DELETION_FRACTION * attribution.size)
     top = np.argsort(attribution.ravel())[::-1][:n]
     variants = []
@@ -32,9 +34,7 @@ def deletion_check(model, image: np.ndarray, attribution: np.ndarray, cls: int, 
         mask[idx] = True
         mask = mask.reshape(attribution.shape)[..., None]
         variants.append(np.where(mask, blurred, image))
-    probs = np.asarray(model(np.stack([image, *variants]).astype(np.float32), training=False))[
-        :, cls
-    ]
+    probs = predict(np.stack([image, *variants]).astype(np.float32))[:, cls]
     return {
         "prob": float(probs[0]),
         "top_drop": float(probs[0] - probs[1]),

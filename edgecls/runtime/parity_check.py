@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from edgecls.bundle.folder import Bundle, load_bundle
-from edgecls.bundle.formats import FORMATS
 from edgecls.bundle.manifest import (
     MANIFEST,
     CheckFigures,
@@ -135,25 +134,20 @@ def check_bundle(
         max_drop=base.max_drop if max_drop is None else max_drop,
         min_agreement=base.min_agreement if min_agreement is None else min_agreement,
     )
-    floats = sorted(
-        (a for a in bundle.artifacts if a.precision == "float32"),
-        key=lambda a: FORMATS.names.index(a.format),  # the table's first: TFLite
-    )
-    if not floats:
-        raise EdgeclsError(f"{bundle.root}: no float32 artifact to use as the parity reference")
+    reference_artifact = bundle.float_reference()
     split, _ = load_eval_split(Path(data), bundle.labels)
     if len(split) == 0:
         raise EdgeclsError(f"{data}: no labelled images")
     y_true = np.asarray(split.labels)
     predictors = {a.file: bundle.load(a, options, allow_failed=True) for a in bundle.artifacts}
     outputs = _predict_in_chunks(bundle, predictors, split.paths)
-    reference = outputs[floats[0].file]
+    reference = outputs[reference_artifact.file]
     return CheckReport(
         bundle=bundle,
         data=str(data),
         paths=list(split.paths),
         y_true=y_true,
-        reference=floats[0].file,
+        reference=reference_artifact.file,
         thresholds=thresholds,
         figures={
             a.file: compare(reference, outputs[a.file], y_true, a.precision, thresholds)
