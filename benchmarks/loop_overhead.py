@@ -1,17 +1,19 @@
 """The camera loop's overhead, measured side by side in one run: how much of the model's speed the
 loop keeps, from a video file and from a live local MJPEG camera (640x480), with the frame work
-overlapped with inference (the loop as it is) and in series with it (the loop as it was); and
-what `auto` picks against every candidate's real loop.
+overlapped with inference (on the source's thread) and in series with it (on the loop's thread,
+as it was); and what `auto` picks against every candidate's real loop.
 
     python benchmarks/loop_overhead.py [--bundle export/NAME] [--frames 600] [--json out.json]
 
-The candidates are the bundle's TFLite artifacts at all cores and all but one; `auto` measures
-them with its probe (runtime/loop_probe.py) and this benchmark runs each through the real loop
-on the video, so the choice can be checked. For auto's choice it then measures, in rounds that
-alternate: the model alone (median latency at the same threads), the loop over the video and
-over the camera, overlapped and serial. Loop FPS / model FPS is reported as the median of the
-rounds with its range. Without --bundle, a MobileNetV2 (224 px, random weights: the speed does
-not depend on them) is trained for one epoch on the casting sample and exported --int8.
+The candidates are the bundle's TFLite artifacts at all cores and all but one (at all cores also
+with the frame work in series); `auto` measures them with its probe (runtime/loop_probe.py), and
+this benchmark runs each through the real loop on the video, so the choice can be checked. For
+auto's artifact at each thread count it then measures, in rounds that alternate: the model alone
+(median latency at the same threads), the loop over the video and over a camera in another
+process playing it a quarter faster than the model, overlapped and serial. Loop FPS / model FPS
+is the median of the rounds, its range beside it. Without --bundle, a MobileNetV2 (224 px,
+random weights: the speed does not depend on them) is trained for one epoch on the casting
+sample and exported --int8.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from edgecls.bundle.backends import RuntimeOptions, load_predictor  # noqa: E402
 from edgecls.bundle.folder import load_bundle  # noqa: E402
 from edgecls.bundle.latency import latency_samples  # noqa: E402
 from edgecls.runtime.loop import LoopConfig, _probe, frame_work, run  # noqa: E402
-from edgecls.runtime.select import choose, thread_counts  # noqa: E402
+from edgecls.runtime.select import candidate_runs, choose, thread_counts  # noqa: E402
 from edgecls.runtime.sources import Source, open_source  # noqa: E402
 
 
@@ -103,16 +105,15 @@ def loop_fps(bundle: Path, source: str, artifact: str, threads: int, serial=Fals
 def candidates(bundle: Path, video: Path) -> tuple[dict, str]:
     """Every candidate's real loop FPS over the video, and what auto picks (measured afresh)."""
     b = load_bundle(bundle)
-    config = LoopConfig(bundle, str(video), headless=True)
-    probe = _probe(config, frame_work(b, None))
-    tflite = [a.file for a in b.artifacts if a.format == "tflite" and a.passed]
+    probe = _probe(LoopConfig(bundle, str(video), headless=True), frame_work(b, None))
+    tflite = [a for a in b.artifacts if a.format == "tflite" and a.passed]
     real = {
-        f"{a} x{t}": loop_fps(bundle, str(video), a, t)
-        for a in tflite
-        for t in thread_counts(RuntimeOptions())
+        c.key: loop_fps(bundle, str(video), c.artifact.file, c.threads, not c.overlap)
+        for c in candidate_runs(tflite, RuntimeOptions())
     }
     choice = choose(b, backend="litert", use_cache=False, probe=probe)
-    return real, f"{choice.artifact.file} x{choice.threads}"
+    auto = f"{choice.artifact.file} x{choice.threads}" + ("" if choice.overlap else " serial")
+    return real, auto
 
 
 CAMERA = """
@@ -171,7 +172,7 @@ def main() -> int:
     best = max(real, key=real.get)
     for key, fps in sorted(real.items(), key=lambda kv: -kv[1]):
         print(f"candidate {key:<28} loop {fps:6.1f} FPS{'  <- auto' if key == auto else ''}")
-    artifact = auto.split(" x")[0]
+    artifact = auto.split(" x")[0]  # at every thread count, overlapped and serial
     counts = thread_counts(RuntimeOptions())
     rounds = {t: [] for t in counts}
     for _ in range(args.rounds):  # alternating within each round: a shared machine drifts

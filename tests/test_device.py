@@ -485,12 +485,13 @@ def test_auto_picks_the_fastest_passed_artifact_and_caches_it(bundle, monkeypatc
     b = load_bundle(bundle)
     first = select.choose(b)
     assert "fastest loop measured" in first.reason and "(cached)" not in first.reason
-    measured = dict(re.findall(r"(model_\S+ x\d+) (\d+) FPS", first.reason))
-    counts = select.thread_counts(select.RuntimeOptions())
-    assert set(measured) == {f"{a.file} x{t}" for a in b.artifacts for t in counts}
+    measured = dict(re.findall(r"(model_\S+ x\d+(?: serial)?) (\d+) FPS", first.reason))
+    runs = select.candidate_runs(b.artifacts, select.RuntimeOptions())
+    assert set(measured) == {c.key for c in runs}  # at all cores, overlapped and in series
+    assert {c.threads for c in runs} == {os.cpu_count(), max(1, os.cpu_count() - 1)}
     fastest = next(iter(measured))  # listed fastest first: the choice
     assert int(measured[fastest]) == max(map(int, measured.values()))
-    assert fastest.startswith(first.artifact.file + " ")
+    assert fastest == f"{first.artifact.file} x{first.threads}" + " serial" * (not first.overlap)
     loads, real_load = [], Bundle.load
 
     def load(self, artifact, *rest):

@@ -217,7 +217,8 @@ def run(
             choice.predictor, prepare, identity, source.name, config.min_confidence,
             keep_image="image" in needs, keep_input="model_input" in needs,
         )  # fmt: skip
-        source.prepare = prepare  # on the source's own thread, beside the model
+        if choice.overlap:  # on the source's own thread, beside the model
+            source.prepare = prepare
         summary.started = time.monotonic()
         try:
             if station is None:

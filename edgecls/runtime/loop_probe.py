@@ -1,8 +1,9 @@
 """What the loop achieves with an artifact at a thread count, measured in the loop's own shape:
-a source thread decodes a JPEG frame of the source's size and prepares the model's input while
-the model works on the one before. The model alone is not the answer: on a board with few cores
-its threads and the frame work compete, so fewer inference threads, or a slower model that
-leaves a core free, can make the faster loop."""
+a source thread decodes a JPEG frame of the source's size, and prepares the model's input while
+the model works on the one before (or leaves that to the loop's thread, between two runs of the
+model). The model alone is not the answer: on a board with few cores its threads and the frame
+work compete, so fewer inference threads, a slower model that leaves a core free, or the frame
+work kept off the model's cores can make the faster loop."""
 
 from __future__ import annotations
 
@@ -17,7 +18,6 @@ import numpy as np
 from edgecls.bundle.backends import Predictor
 
 NOMINAL_SIZE = (640, 480)  # width, height: where the source does not say before it opens
-PROBE_SECONDS = 0.4
 WARMUP_FRAMES = 3
 
 
@@ -33,16 +33,20 @@ def loop_fps(
     predictor: Predictor,
     prepare: Callable[[np.ndarray], np.ndarray],
     jpeg: bytes,
-    seconds: float = PROBE_SECONDS,
+    seconds: float,
+    overlap: bool = True,
 ) -> float:
-    """Frames per second through decode + prepare (a thread, two frames ahead) and the model."""
+    """Frames per second through decode (a thread, two frames ahead), the frame work (on that
+    thread when `overlap`, else before the model on the loop's) and the model."""
     data = np.frombuffer(jpeg, np.uint8)
     ready: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
+    ahead = prepare if overlap else (lambda image: image)
+    after = (lambda x: x) if overlap else prepare
 
     def frames() -> None:
         while not stop.is_set():
-            x = prepare(cv2.imdecode(data, cv2.IMREAD_COLOR))
+            x = ahead(cv2.imdecode(data, cv2.IMREAD_COLOR))
             while not stop.is_set():
                 try:
                     ready.put(x, timeout=0.05)
@@ -54,10 +58,10 @@ def loop_fps(
     worker.start()
     try:
         for _ in range(WARMUP_FRAMES):
-            predictor.predict(ready.get()[None])
+            predictor.predict(after(ready.get())[None])
         n, start = 0, time.perf_counter()
         while (elapsed := time.perf_counter() - start) < seconds or n < WARMUP_FRAMES:
-            predictor.predict(ready.get()[None])
+            predictor.predict(after(ready.get())[None])
             n += 1
     finally:
         stop.set()

@@ -26,7 +26,7 @@ from edgecls.runtime.loop_probe import NOMINAL_SIZE, loop_fps, probe_frame
 
 BACKEND_FORMATS = backend_formats()
 CACHE_ENTRIES = 32  # bundles x settings remembered; the oldest measurement goes first
-PROBE_ROUNDS, PROBE_SECONDS = 2, 0.25  # per candidate, once per machine, bundle and frame size
+PROBE_ROUNDS, PROBE_SECONDS = 2, 0.2  # per candidate, once per machine, bundle and frame size
 
 
 @dataclass
@@ -35,6 +35,7 @@ class Choice:
     predictor: Predictor  # loaded, checked against the manifest
     reason: str
     threads: int | None = None  # the inference threads auto chose; None: as asked
+    overlap: bool = True  # the frame work on the source's thread, beside the model
 
 
 def _cache_key(bundle: Bundle, options: RuntimeOptions, probe: Probe) -> str:
@@ -157,7 +158,7 @@ def choose(
     if gpu is not None:
         return gpu
     probe = probe or Probe(NOMINAL_SIZE, bundle.input_spec.frame_to_input)
-    runs = [Candidate(a, t) for a in candidates for t in thread_counts(options)]
+    runs = candidate_runs(candidates, options)
     if len(runs) == 1:
         c = runs[0]
         return Choice(c.artifact, c.load(bundle, options, allow_failed), "only eligible artifact")
@@ -167,8 +168,8 @@ def choose(
     cached = best is not None
     if not cached:
         fps, predictors = _measure(bundle, runs, options, allow_failed, backend, probe, log)
-        best = max((c for c in runs if c.key in predictors), key=lambda c: fps[c.key])
-        predictor = predictors[best.key]
+        best = max((c for c in runs if c.loaded in predictors), key=lambda c: fps[c.key])
+        predictor = predictors[best.loaded]
         if use_cache:
             kept = [k for k in cache if k != key][-(CACHE_ENTRIES - 1) :]
             write_cache({**{k: cache[k] for k in kept}, key: fps}, log)
@@ -181,6 +182,7 @@ def choose(
         f"fastest loop measured on this machine for {w}x{h} frames"
         f"{' (cached)' if cached else ''}: {others}",
         best.threads,
+        best.overlap,
     )
 
 
@@ -195,17 +197,35 @@ class Probe:
 
 @dataclass(frozen=True)
 class Candidate:
-    """An artifact at an inference thread count."""
+    """An artifact at an inference thread count, with the frame work beside the model or (where
+    the model takes every core) between its runs."""
 
     artifact: Artifact
     threads: int
+    overlap: bool = True
+
+    @property
+    def loaded(self) -> str:
+        return f"{self.artifact.file} x{self.threads}"
 
     @property
     def key(self) -> str:
-        return f"{self.artifact.file} x{self.threads}"
+        return self.loaded + ("" if self.overlap else " serial")
 
     def load(self, bundle: Bundle, options: RuntimeOptions, allow_failed: bool) -> Predictor:
         return bundle.load(self.artifact, replace(options, threads=self.threads), allow_failed)
+
+
+def candidate_runs(artifacts: list[Artifact], options: RuntimeOptions) -> list[Candidate]:
+    """Each artifact at each thread count; at all cores also with the frame work kept off the
+    model's cores, where overlapping it can only take them from the model."""
+    cores = os.cpu_count() or 1
+    return [
+        Candidate(a, t, overlap)
+        for a in artifacts
+        for t in thread_counts(options)
+        for overlap in ((True, False) if t >= cores else (True,))
+    ]
 
 
 def thread_counts(options: RuntimeOptions) -> list[int]:
@@ -240,8 +260,9 @@ def _measure(bundle, runs, options, allow_failed, backend, probe, log):
     jpeg = probe_frame(probe.frame_size)
     fps = {c.key: None for c in runs}
     for _ in range(PROBE_ROUNDS):
-        for k, predictor in predictors.items():
-            fps[k] = max(fps[k] or 0.0, loop_fps(predictor, probe.prepare, jpeg, PROBE_SECONDS))
+        for c in (c for c in runs if c.loaded in predictors):
+            measured = loop_fps(predictors[c.loaded], probe.prepare, jpeg, PROBE_SECONDS, c.overlap)
+            fps[c.key] = max(fps[c.key] or 0.0, measured)
     return fps, predictors
 
 
@@ -251,10 +272,10 @@ def _load_all(bundle, runs, options, allow_failed, backend, log) -> dict[str, Pr
     it an error, naming each runtime's problem and its fix."""
     predictors, unavailable = {}, {}
     for c in runs:
-        if c.artifact.format in unavailable:
+        if c.artifact.format in unavailable or c.loaded in predictors:
             continue
         try:
-            predictors[c.key] = c.load(bundle, options, allow_failed)
+            predictors[c.loaded] = c.load(bundle, options, allow_failed)
         except RuntimeUnavailable as exc:
             if backend != "auto":
                 raise
