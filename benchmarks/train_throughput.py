@@ -67,7 +67,11 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "casting"
-        write_sample("casting", data, SampleSpec(n_train=args.n_train, n_test=1, size=192))
+        write_sample(
+            "casting",
+            data,
+            SampleSpec(n_train=args.n_train, n_test=1, size=max(192, args.img_size)),
+        )
         ours, n = our_pipeline(data / "train", args.img_size, args.batch_size)
         seeds = seeds_pipeline(data / "train", args.img_size, args.batch_size)
         strategy = tf.distribute.OneDeviceStrategy("/cpu:0")

@@ -3,6 +3,7 @@ the stratified split, the typed loader, image headers. No model, no TensorFlow."
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -265,3 +266,21 @@ def test_evaluation_metrics_match_scikit_learn_without_it_on_the_board():
     for key, avg in (("macro_avg", "macro avg"), ("weighted_avg", "weighted avg")):
         assert m[key]["f1"] == pytest.approx(ref[avg]["f1-score"], abs=1e-12)
     assert m["confusion_matrix"] == confusion_matrix(ev.y_true, ev.y_pred, labels=ids).tolist()
+
+
+def test_the_loop_probe_measures_the_model_with_the_frame_work_and_never_hangs_on_a_fault():
+    from edgecls.runtime.loop_probe import loop_fps, probe_frame
+
+    class Model:  # 5 ms a frame, whatever the input
+        def predict(self, batch):
+            assert batch.shape == (1, 8, 8, 3)
+            time.sleep(0.005)
+            return np.ones((1, 2), np.float32) / 2
+
+    jpeg = probe_frame((64, 48))
+    assert cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR).shape == (48, 64, 3)
+    for overlap in (True, False):
+        fps = loop_fps(Model(), lambda image: image[:8, :8], jpeg, 0.2, overlap)
+        assert 20 < fps <= 1000 / 5 * 1.05, fps  # never faster than the model alone
+    with pytest.raises(ZeroDivisionError):
+        loop_fps(Model(), lambda image: 1 / 0, jpeg, 0.2)

@@ -46,7 +46,10 @@ def loop_fps(
 
     def frames() -> None:
         while not stop.is_set():
-            x = ahead(cv2.imdecode(data, cv2.IMREAD_COLOR))
+            try:
+                x = ahead(cv2.imdecode(data, cv2.IMREAD_COLOR))
+            except Exception as exc:  # handed to the measuring thread, raised there
+                x = exc
             while not stop.is_set():
                 try:
                     ready.put(x, timeout=0.05)
@@ -54,14 +57,20 @@ def loop_fps(
                 except queue.Full:
                     continue
 
+    def model_input() -> np.ndarray:
+        x = ready.get(timeout=10)
+        if isinstance(x, Exception):
+            raise x
+        return after(x)[None]
+
     worker = threading.Thread(target=frames, daemon=True, name="loop probe")
     worker.start()
     try:
         for _ in range(WARMUP_FRAMES):
-            predictor.predict(after(ready.get())[None])
+            predictor.predict(model_input())
         n, start = 0, time.perf_counter()
         while (elapsed := time.perf_counter() - start) < seconds or n < WARMUP_FRAMES:
-            predictor.predict(after(ready.get())[None])
+            predictor.predict(model_input())
             n += 1
     finally:
         stop.set()
