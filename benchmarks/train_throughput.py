@@ -39,7 +39,13 @@ def our_pipeline(train_dir: Path, size: int, batch: int):
 
 def images_per_second(steps, dataset, n_steps: int) -> float:
     """`n_steps` of the train step as training runs them (a repeating distributed dataset);
-    images counted from what the step reports it saw."""
+    images counted from what the step reports it saw. Without a step (`--input-only`): how fast
+    the pipeline alone delivers batches, the most any step, a GPU's included, can be fed."""
+    if steps is None:
+        seen, start = 0, time.perf_counter()
+        for x, _ in dataset.repeat().take(n_steps):
+            seen += int(x.shape[0])
+        return seen / (time.perf_counter() - start)
     iterator = iter(steps.strategy.experimental_distribute_dataset(dataset.repeat()))
     seen = 0.0
     start = time.perf_counter()
@@ -56,6 +62,9 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=1, help="timed epochs per round")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--n-train", type=int, default=400, help="images per class")
+    parser.add_argument(
+        "--input-only", action="store_true", help="the pipelines alone, without a train step"
+    )
     args = parser.parse_args()
 
     import keras
@@ -79,6 +88,7 @@ def main() -> None:
             size = (args.img_size, args.img_size)
             model = build_model(ModelConfig(args.model, size, weights="none"), 2)
             steps = Steps(strategy, model, keras.optimizers.Adam(1e-3))
+        steps = None if args.input_only else steps
         per_epoch = -(-n // args.batch_size)
         for ds in (ours, seeds):  # warm-up: trace the step, fill our cache once
             images_per_second(steps, ds, per_epoch)
@@ -86,7 +96,8 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, ds in zip(rates, (ours, seeds), strict=True):
                 rates[name].append(images_per_second(steps, ds, per_epoch * args.epochs))
-    print(f"{args.model} {args.img_size}px, {n} training images, batch {args.batch_size}")
+    what = "input pipelines alone" if args.input_only else args.model
+    print(f"{what} {args.img_size}px, {n} training images, batch {args.batch_size}")
     print(f"{'pipeline':28s} {'images/s (median)':>18s} {'range':>16s}")
     for name, r in rates.items():
         print(f"{name:28s} {statistics.median(r):18.1f} {min(r):7.1f}-{max(r):<8.1f}")
