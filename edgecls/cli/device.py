@@ -127,3 +127,26 @@ def doctor(as_json: bool = typer.Option(False, "--json", help="print JSON")):
         elif isinstance(value, list):
             value = ", ".join(value) or "none"
         console.print(f"{key:>22}: {value}", highlight=False, markup=False)
+
+
+@command()
+def sign(
+    bundle: Path = typer.Argument(..., help="bundle folder (export/NAME)"),
+    key: Path = typer.Option(..., help="private EC key (PEM); its password: $EDGECLS_KEY_PASSWORD"),
+):
+    """Sign every file of a bundle (OpenSSF model signing): bundle.sig, beside them."""
+    from edgecls.bundle.signing import sign_bundle
+
+    console.print(f"signed: {sign_bundle(bundle, key)}", highlight=False)
+
+
+@command()
+def verify(
+    bundle: Path = typer.Argument(..., help="bundle folder (export/NAME)"),
+    trust: Path = typer.Option(..., help="public EC key (PEM) the bundle must be signed by"),
+):
+    """Check that a bundle is, file for file, what the trusted key signed (exit 2 if not)."""
+    from edgecls.bundle.signing import verify_bundle
+
+    verify_bundle(bundle, trust)
+    console.print(f"{bundle}: signed by {trust}, every file as signed", highlight=False)

@@ -101,6 +101,7 @@ def parity(
 ):
     """Re-run the parity checks of a bundle on other data, on this machine's runtimes."""
     from edgecls.bundle.backends import RuntimeOptions
+    from edgecls.bundle.signing import SIGNATURE
     from edgecls.runtime.parity_check import check_bundle, record_check
 
     options = RuntimeOptions(threads=threads, delegate=delegate)
@@ -116,5 +117,11 @@ def parity(
     if record:
         path = record_check(report)
         (err if as_json else console).print(f"recorded in {path}", highlight=False)
+        if (Path(bundle) / SIGNATURE).is_file():  # the record changed signed files
+            err.print(
+                f"warning: {bundle} was signed; the record changed it: sign it again "
+                "(`edgecls sign`) or boards with --trust refuse it",
+                highlight=False,
+            )
     if not report.passed:
         fail("parity gate failed on this data", code=1)

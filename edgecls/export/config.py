@@ -32,6 +32,7 @@ class ExportConfig:
     thresholds: ParityThresholds = field(default_factory=ParityThresholds)
     seed: int = 0
     repair: RepairOptions = field(default_factory=RepairOptions)  # a failed int8 (--no-repair)
+    sign_key: Path | None = None  # sign the bundle with this private key (bundle.sig)
 
     def __post_init__(self):
         bad = [f for f in self.formats if f not in FORMATS]
@@ -97,6 +98,9 @@ class ExportOptions:
         max=1.0,
     )
     seed: int = option(default_of(ExportConfig, "seed"), "seed of the calibration sample")
+    sign_key: Path | None = option(  # noqa: RUF009
+        None, "private EC key (PEM): sign the bundle (bundle.sig) before it is published"
+    )
 
     def to_config(self) -> ExportConfig:
         wanted = {"float16": self.fp16, "dynamic": self.dynamic, "int8": self.int8}
@@ -114,4 +118,5 @@ class ExportOptions:
             seed=self.seed,
             thresholds=ParityThresholds(max_drop=self.max_drop, min_agreement=self.min_agreement),
             repair=RepairOptions(enabled=self.repair),
+            sign_key=self.sign_key,
         )

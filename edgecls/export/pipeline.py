@@ -37,6 +37,7 @@ from edgecls.bundle.manifest import (
 from edgecls.bundle.parity import compare
 from edgecls.bundle.preprocess import InputSpec, is_image_file
 from edgecls.bundle.report import save_bundle_files
+from edgecls.bundle.signing import check_key, sign_bundle
 from edgecls.durable import StopSignals, scratch_folder, staged_folder, write_text_atomic
 from edgecls.errors import EdgeclsError
 from edgecls.export.bundle_dir import check_destination
@@ -238,6 +239,8 @@ def _export(config: ExportConfig, console: Console) -> ExportResult:
     from edgecls.keras_predictor import KerasPredictor, load_keras_model
 
     source = resolve_source(config.source, config.labels)
+    if config.sign_key is not None:
+        check_key(config.sign_key, "--sign-key")
     out = Path(config.out or Path("export") / source.name)
     check_destination(out, source.model_path)
     model = load_keras_model(source.model_path)
@@ -264,4 +267,6 @@ def _export(config: ExportConfig, console: Console) -> ExportResult:
         manifest = _manifest(out, source, spec, calib, evalset, config, artifacts)
         write_text_atomic(folder / "labels.txt", "\n".join(source.labels) + "\n")
         save_bundle_files(folder, manifest)
+        if config.sign_key is not None:  # published signed, or not at all
+            sign_bundle(folder, config.sign_key, "--sign-key")
     return ExportResult(out, manifest, warnings)

@@ -23,6 +23,7 @@ import numpy as np
 
 from edgecls.bundle.backends import Predictor
 from edgecls.bundle.folder import Bundle, load_bundle
+from edgecls.bundle.signing import verify_bundle
 from edgecls.errors import EdgeclsError
 from edgecls.redact import one_line, redact
 from edgecls.runtime import systemd
@@ -185,6 +186,8 @@ def run(
     out = out or sys.stdout
     shown = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     log = lambda msg: shown(one_line(redact(msg)))  # noqa: E731 (no password, one line each)
+    if config.trust is not None:  # before a byte of the bundle is believed
+        verify_bundle(config.bundle, config.trust)
     bundle = load_bundle(config.bundle)
     _check(config, bundle)
     _more_descriptors()

@@ -44,6 +44,9 @@ class LoopOptions:
     fp16: bool = opt(False, "TensorRT fp16 kernels")
     strict: bool = opt(False, "a delegate/provider that cannot load is an error")
     allow_failed: bool = opt(False, "run artifacts that failed their parity gate")
+    trust: Path | None = opt(  # noqa: RUF009
+        None, "public key (PEM): run only a bundle signed by it, exactly as signed"
+    )
     width: int | None = opt(None, "camera capture width")
     height: int | None = opt(None, "camera capture height")
     fps: int | None = opt(None, "camera capture FPS")
@@ -187,6 +190,7 @@ class LoopConfig:
     runtime: RuntimeOptions = field(default_factory=RuntimeOptions)
     capture: CaptureSettings = field(default_factory=CaptureSettings)
     allow_failed: bool = False
+    trust: Path | None = None  # the bundle must be signed by this public key
     headless: bool = False
     json: bool = False
     min_confidence: float = 0.0
@@ -401,6 +405,7 @@ def _to_config(o: LoopOptions) -> LoopConfig:
         ),
         capture=CaptureSettings(o.width, o.height, o.fps),
         allow_failed=o.allow_failed,
+        trust=o.trust,
         headless=o.headless,
         json=o.json,
         min_confidence=o.min_confidence,

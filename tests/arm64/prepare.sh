@@ -47,7 +47,7 @@ if [ ! -x "$root/usr/bin/python3.11" ]; then
 fi
 
 # 3. the device extra's aarch64 wheels, cached by requirement set
-reqs="numpy opencv-python-headless ai-edge-litert onnxruntime typer rich"
+reqs="numpy opencv-python-headless ai-edge-litert onnxruntime typer rich model-signing pyopenssl"
 key="$(echo "$reqs" | sha256sum | cut -c1-12)"
 site="$cache/site-$key"
 if [ ! -f "$site/.complete" ]; then
