@@ -105,7 +105,6 @@ LAYERS = (
         "workstation",
         (
             "edgecls.train",
-            "edgecls.anomaly",
             "edgecls.export",
             "edgecls.explain",
             "edgecls.evaluate",
