@@ -94,7 +94,7 @@ class Plc:
             try:
                 with self.lock:
                     reply = self.client.read_holding_registers(2, count=1)
-            except ModbusException:  # the run ended, and its server with it
+            except (ModbusException, OSError):  # the run ended, and its server with it
                 return
             now = time.perf_counter()
             if reply.isError():
