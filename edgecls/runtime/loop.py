@@ -194,7 +194,7 @@ def run(
     prepare = frame_work(bundle, config.roi)
     choice = choose(
         bundle, config.backend, config.artifact, config.runtime, config.allow_failed, log=log,
-        probe=_probe(config, prepare),
+        probe=None if config.artifact else _probe(config, prepare),  # auto's only
     )  # fmt: skip
     for w in [*choice.predictor.warnings, bundle.unchecked_here()]:
         if w:
