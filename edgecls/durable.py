@@ -430,10 +430,15 @@ class StopSignals:
                     self._previous[sig] = signal.signal(sig, self._handle)
         return self
 
-    def __exit__(self, *exc_info) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+        raised = self.signal is not None and (self.raising or self.count > 1)
+        if raised and exc is not None and not isinstance(exc, KeyboardInterrupt):
+            # the handler's Interrupted, turned into another error by the code it landed in
+            # (TensorFlow's tracing wraps it in a TypeError): still a stop, exit 128 + signal
+            raise Interrupted(self.signal) from exc
 
 
 _HOLD = {"depth": 0, "pending": None}  # see signals_held
