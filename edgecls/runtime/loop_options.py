@@ -20,6 +20,7 @@ from edgecls.bundle.backends import RuntimeOptions
 from edgecls.bundle.formats import backend_formats
 from edgecls.errors import EdgeclsError
 from edgecls.redact import redact
+from edgecls.runtime.collection.rules import CollectConfig
 from edgecls.runtime.decisions import DecisionConfig
 from edgecls.runtime.parts import PartsConfig, TriggerSpec
 from edgecls.runtime.parts.triggers import PART_TRIGGERS
@@ -59,6 +60,14 @@ class LoopOptions:
     save_dir: Path | None = opt(None, "save classified frames here")  # noqa: RUF009
     save_labels: str | None = opt(None, "only frames of these labels, comma-separated")
     save_max_mb: float | None = opt(None, "keep saved frames within this many MB, oldest go first")
+    collect: Path | None = opt(  # noqa: RUF009
+        None, "keep frames worth labelling here (unsure, drifted, audit); label them on /label"
+    )
+    collect_margin: float = opt(0.15, "--collect: top-1 minus top-2 below this is unsure")
+    collect_confidence: float = opt(0.6, "--collect: top-1 confidence below this is unsure")
+    collect_audit: float = opt(1.0, "--collect: random frames a minute, spread over the classes")
+    collect_rate: float = opt(1.0, "--collect: frames kept a second at most")
+    collect_max_mb: float = opt(1024.0, "--collect: unlabelled frames kept within this, oldest go")
     record: Path | None = opt(  # noqa: RUF009
         None,
         "annotated video: .avi (plays to its last frame after a power cut) or .mp4 (60 s parts)",
@@ -198,6 +207,7 @@ class LoopConfig:
     save_dir: Path | None = None
     save_labels: tuple[str, ...] = ()  # empty: save every classified frame
     save_max_mb: float | None = None
+    collect: CollectConfig | None = None
     record: Path | None = None
     max_frames: int | None = None
     roi: tuple[int, int, int, int] | None = None
@@ -244,6 +254,7 @@ class LoopConfig:
             ("--record", self.record),
             ("--log-file", self.log_file),
             ("--save-dir", self.save_dir),
+            ("--collect", self.collect.folder if self.collect else None),
         )
         for option, out in outputs:
             if out is None:
@@ -413,6 +424,7 @@ def _to_config(o: LoopOptions) -> LoopConfig:
         save_dir=o.save_dir,
         save_labels=_csv(o.save_labels),
         save_max_mb=o.save_max_mb,
+        collect=_collect(o) if o.collect else None,
         record=o.record,
         max_frames=o.max_frames,
         roi=parse_roi(o.roi),
@@ -494,6 +506,17 @@ def parse_parts(o: LoopOptions) -> PartsConfig | None:
         state=o.part_state,
         max_parts=o.max_parts,
         rejects=_csv(o.trigger),
+    )
+
+
+def _collect(o: LoopOptions) -> CollectConfig:
+    return CollectConfig(
+        folder=Path(o.collect),
+        margin=o.collect_margin,
+        confidence=o.collect_confidence,
+        audit_per_minute=o.collect_audit,
+        rate=o.collect_rate,
+        max_mb=o.collect_max_mb,
     )
 
 

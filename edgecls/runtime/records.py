@@ -270,6 +270,7 @@ class Summary:
     latency: LatencyStats = field(default_factory=LatencyStats)
     labels: Counter = field(default_factory=Counter)
     saved: int = 0
+    collected: int = 0  # frames kept for labelling (--collect)
     output_errors: Counter = field(default_factory=Counter)  # per sink
     # per sink: a full queue, a broker's queue, frames not saved on a nearly full disk
     outputs_dropped: Counter = field(default_factory=Counter)
@@ -313,6 +314,7 @@ class Summary:
             "first_record_s": None if self.first_record is None else round(self.first_record, 3),
             "labels": dict(self.labels),
             "saved": self.saved,
+            "collected": self.collected,
             "output_errors": errors,
             "outputs_dropped": dropped,
             **({"drift": self.drift} if self.drift else {}),
@@ -342,6 +344,8 @@ class Summary:
             parts.append(f"decisions {d['decisions']}")
         if d["saved"]:
             parts.append(f"saved {d['saved']}")
+        if d["collected"]:
+            parts.append(f"collected {d['collected']} for labelling")
         for key, what in (("output_errors", "output errors"), ("outputs_dropped", "dropped")):
             if d[key]:
                 parts.append(f"{what}: " + ", ".join(f"{k} {v}" for k, v in d[key].items()))

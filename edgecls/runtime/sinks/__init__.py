@@ -23,6 +23,7 @@ from edgecls.registry import Registry
 from edgecls.runtime.records import Event, Identity, Record, Summary
 
 if TYPE_CHECKING:
+    from edgecls.runtime.collection.store import CollectStore
     from edgecls.runtime.loop_options import LoopConfig
     from edgecls.runtime.parts import Station
 
@@ -40,6 +41,7 @@ class SinkContext:
     out: object = None  # where --json records go when not to a file (stdout)
     live: bool = True  # live source: a full queue drops; file source: the loop waits instead
     station: Station | None = None  # with --part-trigger: where a server's trigger goes
+    collect: CollectStore | None = None  # with --collect: the folder the labelling page serves
 
 
 class Sink:
@@ -101,9 +103,10 @@ IMAGE_QUEUE = 8
 # board's OS, journal, log and other outputs need room too, and an MP4 needs it for its index
 DISK_RESERVE_BYTES = 64 << 20
 
+# collect before http_view: the labelling page serves the store the collect sink opens
 _MODULES = (
-    "jsonlog", "mqtt", "http_view", "gpio", "command", "frames", "recording", "window", "modbus",
-    "opcua",
+    "jsonlog", "mqtt", "collect", "http_view", "gpio", "command", "frames", "recording", "window",
+    "modbus", "opcua",
 )  # fmt: skip
 
 

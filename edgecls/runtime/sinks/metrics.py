@@ -31,6 +31,7 @@ COUNTERS = (
     ("skipped_frames", "skipped_frames", "Live frames replaced by newer ones before classifying."),
     ("decisions", "decisions", "Decisions made by the trigger rule."),
     ("saved", "saved_frames", "Frames saved to --save-dir."),
+    ("collected", "collected_frames", "Frames kept for labelling in --collect."),
 )
 PER_OUTPUT = (
     ("outputs_dropped", "Events an output dropped (full queue, broker queue, disk reserve)."),
