@@ -61,3 +61,30 @@ def data_calibration(
     )
     if len(written) < MIN_RECOMMENDED:
         err.print(f"warning: only {len(written)} images; int8 calibration wants {MIN_RECOMMENDED}+")
+
+
+@command(data_app, "pull")
+def data_pull(
+    url: str = typer.Argument(..., help="the board's --http address, e.g. http://board:8080"),
+    out: Path = typer.Option(..., "--out", help="training folder to copy into (DIR/<class>/)"),
+    token: str = typer.Option(
+        None, envvar="EDGECLS_HTTP_TOKEN", help="the board's --http-token (or $EDGECLS_HTTP_TOKEN)"
+    ),
+    user: str = typer.Option(None, help="the board's --http-user USER:PASSWORD"),
+    all_: bool = typer.Option(False, "--all", help="also frames nobody labelled yet"),
+):
+    """Copy the frames labelled on a board into a training folder: resumable, sha256-checked."""
+    from rich.progress import Progress
+
+    from edgecls.pull import PullOptions, pull
+
+    options = PullOptions(url, out, token=token, user=user, unlabelled=all_)
+    with Progress(console=err, transient=True) as bar:
+        task = bar.add_task("pulling", total=None)
+        result = pull(options, lambda n, total: bar.update(task, completed=n, total=total))
+    counts = ", ".join(f"{k} {v}" for k, v in sorted(result.classes.items())) or "none"
+    console.print(
+        f"{out}: {result.fetched} fetched ({result.resumed} resumed, {result.bytes} bytes), "
+        f"{result.present} already here, {result.moved} moved to a new label; {counts}",
+        highlight=False,
+    )
