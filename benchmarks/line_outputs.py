@@ -2,6 +2,7 @@
 poller connected) + drift on, over FPS with no outputs, measured in one run, alternating rounds.
 
     python benchmarks/line_outputs.py [--bundle export/NAME] [--frames 1500] [--rounds 20] [--each]
+        [--collect]
 
 Each round is timed from its frame --warm-up (300) on, so what is measured is the steady state a
 board runs in for months; start-up (the MQTT connection, the drift monitor filling its window from
@@ -29,6 +30,7 @@ neighbouring rounds share a bare round, and it cannot see a machine that is busi
 (here, runs minutes apart differed by more than it says). Pool several runs before judging.
 With --each, rounds of each output alone (MQTT; HTTP with its viewer and poller; drift) go in
 the same sequence, each between bare rounds, to show where the cost of the full round lies.
+With --collect, rounds of `--collect` alone, as a board runs it by default and at its heaviest.
 """
 
 from __future__ import annotations
@@ -171,14 +173,23 @@ def _children_cpu() -> list[float]:
 
 # what each kind of round runs: "full" is the benchmark; the others, with --each, show what each
 # output costs alone (the MQTT client and broker; the HTTP server with its viewer and poller;
-# the drift monitor)
+# the drift monitor); with --collect, collection (issue 37's target: >= 0.97) as a board runs it
+# (the default rules: unsure frames, a class-balanced audit, at most 1 a second) and at its
+# heaviest (every frame unsure, 10 a second kept: a JPEG at 95 and a sidecar each)
 VARIANTS = {
-    "bare": lambda broker, port: {"drift": False},
-    "full": lambda broker, port: {"mqtt": f"{broker.url}/bench", "http": str(port), "drift": True},
-    "mqtt": lambda broker, port: {"mqtt": f"{broker.url}/bench", "drift": False},
-    "http": lambda broker, port: {"http": str(port), "drift": False},
-    "drift": lambda broker, port: {"drift": True},
-}
+    "bare": lambda broker, port, work: {"drift": False},
+    "full": lambda broker, port, work: {
+        "mqtt": f"{broker.url}/bench", "http": str(port), "drift": True
+    },
+    "mqtt": lambda broker, port, work: {"mqtt": f"{broker.url}/bench", "drift": False},
+    "http": lambda broker, port, work: {"http": str(port), "drift": False},
+    "drift": lambda broker, port, work: {"drift": True},
+    "collect": lambda broker, port, work: {"collect": work / "collect", "drift": False},
+    "collect_heavy": lambda broker, port, work: {
+        "collect": work / "collect-heavy", "collect_margin": 1.0, "collect_rate": 10.0,
+        "drift": False,
+    },
+}  # fmt: skip
 
 
 def one_round(bundle, video, artifact, threads, kw: dict, warm_up: int) -> dict:
@@ -209,7 +220,7 @@ def measure(args, bundle: Path, video: Path, broker, port: int, kinds: list[str]
     """Rounds of each kind, each between two bare rounds: {kind: [round, ...]}."""
 
     def one(kind: str) -> dict:
-        kw = VARIANTS[kind](broker, port)
+        kw = VARIANTS[kind](broker, port, video.parent)
         return one_round(bundle, video, args.artifact, args.threads, kw, args.warm_up)
 
     one("full")  # the first run of all warms the machine's caches
@@ -282,6 +293,7 @@ def main() -> int:
     ap.add_argument(
         "--each", action="store_true", help="also each output alone (MQTT, HTTP, drift), paired"
     )
+    ap.add_argument("--collect", action="store_true", help="also --collect (default, heavy)")
     args = ap.parse_args()
     if not 0 <= args.warm_up < args.frames:
         ap.error(f"--warm-up {args.warm_up}: give fewer frames than --frames {args.frames}")
@@ -294,8 +306,9 @@ def main() -> int:
     broker = Mosquitto(work / "broker").start()
     port = free_port()
     kinds = ["full", *(["mqtt", "http", "drift"] if args.each else [])]
+    kinds += ["collect", "collect_heavy"] if args.collect else []
     # the warm-up round and every round that publishes
-    expected = 1 + args.rounds * sum("mqtt" in VARIANTS[k](broker, port) for k in kinds)
+    expected = 1 + args.rounds * sum("mqtt" in VARIANTS[k](broker, port, work) for k in kinds)
     expected *= args.frames
     Subscriber(broker, "bench/records", client_id=COUNTER).close()  # the session keeps them
     watching = viewers(port)
