@@ -24,18 +24,15 @@ import errno
 import hashlib
 import json
 import os
-import re
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgecls.collected import FULL, HIDDEN, META, NAME_PATTERN, QUEUE, UNCLEAR
 from edgecls.durable import fsync_dir
 
-HIDDEN = ".edgecls"
-QUEUE, UNCLEAR, META, FULL = "queue", "unclear", "meta", "full"
-NAME_PATTERN = re.compile(r"^c-\d{8}T\d{6}\.\d{6}Z-f\d{8,}(-\d+)?\.jpg$")
 UNCLEAR_LABEL = "unclear"
 LEASE_SECONDS = 60.0  # a frame shown to one labeller is left out of the others' queues this long
 HASH_CHUNK = 1 << 20

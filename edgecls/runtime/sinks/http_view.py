@@ -1,8 +1,11 @@
-"""HTTP on the board (stdlib only): `/` a live MJPEG view with the overlay (`/?fps=N`), `/latest`
-the last record as JSON, `/metrics` in Prometheus text format, `/health` for watchdogs and load
-balancers (200 while frames flow, 503 once the source has stalled), `POST /trigger` a part
-trigger. Binds 127.0.0.1 unless told otherwise; a bearer token or basic auth guards every path but
-/health (beyond loopback one is required, or --http-insecure). HEAD answers every GET path.
+"""HTTP on the board (stdlib only): `/stream` a live MJPEG view with the overlay (`?fps=N`), `/`
+the home page for a browser (Accept: text/html) and the same stream for any other client (OpenCV,
+VLC, ffmpeg, an NVR), `/latest` the last record as JSON, `/metrics` in Prometheus text format,
+`/health` for watchdogs and load balancers (200 while frames flow, 503 once the source has
+stalled), `POST /trigger` a part trigger; with --collect the labelling page and the collection's
+files (http_label.py). Binds 127.0.0.1 unless told otherwise; a bearer token or basic auth guards
+every path but /health (beyond loopback one is required, or --http-insecure), and a browser may
+trade `?token=` for a cookie (http_auth.py). HEAD answers every GET path.
 
 Bounded, as anyone on the plant network may reach it: at most MAX_CONNECTIONS connections (a
 thread each; more are answered 503 and closed), a request must arrive whole within
@@ -12,10 +15,9 @@ printed: the journal is not theirs to fill."""
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import errno
-import hmac
+import functools
 import io
 import json
 import select
@@ -33,7 +35,14 @@ import cv2
 from edgecls.errors import EdgeclsError
 from edgecls.runtime.parts.triggers import plc_fields
 from edgecls.runtime.records import Decision, PartRecord, Record
-from edgecls.runtime.sinks import SINKS, Sink, SinkContext
+from edgecls.runtime.sinks import SINKS, Sink, SinkContext, http_label, http_pages
+from edgecls.runtime.sinks.http_auth import (
+    credentials,
+    cross_site,
+    login_cookie,
+    token_matches,
+    without_token,
+)
 from edgecls.runtime.sinks.metrics import prometheus_text
 from edgecls.runtime.sinks.overlay import draw
 
@@ -43,7 +52,7 @@ MAX_VIEWERS = 4
 # least one frame every 2 s, so a viewer that left is noticed and its slot freed
 VIEW_FPS, MIN_VIEW_FPS, MAX_VIEW_FPS = 5.0, 0.5, 30.0
 BOUNDARY = "edgeclsframe"
-MAX_TRIGGER_BODY = 4096  # POST /trigger: the PLC's id and encoder count, as JSON
+MAX_TRIGGER_BODY = 4096  # a POST's JSON body: the PLC's id and encoder count, a label
 # the bounds on clients (module constants, read at each use, so a test can shrink them)
 MAX_CONNECTIONS = 32  # open connections, each a thread; beyond: 503 and closed at once
 MAX_PER_CLIENT = 8  # of those, from one address
@@ -143,7 +152,7 @@ class HttpSink(Sink):
         self.context = context
         threading.Thread(target=self.server.serve_forever, name="http", daemon=True).start()
         url = f"http://{_shown(self.config.host)}:{self.port}/"
-        context.log(f"http: live view on {url} (/metrics, /health)")
+        context.log(f"http: live view on {url} (/stream, /latest, /metrics, /health)")
         if self.config.insecure and not (self.config.token or self.config.user):
             context.log(
                 f"warning: http: {url} serves the live view and every record without auth "
@@ -320,20 +329,39 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self):
         path, _, query = self.path.partition("?")
         self.query = parse_qs(query, keep_blank_values=True)
+        if "token" in self.query and self.sink.config.token:
+            return self._login(path, query)
         if path != "/health" and not self._authorised():
             return
+        route = self._route(path)
+        if route is None:
+            where = "/, /stream, /latest, /metrics, /health, /label"
+            return self._send(404, "application/json", {"error": f"no {path}; try {where}"})
+        route()
+
+    def _route(self, path: str):
         routes = {
-            "/": self._stream,
+            "/": self._home,
+            "/stream": self._stream,
             "/latest": self._latest,
             "/metrics": self._metrics,
             "/health": self._health,
         }
-        route = routes.get(path)
-        if route is None:
-            return self._send(
-                404, "application/json", {"error": f"no {path}; try /, /latest, /metrics, /health"}
-            )
-        route()
+        if path in routes:
+            return routes[path]
+        if path in http_label.GETS:
+            return functools.partial(http_label.GETS[path], self)
+        for prefix, route in http_label.GET_PREFIXES.items():
+            if path.startswith(prefix):
+                return functools.partial(route, self, path[len(prefix) :])
+        return None
+
+    def _home(self) -> None:
+        """A browser gets the home page; any other client (OpenCV, VLC, an NVR) the stream."""
+        if "text/html" not in self.headers.get("Accept", ""):
+            return self._stream()
+        page = http_pages.home_page(self.context.identity, self.context.collect is not None)
+        http_pages.send_page(self, page)
 
     def do_HEAD(self):
         """What GET would answer, without the body (the live view: its headers only)."""
@@ -344,6 +372,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body()  # read first, so a refused request leaves nothing on the connection
         if body is None or not self._authorised():
             return
+        if (refused := cross_site(self.headers)) is not None:
+            return self._send(403, "application/json", {"error": refused})
+        if path in http_label.POSTS:
+            return http_label.POSTS[path](self, body)
         station = self.context.station
         if path != "/trigger" or station is None or not station.config.accepts("http"):
             what = "POST /trigger needs --part-trigger http" if path == "/trigger" else f"no {path}"
@@ -370,25 +402,36 @@ class _Handler(BaseHTTPRequestHandler):
         return body.decode("utf-8", "replace")
 
     def _authorised(self) -> bool:
+        """The header's bearer token or basic auth, or a browser's cookie; else 401. Sets `via`,
+        how the request was authorised (a label's history names it)."""
         cfg = self.sink.config
-        if not (cfg.token or cfg.user):
+        self.via = credentials(self.headers, cfg.token, cfg.user)
+        if self.via is not None:
             return True
-        given = self.headers.get("Authorization", "")
-        allowed = []
-        if cfg.token:
-            allowed.append(f"Bearer {cfg.token}")
-        if cfg.user:
-            allowed.append("Basic " + base64.b64encode(cfg.user.encode()).decode())
-        if any(hmac.compare_digest(given.encode(), a.encode()) for a in allowed):
-            return True
+        self._refuse()
+        return False
+
+    def _refuse(self) -> None:
         self.send_response(401)
-        if cfg.user:
+        if self.sink.config.user:
             self.send_header("WWW-Authenticate", 'Basic realm="edgecls"')
         self.send_header("Content-Length", "0")
         self.end_headers()
-        return False
 
-    def _send(self, code: int, ctype: str, body) -> None:
+    def _login(self, path: str, query: str) -> None:
+        """`?token=TOKEN` (a browser cannot send the header when following a link): the right one
+        is traded for a cookie and the same URL without it; a wrong one is refused as always."""
+        if not token_matches(self.query["token"][-1], self.sink.config.token):
+            return self._refuse()
+        self.send_response(303)
+        self.send_header("Location", without_token(path, query))
+        self.send_header("Set-Cookie", login_cookie(self.sink.config.token))
+        self.send_header("Cache-Control", "no-store")
+        self.send_header("Referrer-Policy", "no-referrer")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def _send(self, code: int, ctype: str, body, headers: dict | None = None) -> None:
         data = (
             body
             if isinstance(body, bytes)
@@ -398,6 +441,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Type", ctype)
         self.send_header("Content-Length", str(len(data)))
         self.send_header("Cache-Control", "no-store")
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
@@ -409,6 +454,7 @@ class _Handler(BaseHTTPRequestHandler):
         if record is None:
             return self._send(503, "application/json", {"error": "no frame classified yet"})
         body = {**record.to_dict(), "fps": round(self.context.summary.fps(), 2)}
+        body["frames"] = self.context.summary.frames
         body["drift"] = self.context.summary.drift or None
         body["last_decision"] = decision.to_dict() if decision else None
         if self.context.station is not None:
