@@ -2,8 +2,13 @@
 one validation pass, stratified splits.
 
 `DIR/<class>/*` is split into train/val/test here; `DIR/{train,test}/<class>/*` (optional `val/`)
-keeps the user's split. Every file is decoded once, by the same reader the model will be fed
-with, before anything trains: what cannot be read is skipped and listed, never a crash mid-epoch.
+keeps the user's split. Several folders (`--data` given again: a base set and what a line
+collected) merge into one dataset: the same classes (or, asked for, their union), each folder
+split class by class on its own, so each is in train, val and test in proportion; every image
+knows its folder (`Split.sources`), so reports can give accuracy per folder.
+
+Every file is decoded once, by the same reader the model will be fed with, before anything
+trains: what cannot be read is skipped and listed, never a crash mid-epoch.
 Evaluation order is fixed (class, then path), so predictions and labels cannot drift apart.
 Folders are walked by the bounded `Walker` (each real folder once, MAX_WALK_ENTRIES in all) and
 files read by the bounded reader, so no folder a user points at can hang or exhaust the machine.
@@ -47,6 +52,7 @@ class SplitConfig:
 class Split:
     paths: list[Path] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
+    sources: list[int] = field(default_factory=list)  # index of each image's --data folder
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -55,14 +61,28 @@ class Split:
         c = Counter(self.labels)
         return {name: c.get(i, 0) for i, name in enumerate(classes)}
 
+    def source_of(self) -> list[int]:
+        """The --data folder of each image (all the first where the split does not say)."""
+        return self.sources if len(self.sources) == len(self.paths) else [0] * len(self.paths)
+
+
+@dataclass(frozen=True)
+class Source:
+    """One --data folder of a dataset: where, in which layout, with which class folders."""
+
+    root: Path
+    layout: str
+    classes: tuple[str, ...]
+
 
 @dataclass
 class FolderDataset:
-    root: Path
-    layout: str  # "class-folders" or "split-folders"
+    root: Path  # the first --data folder
+    layout: str  # "class-folders" or "split-folders"; "merged" for several folders
     classes: list[str]
     splits: dict[str, Split]
     skipped: list[tuple[Path, str]]
+    sources: list[Source] = field(default_factory=list)
 
     def write_skipped(self, path: Path) -> None:
         lines = [f"{p}\t{why}" for p, why in self.skipped]
@@ -144,12 +164,19 @@ def _scan(
 
 
 def _stratified(
-    usable: dict[str, list[Path]], classes: list[str], fractions: dict[str, float], seed: int
+    usable: dict[str, list[Path]],
+    classes: list[str],
+    fractions: dict[str, float],
+    seed: int,
+    source: int = 0,
 ) -> dict[str, Split]:
+    """Each class of one folder split by the fractions; a second folder (`source` 1, 2, ...)
+    draws its own order, so every folder is in every split in proportion."""
     splits = {name: Split() for name in ("train", *fractions)}
     for label, name in enumerate(classes):
-        paths = usable[name]
-        order = np.random.default_rng([seed, label]).permutation(len(paths))
+        paths = usable.get(name, [])
+        key = [seed, label] if source == 0 else [seed, label, source]
+        order = np.random.default_rng(key).permutation(len(paths))
         start = 0
         for split, frac in fractions.items():
             n = round(len(paths) * frac) if len(paths) >= 3 else 0
@@ -160,19 +187,31 @@ def _stratified(
         for i in order[start:]:
             splits["train"].paths.append(paths[i])
             splits["train"].labels.append(label)
-    for split in splits.values():  # fixed order: class, then path
-        pairs = sorted(zip(split.labels, split.paths, strict=True))
-        split.labels = [y for y, _ in pairs]
-        split.paths = [p for _, p in pairs]
-    return splits
+    for split in splits.values():
+        split.sources = [source] * len(split)
+    return {name: _sorted(split) for name, split in splits.items()}
 
 
-def _split_from(usable: dict[str, list[Path]], classes: list[str]) -> Split:
+def _sorted(split: Split) -> Split:
+    """The fixed evaluation order: class, then path."""
+    rows = sorted(zip(split.labels, split.paths, split.source_of(), strict=True))
+    return Split([p for _, p, _ in rows], [y for y, _, _ in rows], [s for _, _, s in rows])
+
+
+def _by_class(split: Split) -> Split:
+    """Several folders' parts of a split in class order, each folder's images in their own
+    order within a class (a stable sort: one folder's split is left exactly as it is)."""
+    order = sorted(range(len(split)), key=lambda i: (split.labels[i], split.sources[i]))
+    return Split(*([getattr(split, k)[i] for i in order] for k in ("paths", "labels", "sources")))
+
+
+def _split_from(usable: dict[str, list[Path]], classes: list[str], source: int = 0) -> Split:
     split = Split()
     for label, name in enumerate(classes):
         for p in usable.get(name, []):
             split.paths.append(p)
             split.labels.append(label)
+            split.sources.append(source)
     return split
 
 
@@ -184,11 +223,20 @@ def _find_split_dir(root: Path, name: str, walker: Walker) -> Path | None:
     return None
 
 
-def load_folder_dataset(
-    root: Path, config: SplitConfig = SplitConfig(), progress=None
-) -> FolderDataset:
-    """Discover, validate and split a labelled image folder in either layout."""
-    root, walker = Path(root), Walker()
+@dataclass
+class _Found:
+    """One --data folder before its files are read: its layout, the class folders that train
+    (the folder's own, or those of its train/), and those of the user's own val/ and test/."""
+
+    root: Path
+    layout: str
+    folder: Path  # where the training class folders are
+    class_dirs: dict[str, Path]
+    given: dict[str, tuple[Path, dict[str, Path]]]  # split name: (its folder, class folders)
+
+
+def _find(root: Path, walker: Walker) -> _Found:
+    root = Path(root)
     if not root.is_dir():
         raise EdgeclsError(f"--data {root}: not a folder")
     train_dir = _find_split_dir(root, "train", walker)
@@ -197,38 +245,121 @@ def load_folder_dataset(
         train_dir = None  # images right in it, no val/ or test/: a class (trains, buses, ...)
     if train_dir is None:
         class_dirs = {d.name: d for d in _class_dirs(root, walker)}
-        _require_classes(root, class_dirs)
-        usable, skipped = _scan(class_dirs, walker, progress)
-        classes = sorted(class_dirs)
-        fractions = {"val": config.val_fraction, "test": config.test_fraction}
-        splits = _stratified(usable, classes, fractions, config.seed)
-        return FolderDataset(root, "class-folders", classes, splits, skipped)
-
+        return _Found(root, "class-folders", root, class_dirs, {})
     class_dirs = {d.name: d for d in _class_dirs(train_dir, walker)}
-    _require_classes(train_dir, class_dirs)
-    classes = sorted(class_dirs)
-    seen: dict = {}
-    usable, skipped = _scan(class_dirs, walker, progress, seen)
-    splits: dict[str, Split] = {}
+    given = {}
     for name in ("val", "test"):
         split_dir = _find_split_dir(root, name, walker)
-        if split_dir is None:
-            continue
-        dirs = {d.name: d for d in _class_dirs(split_dir, walker)}
-        extra = sorted(set(dirs) - set(classes))
+        if split_dir is not None:
+            given[name] = (split_dir, {d.name: d for d in _class_dirs(split_dir, walker)})
+    return _Found(root, "split-folders", train_dir, class_dirs, given)
+
+
+def _read_source(
+    found: _Found, index: int, classes: list[str], config: SplitConfig, ctx: tuple
+) -> tuple[dict[str, Split], list]:
+    """Validate one folder's files and split them: the user's own val/test kept, the rest
+    carved from the training class folders, class by class."""
+    walker, progress, seen = ctx
+    usable, skipped = _scan(found.class_dirs, walker, progress, seen)
+    splits: dict[str, Split] = {}
+    for name, (split_dir, dirs) in found.given.items():
+        extra = sorted(set(dirs) - set(found.class_dirs))
         if extra:
             raise EdgeclsError(
-                f"{split_dir} has class folders not in {train_dir}: {', '.join(extra)}; "
+                f"{split_dir} has class folders not in {found.folder}: {', '.join(extra)}; "
                 "every class needs training images"
             )
         u, s = _scan(dirs, walker, progress, seen)
         skipped += s
-        splits[name] = _split_from(u, classes)
-    carve = {} if "val" in splits else {"val": config.val_fraction}
-    if "test" not in splits:
-        carve["test"] = config.test_fraction
-    splits.update(_stratified(usable, classes, carve, config.seed))
-    return FolderDataset(root, "split-folders", classes, splits, skipped)
+        splits[name] = _split_from(u, classes, index)
+    carve = {name: getattr(config, f"{name}_fraction") for name in ("val", "test")}
+    carve = {name: frac for name, frac in carve.items() if name not in splits}
+    splits.update(_stratified(usable, classes, carve, config.seed, index))
+    return splits, skipped
+
+
+def load_folder_dataset(
+    root: Path, config: SplitConfig = SplitConfig(), progress=None
+) -> FolderDataset:
+    """Discover, validate and split a labelled image folder in either layout."""
+    return load_folders([root], config, progress=progress)
+
+
+def load_folders(
+    roots, config: SplitConfig = SplitConfig(), allow_new_classes: bool = False, progress=None
+) -> FolderDataset:
+    """Discover, validate and split one or several labelled folders (`--data` given again) as
+    one dataset. Several must have the same class folders, or with `allow_new_classes` train on
+    the union; each folder is split class by class on its own, so every folder is in the train,
+    val and test splits in proportion. One folder is split exactly as it alone always was."""
+    roots, walker = [Path(r) for r in roots], Walker()
+    _check_roots(roots)
+    found = [_find(root, walker) for root in roots]
+    classes = _classes_of(found, allow_new_classes)
+    ctx, splits, skipped = (walker, progress, {}), {}, []
+    for index, f in enumerate(found):
+        parts, s = _read_source(f, index, classes, config, ctx)
+        skipped += s
+        for name, part in parts.items():
+            whole = splits.setdefault(name, Split())
+            for key in ("paths", "labels", "sources"):
+                getattr(whole, key).extend(getattr(part, key))
+    splits = {name: _by_class(split) for name, split in splits.items()}
+    layout = found[0].layout if len(found) == 1 else "merged"
+    sources = [Source(f.root, f.layout, tuple(sorted(f.class_dirs))) for f in found]
+    return FolderDataset(roots[0], layout, classes, splits, skipped, sources)
+
+
+def _check_roots(roots: list[Path]) -> None:
+    """Each folder once: a folder given twice, or inside another, would put the same images in
+    the training and the test split."""
+    if not roots:
+        raise EdgeclsError("--data: give the folder of labelled images")
+    real = [r.resolve() for r in roots]
+    for i, a in enumerate(real):
+        for j, b in enumerate(real[:i]):
+            if a == b:
+                raise EdgeclsError(f"--data {roots[i]}: is given twice; give each folder once")
+            inner, outer = (i, j) if a.is_relative_to(b) else (j, i)
+            if a.is_relative_to(b) or b.is_relative_to(a):
+                raise EdgeclsError(
+                    f"--data {roots[inner]}: is inside --data {roots[outer]}; give each folder "
+                    "once (its images would count twice)"
+                )
+
+
+def _classes_of(found: list[_Found], allow_new_classes: bool) -> list[str]:
+    """The classes of the dataset: those every folder has; with `allow_new_classes` the union.
+    A class only some folder has is refused, naming the folder, the class and what to do."""
+    first = found[0]
+    if len(found) == 1 or not allow_new_classes:
+        _require_classes(first.folder, first.class_dirs)
+    for f in found:
+        _check_names(f.class_dirs)
+        if not f.class_dirs:
+            raise EdgeclsError(
+                f"--data {f.root}: no class folders; lay images out as {f.root}/<class>/*"
+            )
+    union = sorted({name for f in found for name in f.class_dirs})
+    if allow_new_classes:
+        _require_classes(first.folder, dict.fromkeys(union, first.folder))
+        return union
+    fix = "pass --allow-new-classes to train on the classes of every --data together"
+    for f in found[1:]:
+        new = sorted(set(f.class_dirs) - set(first.class_dirs))
+        if new:
+            raise EdgeclsError(
+                f"--data {f.root}: class {new[0]!r} ({f.class_dirs[new[0]]}) is not a class of "
+                f"--data {first.root}; rename or move that folder, or {fix}"
+            )
+        missing = sorted(set(first.class_dirs) - set(f.class_dirs))
+        if missing:
+            raise EdgeclsError(
+                f"--data {f.root}: has no class folder {missing[0]!r}, which --data "
+                f"{first.root} has; add {f.folder / missing[0]}/ with images, or {fix}"
+            )
+    return sorted(first.class_dirs)
 
 
 def _name_problem(name: str) -> str | None:
@@ -251,13 +382,17 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def _require_classes(folder: Path, class_dirs: dict[str, Path]) -> None:
+def _check_names(class_dirs: dict[str, Path]) -> None:
     for name, path in class_dirs.items():
         if (why := _name_problem(name)) is not None:
             raise EdgeclsError(
                 f"class folder {str(path)!a}: its name has {why}, which a label cannot "
                 "hold (labels.txt is one label a line); rename the folder"
             )
+
+
+def _require_classes(folder: Path, class_dirs: dict[str, Path]) -> None:
+    _check_names(class_dirs)
     if len(class_dirs) < 2:
         found = ", ".join(class_dirs) or "none"
         raise EdgeclsError(

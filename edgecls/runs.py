@@ -9,7 +9,7 @@ from pathlib import Path
 from edgecls.bundle.labels import load_labels
 from edgecls.bundle.preprocess import CURRENT, InputSpec, preprocessing_from_legacy
 from edgecls.errors import EdgeclsError
-from edgecls.folders import Split, SplitConfig, load_folder_dataset
+from edgecls.folders import Split, SplitConfig, load_folders
 from edgecls.schema import from_dict, load_json
 
 MODEL_FILE, LABELS_FILE, CONFIG_FILE = "model.keras", "labels.txt", "config.json"
@@ -18,12 +18,21 @@ MODEL_FILE, LABELS_FILE, CONFIG_FILE = "model.keras", "labels.txt", "config.json
 @dataclass(frozen=True)
 class RunRecord:
     """What export and explain read from a run's config.json, typed: the data it was trained on
-    (absolute), how it was split, and its input path. The rest of the file is the training's own
-    record (TrainConfig.to_dict) and is not read here."""
+    (absolute: one folder, or the list of folders it merged), how it was split, and its input
+    path. The rest of the file is the training's own record (TrainConfig.to_dict) and is not
+    read here."""
 
-    data: str | None = None
+    data: str | list[str] | None = None
     split: SplitConfig = field(default_factory=SplitConfig)
     input: dict | None = None  # InputSpec.to_dict(); runs before identifiers have `resize`
+    allow_new_classes: bool = False  # several folders: their union of classes was trained
+
+    @property
+    def folders(self) -> list[str]:
+        """The data folders, one or several, in the order training merged them."""
+        if not self.data:
+            return []
+        return [self.data] if isinstance(self.data, str) else list(self.data)
 
 
 @dataclass(frozen=True)
@@ -90,15 +99,20 @@ def resolve_source(path: Path, labels: Path | None = None) -> RunSource:
 
 
 def run_split(source: RunSource, name: str) -> tuple[Split, str]:
-    """A split of the dataset the run was trained on, rebuilt from its config.json."""
+    """A split of the dataset the run was trained on, rebuilt from its config.json: every
+    folder it merged, split as training split them."""
     cfg = source.config
-    if not cfg or not cfg.data or not Path(cfg.data).is_dir():
+    folders = cfg.folders if cfg else []
+    if not folders or not all(Path(f).is_dir() for f in folders):
+        missing = next((f for f in folders if not Path(f).is_dir()), None)
         raise EdgeclsError(
-            f"{source.model_path}: the training data of this model is not known or not "
-            "here; pass --eval-data DIR (and --calibration DIR for int8)"
+            f"{source.model_path}: the training data of this model is not "
+            f"{'known' if missing is None else f'here ({missing})'}; pass --eval-data DIR "
+            "(and --calibration DIR for int8)"
         )
-    ds = load_folder_dataset(Path(cfg.data), cfg.split)
+    ds = load_folders([Path(f) for f in folders], cfg.split, cfg.allow_new_classes)
+    data = ", ".join(folders)
     if ds.classes != source.labels:
-        raise EdgeclsError(f"{cfg.data}: classes {ds.classes} differ from the model's labels")
+        raise EdgeclsError(f"{data}: classes {ds.classes} differ from the model's labels")
     split = ds.splits.get(name) or ds.splits["val"]
-    return split, f"{cfg.data} ({name} split)"
+    return split, f"{data} ({name} split)"

@@ -99,7 +99,10 @@ LAYERS = (
         ),
     ),
     ("bundle", ("edgecls.bundle",)),
-    ("data", ("edgecls.folders", "edgecls.runs", "edgecls.samples")),
+    (
+        "data",
+        ("edgecls.folders", "edgecls.runs", "edgecls.samples", "edgecls.collected", "edgecls.pull"),
+    ),
     ("board", ("edgecls.runtime",)),
     (
         "workstation",
@@ -108,6 +111,7 @@ LAYERS = (
             "edgecls.export",
             "edgecls.explain",
             "edgecls.evaluate",
+            "edgecls.compare",
             "edgecls.keras_predictor",
             "edgecls.tf_compat",
         ),

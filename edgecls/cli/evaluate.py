@@ -1,4 +1,5 @@
-"""`edgecls evaluate` and `edgecls predict`: any model (.keras, .tflite, .onnx) on images."""
+"""`edgecls evaluate`, `edgecls predict` and `edgecls compare`: any model (.keras, .tflite, .onnx),
+run folder or bundle on images."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import json
 from pathlib import Path
 
 import typer
+from rich.table import Table
 
 from edgecls.bundle.formats import FORMATS
 from edgecls.cli.common import command, console, err
@@ -70,3 +72,48 @@ def predict(
             console.print(f"{p.image}: {shown}", highlight=False)
     if failed:
         raise typer.Exit(1)
+
+
+COMPARED_HELP = "run folder, bundle folder, or a model or bundle artifact file"
+
+
+@command()
+def compare(
+    a: Path = typer.Argument(..., help=f"A, the champion: {COMPARED_HELP}"),
+    b: Path = typer.Argument(..., help=f"B, the challenger: {COMPARED_HELP}"),
+    data: Path = typer.Option(
+        ..., help="the holdout: DIR/<class>/* (or a split layout: its test/ is used)"
+    ),
+    out: Path | None = typer.Option(None, help="report folder; default compare-<A>-vs-<B>"),
+    max_images: int = typer.Option(200, min=0, help="most thumbnails on disagree.html"),
+):
+    """A against B on a holdout: accuracy and per-class recall of each, the change with McNemar's
+    exact test, and a page of the images where they disagree."""
+    from edgecls.compare import compare_models
+
+    cmp = compare_models(a, b, data, out, max_images)
+    for path, why in cmp.skipped:
+        err.print(f"skipped {path}: {why}", markup=False)
+    _comparison_table(cmp)
+    console.print(
+        f"b (A right, B wrong): {cmp.b_count}   c (A wrong, B right): {cmp.c_count}",
+        highlight=False,
+    )
+    console.print(f"[bold]{cmp.verdict}[/]", highlight=False)
+    console.print(f"report: {cmp.out}  (compare.md, compare.json, disagree.html)", highlight=False)
+    if cmp.skipped:  # as for evaluate: the figures stand for the images read
+        n = len(cmp.skipped)
+        err.print(f"not read: {n} image{'s' * (n != 1)} (named above); the figures leave them out")
+        raise typer.Exit(1)
+
+
+def _comparison_table(cmp) -> None:
+    table = Table(title=f"A: {cmp.a}\nB: {cmp.b}\non {cmp.holdout} ({len(cmp.truth)} images)")
+    for col in ("", "A", "B", "change"):
+        table.add_column(col, justify="left" if not col else "right")
+    rows = [("accuracy", cmp.accuracy_a, cmp.accuracy_b)]
+    recall_a, recall_b = cmp.recall(cmp.pred_a), cmp.recall(cmp.pred_b)
+    rows += [(f"recall {c}", recall_a[c], recall_b[c]) for c in cmp.classes]
+    for name, x, y in rows:
+        table.add_row(name, f"{100 * x:.1f}%", f"{100 * y:.1f}%", f"{100 * (y - x):+.1f}")
+    console.print(table)

@@ -37,6 +37,7 @@ def _train(**options):
         stopped(exc.signum, done or f"no run was written; {config.out} is as it was")
     if result.out is not None:
         metrics_table(result.metrics, f"{result.out} (test split)")
+        per_source_table(result.metrics.get("per_source"))
         console.print(f"model: {result.out / 'model.keras'}")
         if options["save_backbone"]:
             console.print(f"backbone: {result.out / 'backbone.weights.h5'}")
@@ -53,13 +54,13 @@ def _train(**options):
 def train_config(options: TrainOptions):
     """The options as a TrainConfig; with no --data, the casting sample (written once)."""
     options.check()  # before the sample is written
-    if options.data is None:
+    if not options.data:
         if not (DEFAULT_SAMPLE / "train").is_dir():
             from edgecls.samples import write_sample
 
             console.print(f"no --data: writing the casting sample to {DEFAULT_SAMPLE}")
             write_sample("casting", DEFAULT_SAMPLE)
-        options = replace(options, data=DEFAULT_SAMPLE)
+        options = replace(options, data=[DEFAULT_SAMPLE])
     return options.to_config()
 
 
@@ -75,4 +76,17 @@ def metrics_table(m: dict, title: str) -> None:
             name, f"{c['precision']:.3f}", f"{c['recall']:.3f}", f"{c['f1']:.3f}", str(c["support"])
         )
     table.add_row("[bold]accuracy[/]", "", "", f"[bold]{m['accuracy']:.3f}[/]", str(m["n"]))
+    console.print(table)
+
+
+def per_source_table(rows: dict | None) -> None:
+    """Accuracy on each --data folder's test images, where several were merged."""
+    if not rows:
+        return
+    table = Table(title="accuracy per --data folder")
+    for col in ("folder", "accuracy", "n"):
+        table.add_column(col, justify="left" if col == "folder" else "right")
+    for folder, r in rows.items():
+        acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
+        table.add_row(folder, acc, str(r["n"]), style=None)
     console.print(table)

@@ -33,8 +33,20 @@ class ExportConfig:
     seed: int = 0
     repair: RepairOptions = field(default_factory=RepairOptions)  # a failed int8 (--no-repair)
     sign_key: Path | None = None  # sign the bundle with this private key (bundle.sig)
+    champion: Path | None = None  # refuse a model worse than this one (run, bundle, artifact)
+    holdout: Path | None = None  # ... on these labelled images (given with `champion`)
+    champion_margin: float = 0.0  # points the candidate may lose to the champion and still ship
 
     def __post_init__(self):
+        if (self.champion is None) != (self.holdout is None):
+            pair = ["--champion", "--holdout"]
+            given, missing = pair if self.holdout is None else pair[::-1]
+            raise EdgeclsError(
+                f"{given} needs {missing}: give both (the model to beat and the labelled images "
+                "to compare on) or neither"
+            )
+        if not 0 <= self.champion_margin <= 100:
+            raise EdgeclsError("--champion-margin must be between 0 and 100 points")
         bad = [f for f in self.formats if f not in FORMATS]
         if bad or not self.formats:
             raise EdgeclsError(f"--format {','.join(bad)}: choose from {FORMATS.choices()}")
@@ -101,6 +113,20 @@ class ExportOptions:
     sign_key: Path | None = option(  # noqa: RUF009
         None, "private EC key (PEM): sign the bundle (bundle.sig) before it is published"
     )
+    champion: Path | None = option(  # noqa: RUF009
+        None,
+        "run folder, bundle or model file to beat: export nothing if this model is less "
+        "accurate on --holdout (see `edgecls compare`)",
+    )
+    holdout: Path | None = option(  # noqa: RUF009
+        None, "labelled images for --champion: DIR/<class>/* (a split layout: its test/)"
+    )
+    champion_margin: float = option(
+        default_of(ExportConfig, "champion_margin"),
+        "--champion: accuracy points the model may lose to the champion and still be exported",
+        min=0.0,
+        max=100.0,
+    )
 
     def to_config(self) -> ExportConfig:
         wanted = {"float16": self.fp16, "dynamic": self.dynamic, "int8": self.int8}
@@ -119,4 +145,7 @@ class ExportOptions:
             thresholds=ParityThresholds(max_drop=self.max_drop, min_agreement=self.min_agreement),
             repair=RepairOptions(enabled=self.repair),
             sign_key=self.sign_key,
+            champion=self.champion,
+            holdout=self.holdout,
+            champion_margin=self.champion_margin,
         )

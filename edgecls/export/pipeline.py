@@ -40,6 +40,7 @@ from edgecls.bundle.report import save_bundle_files
 from edgecls.bundle.signing import check_key, sign_bundle
 from edgecls.durable import StopSignals, scratch_folder, staged_folder, write_text_atomic
 from edgecls.errors import EdgeclsError
+from edgecls.evaluate import LabelledModel
 from edgecls.export.bundle_dir import check_destination
 from edgecls.export.calibration import (
     MIN_RECOMMENDED,
@@ -234,6 +235,21 @@ def export_bundle(config: ExportConfig, console: Console | None = None) -> Expor
         return _export(config, console or Console())
 
 
+def _champion_check(config: ExportConfig, candidate, console: Console) -> None:
+    """The candidate against --champion on --holdout (edgecls/compare.py: champion_gate)."""
+    from edgecls.compare import champion_gate
+
+    with console.status(f"comparing with the champion {config.champion}"):
+        cmp = champion_gate(candidate, config.champion, config.holdout, config.champion_margin)
+    console.print(
+        f"champion check on {config.holdout} ({len(cmp.truth)} images): this model "
+        f"{100 * cmp.accuracy_b:.1f}%, champion {100 * cmp.accuracy_a:.1f}% "
+        f"({cmp.delta_points:+.1f} points, McNemar p={cmp.p_value:.3g}): passes",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
 def _export(config: ExportConfig, console: Console) -> ExportResult:
     from edgecls.export.context import ExportContext, logits_model
     from edgecls.keras_predictor import KerasPredictor, load_keras_model
@@ -247,6 +263,9 @@ def _export(config: ExportConfig, console: Console) -> ExportResult:
     reference = KerasPredictor.from_model(model)
     check_outputs(reference, source.labels, source.model_path)
     spec = source.input_spec(reference.input_size)
+    if config.champion is not None:  # before any export work: a worse model writes nothing
+        candidate = LabelledModel(source.model_path, reference, source.labels, spec)
+        _champion_check(config, candidate, console)
     evalset = _eval_set(config, source, spec, reference, console)
 
     plan = planned(config.formats, tuple(dict.fromkeys(("float32", *config.precisions))))

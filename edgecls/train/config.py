@@ -23,7 +23,7 @@ class TrainConfig:
     """All it takes to reproduce a run; written to the run folder as config.json. `epochs`,
     `lr` and `patience` left at None take the model's recipe (see `MODELS`)."""
 
-    data: Path
+    data: Path | tuple[Path, ...]  # one folder, or several merged into one dataset
     out: Path
     model: ModelConfig = field(default_factory=ModelConfig)
     epochs: int | None = None
@@ -40,11 +40,20 @@ class TrainConfig:
     cache: str = "auto"  # auto | memory | disk | none
     cache_mb: int = 1024
     save_backbone: bool = False
+    allow_new_classes: bool = False  # several folders: train on the union of their classes
+
+    @property
+    def folders(self) -> tuple[Path, ...]:
+        """The data folders, in the order they are merged (one for a single --data)."""
+        return tuple(map(Path, self.data)) if isinstance(self.data, (tuple, list)) else (self.data,)
 
     def to_dict(self) -> dict:
         d = asdict(self)
-        # absolute: export and explain read the data again, from wherever they are run
-        d["data"], d["out"] = os.path.abspath(self.data), os.path.abspath(self.out)
+        # absolute: export and explain read the data again, from wherever they are run; one
+        # folder as a string (as always), several as a list
+        folders = [os.path.abspath(f) for f in self.folders]
+        d["data"] = folders[0] if len(folders) == 1 else folders
+        d["out"] = os.path.abspath(self.out)
         d["edgecls_version"] = __version__
         d["input"] = InputSpec(*self.model.img_size).to_dict()
         return d
@@ -79,8 +88,16 @@ class TrainOptions:
     """The options of `edgecls train`, one field per command-line option; each default is the
     one of the configuration it fills (TrainConfig, ModelConfig, SplitConfig)."""
 
-    data: Path | None = option(  # noqa: RUF009
-        None, "DIR/<class>/* or DIR/{train,val,test}/<class>/*; default: the casting sample"
+    data: list[Path] | None = option(  # noqa: RUF009
+        None,
+        "DIR/<class>/* or DIR/{train,val,test}/<class>/*; give it again to merge folders "
+        "(same classes; each folder in every split); default: the casting sample",
+    )
+    allow_new_classes: bool = option(
+        default_of(TrainConfig, "allow_new_classes"),
+        "with several --data: train on the union of their classes (a class only one folder "
+        "has is otherwise refused)",
+        flag="--allow-new-classes",
     )
     model: str = option(default_of(ModelConfig, "name"), f"one of: {MODELS.choices()}")
     img_size: int = option(default_of(ModelConfig, "img_size")[0], "square input side in pixels")
@@ -142,12 +159,15 @@ class TrainOptions:
     def to_config(self) -> TrainConfig:
         """The TrainConfig these options make."""
         self.check()
-        if self.data is None:
+        folders = [self.data] if isinstance(self.data, (str, Path)) else list(self.data or [])
+        if not folders:
             raise EdgeclsError("--data: give the folder of labelled images")
+        folders = [Path(f) for f in folders]
         size = (self.img_size, self.img_size)
-        out = self.out or unique_run_dir(Path("runs") / f"{self.data.resolve().name}-{self.model}")
+        name = "+".join(f.resolve().name for f in folders)
+        out = self.out or unique_run_dir(Path("runs") / f"{name}-{self.model}")
         return TrainConfig(
-            data=self.data,
+            data=folders[0] if len(folders) == 1 else tuple(folders),
             out=out,
             model=ModelConfig(self.model, size, self.alpha, self.weights, self.fine_tune),
             split=SplitConfig(self.val_fraction, self.test_fraction, self.seed),

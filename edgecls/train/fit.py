@@ -15,7 +15,7 @@ from rich.console import Console
 
 from edgecls.durable import Interrupted, StopSignals, new_scratch
 from edgecls.errors import EdgeclsError
-from edgecls.folders import FolderDataset, load_folder_dataset
+from edgecls.folders import FolderDataset, load_folders
 from edgecls.train.callbacks import keras_callbacks as _keras_callbacks
 from edgecls.train.callbacks import progress_bar, stop_check
 from edgecls.train.config import TrainConfig, TrainResult
@@ -68,26 +68,43 @@ def scan(config: TrainConfig, console: Console) -> FolderDataset:
     """Validate every image in parallel (with progress) and split; say what was skipped."""
     with progress_bar(console) as progress:
         task = progress.add_task("checking images", total=None, info="")
-        dataset = load_folder_dataset(
-            config.data, config.split, progress=lambda: progress.advance(task)
+        dataset = load_folders(
+            config.folders,
+            config.split,
+            config.allow_new_classes,
+            progress=lambda: progress.advance(task),
         )
         progress.update(task, total=progress.tasks[task].completed)
-    tr, va, te = (dataset.splits.get(n) for n in ("train", "val", "test"))
+    named = ", ".join(map(str, config.folders))
     console.print(
-        f"[bold]{config.data}[/] ({dataset.layout}): {len(dataset.classes)} classes "
-        f"{dataset.classes}; train {len(tr)}, val {len(va)}, test {len(te)}; "
-        f"skipped {len(dataset.skipped)}",
+        f"[bold]{_shown(named)}[/] ({dataset.layout}): {len(dataset.classes)} classes "
+        f"{dataset.classes}; {_counts(dataset.splits)}; skipped {len(dataset.skipped)}",
         highlight=False,
     )
+    if len(dataset.sources) > 1:
+        for i, source in enumerate(dataset.sources):
+            console.print(
+                f"  {_shown(source.root)} ({source.layout}): {_counts(dataset.splits, i)}",
+                highlight=False,
+            )
     for path, why in dataset.skipped[:10]:
         console.print(
             f"  [yellow]skipped[/] {_shown(path)}: {_shown(why)}", highlight=False, soft_wrap=True
         )
     if len(dataset.skipped) > 10:
         console.print(f"  … and {len(dataset.skipped) - 10} more (see skipped.txt)")
-    if len(va) == 0:
-        raise EdgeclsError(f"{config.data}: too few images to hold out a validation split")
+    if len(dataset.splits["val"]) == 0:
+        raise EdgeclsError(f"{named}: too few images to hold out a validation split")
     return dataset
+
+
+def _counts(splits, source: int | None = None) -> str:
+    """`train N, val N, test N`, of every folder or of one."""
+
+    def n(split) -> int:
+        return len(split) if source is None else split.source_of().count(source)
+
+    return ", ".join(f"{name} {n(splits[name])}" for name in ("train", "val", "test"))
 
 
 def build(config: TrainConfig, strategy, num_classes: int, console: Console):

@@ -45,10 +45,37 @@ def report(config, dataset, model, fitted, out: Path, console) -> TrainResult:
         "majority_class_accuracy": chance,
         "learned": learned,
     }
+    if len(dataset.sources) > 1:
+        extra["per_source"] = per_source(ev, eval_split.source_of(), dataset.sources)
     m = write_reports(ev, out, extra)
+    if "per_source" in m:
+        with open(out / "classification_report.txt", "a", encoding="utf-8") as f:
+            f.write(per_source_text(m["per_source"]))
     if not learned:
         warn_not_learned(config, ev.accuracy, chance, console)
     return TrainResult(out, m, dataset, len(history), best_epoch, interrupted)
+
+
+def per_source(ev, sources: list[int], folders) -> dict[str, dict]:
+    """Accuracy on each --data folder's images of the evaluated split (keyed by the folder as
+    given), so a merged dataset cannot hide a folder the model does badly on."""
+    sources, hits = np.asarray(sources, int), ev.y_pred == ev.y_true
+    out = {}
+    for i, folder in enumerate(folders):
+        mask = sources == i
+        out[str(folder.root)] = {
+            "accuracy": float(hits[mask].mean()) if mask.any() else None,
+            "n": int(mask.sum()),
+        }
+    return out
+
+
+def per_source_text(rows: dict[str, dict]) -> str:
+    lines = ["", "accuracy per --data folder:"]
+    for folder, r in rows.items():
+        acc = "-" if r["accuracy"] is None else f"{r['accuracy']:.3f}"
+        lines.append(f"  {acc:>9} {r['n']:9d}  {folder}")
+    return "\n".join(lines) + "\n"
 
 
 def warn_not_learned(config: TrainConfig, accuracy: float, chance: float, console) -> None:
