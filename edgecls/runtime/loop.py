@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,10 +30,13 @@ from edgecls.runtime import systemd
 from edgecls.runtime.decisions import DecisionRule
 from edgecls.runtime.loop_options import LoopConfig
 from edgecls.runtime.loop_probe import NOMINAL_SIZE
+from edgecls.runtime.models.intake import Loaded, Loader
+from edgecls.runtime.models.manager import ModelManager
+from edgecls.runtime.models.state import ModelState, identify, resume
 from edgecls.runtime.parts import Station
 from edgecls.runtime.parts.triggers import PART_TRIGGERS
 from edgecls.runtime.records import Identity, PartCounts, Record, Summary
-from edgecls.runtime.select import Probe, choose
+from edgecls.runtime.select import Choice, Probe, choose
 from edgecls.runtime.sinks import SinkContext, Sinks, build_sinks
 from edgecls.runtime.sinks.recording import source_fps
 from edgecls.runtime.sources import Frame, Source, SourceEnded, frame_size, open_source
@@ -99,6 +102,7 @@ class _Classifier:
     min_confidence: float
     keep_image: bool
     keep_input: bool
+    last_input: np.ndarray | None = field(default=None, repr=False)  # for a candidate's shadow
 
     def __call__(self, frame: Frame) -> Record:
         x = frame.prepared
@@ -106,6 +110,7 @@ class _Classifier:
             raise x
         if x is None:  # a source without a thread of its own: made here
             x = self.prepare(frame.image)
+        self.last_input = x
         t0 = time.perf_counter()
         probs = self.predictor.predict(x[None])[0]
         latency = (time.perf_counter() - t0) * 1000
@@ -186,23 +191,8 @@ def run(
     out = out or sys.stdout
     shown = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     log = lambda msg: shown(one_line(redact(msg)))  # noqa: E731 (no password, one line each)
-    if config.trust is not None:  # before a byte of the bundle is believed
-        verify_bundle(config.bundle, config.trust)
-    bundle = load_bundle(config.bundle)
-    _check(config, bundle)
-    _more_descriptors()
-    prepare = frame_work(bundle, config.roi)
-    choice = choose(
-        bundle, config.backend, config.artifact, config.runtime, config.allow_failed, log=log,
-        probe=None if config.artifact else _probe(config, prepare),  # auto's only
-    )  # fmt: skip
-    for w in [*choice.predictor.warnings, bundle.unchecked_here()]:
-        if w:
-            log(f"warning: {w}")
-    identity = Identity(
-        bundle.manifest.name, choice.artifact.file, choice.artifact.sha256,
-        tuple(bundle.labels), config.roi,
-    )  # fmt: skip
+    start = _start_model(config, log)
+    bundle, prepare, choice, identity = start.bundle, start.prepare, start.choice, start.identity
     stopper, summary = _Stop(), Summary(began=time.monotonic() if began is None else began)
     with stopper as stop:  # from here a signal ends the run cleanly, even while starting
         context = SinkContext(
@@ -210,6 +200,7 @@ def run(
         )
         station = _station(config, identity, summary, log)
         context.station = station
+        context.models = models = _models(config, start, summary, context, stopper.event, log)
         sinks = build_sinks(config, context, _drift_sinks(config, bundle)).open()
         source, triggers = _open_source(config, source, stopper, context, sinks)
         context.source_fps = lambda: source_fps(source, config.source)
@@ -224,17 +215,79 @@ def run(
             source.prepare = prepare
         summary.started = time.monotonic()
         try:
+            if models is not None:
+                models.start()
             if station is None:
-                _loop(config, source, classify, sinks, summary, stop, log)
+                _loop(config, source, classify, sinks, summary, stop, log, models)
             else:
-                _inspect_parts(config, source, classify, sinks, summary, stop, log, station)
+                _inspect_parts(config, source, classify, sinks, summary, stop, log, station, models)
         finally:
+            if models is not None:
+                models.close()
             _close_parts(station, triggers)  # every open part answered before the outputs close
             _finish(summary, source, sinks, log)
     # SIGTERM is how a service is stopped (exit 0); Ctrl-C or a closed terminal interrupt a run
     # (the shell's 128 + the signal: 130, 129)
     summary.interrupted_by = None if stopper.signal == signal.SIGTERM else stopper.signal
     return summary
+
+
+@dataclass(frozen=True)
+class _Start:
+    """The model the run starts with, chosen and loaded, and the model state it came from."""
+
+    bundle: Bundle
+    prepare: Callable[[np.ndarray], np.ndarray]
+    choice: Choice
+    identity: Identity
+    state: ModelState | None  # with model swaps on
+
+
+def _start_model(config: LoopConfig, log) -> _Start:
+    """The bundle (the model state's active one where swaps are on), checked before a byte of
+    it is believed, its artifact chosen and loaded."""
+    path, state = config.bundle, None
+    if config.models is not None:
+        path, state = resume(config.models, config.bundle, config.trust, log)
+    if config.trust is not None:
+        verify_bundle(path, config.trust)
+    bundle = load_bundle(path)
+    _check(config, bundle)
+    _more_descriptors()
+    prepare = frame_work(bundle, config.roi)
+    choice = choose(
+        bundle, config.backend, config.artifact, config.runtime, config.allow_failed, log=log,
+        probe=None if config.artifact else _probe(config, prepare),  # auto's only
+    )  # fmt: skip
+    for w in [*choice.predictor.warnings, bundle.unchecked_here()]:
+        if w:
+            log(f"warning: {w}")
+    identity = Identity(
+        bundle.manifest.name, choice.artifact.file, choice.artifact.sha256,
+        tuple(bundle.labels), config.roi,
+    )  # fmt: skip
+    return _Start(bundle, prepare, choice, identity, state)
+
+
+def _models(config, start: _Start, summary, context, stop, log) -> ModelManager | None:
+    """With model swaps on: the thread that takes candidates, shadows and promotes them."""
+    if config.models is None:
+        return None
+    loader = Loader(
+        config.backend, config.artifact, config.runtime, config.allow_failed, config.trust,
+        config.roi, lambda: _probe(config, start.prepare),
+    )  # fmt: skip
+    ref = start.state.active or identify(start.bundle.root)
+    active = Loaded(ref, start.bundle, start.choice, start.identity)
+    manager = ModelManager(config.models, start.state, active, loader, summary, log, stop)
+
+    def swapped(loaded: Loaded) -> None:  # what shows the model: /metrics, the view, parts
+        context.identity = loaded.identity
+        if context.station is not None:
+            context.station.identity = loaded.identity
+
+    manager.on_swap = swapped
+    return manager
 
 
 def process_started() -> float:
@@ -333,11 +386,13 @@ def _close_parts(station: Station | None, triggers: list) -> None:
         station.close()
 
 
-def _loop(config, source: Source, classify, sinks: Sinks, summary: Summary, stop, log) -> None:
+def _loop(config, source: Source, classify, sinks: Sinks, summary, stop, log, models) -> None:
     rule = DecisionRule(config.decision)
     watchdog = systemd.Watchdog()
     last_status = time.monotonic()
     while not stop.is_set():
+        if models is not None and models.pending is not None:  # between two frames
+            classify = models.swap_into(classify)
         if config.max_frames is not None and summary.classified >= config.max_frames:
             return
         frame = _read(source, summary, watchdog)
@@ -356,6 +411,8 @@ def _loop(config, source: Source, classify, sinks: Sinks, summary: Summary, stop
             continue
         _count(summary, record)
         sinks.publish(record)
+        if models is not None and models.candidate is not None:  # newest-wins: never waits
+            models.offer(record, classify.last_input, frame.image)
         decision = rule.update(record)
         if decision is not None:
             summary.decisions += 1
@@ -365,12 +422,14 @@ def _loop(config, source: Source, classify, sinks: Sinks, summary: Summary, stop
             _heartbeat(config, summary, record, log)
 
 
-def _inspect_parts(config, source: Source, classify, sinks, summary, stop, log, station) -> None:
+def _inspect_parts(config, source, classify, sinks, summary, stop, log, station, models) -> None:
     """Frames for the oldest open part, each captured after its trigger + delay; a live source
     is read all along (the newest frame, for /health and the view), a file only for a part."""
     watchdog = systemd.Watchdog()
     last_status, record = time.monotonic(), None
     while not (stop.is_set() or station.done.is_set()):
+        if models is not None and models.pending is not None:  # between two frames
+            classify = models.swap_into(classify)
         if config.max_frames is not None and summary.classified >= config.max_frames:
             return
         if not source.live and not _part_due(station, stop):
@@ -394,6 +453,8 @@ def _inspect_parts(config, source: Source, classify, sinks, summary, stop, log, 
             _count(summary, record)
             sinks.publish(record)
             station.add_frame(part, record, captured)
+            if models is not None and models.candidate is not None:
+                models.offer(record, classify.last_input, frame.image)
         if summary.last_frame - last_status >= HEARTBEAT_SECONDS:
             last_status = summary.last_frame
             _heartbeat(config, summary, record, log)

@@ -22,6 +22,7 @@ from edgecls.errors import EdgeclsError
 from edgecls.redact import redact
 from edgecls.runtime.collection.rules import CollectConfig
 from edgecls.runtime.decisions import DecisionConfig
+from edgecls.runtime.models.config import SwapConfig, swap_config
 from edgecls.runtime.parts import PartsConfig, TriggerSpec
 from edgecls.runtime.parts.triggers import PART_TRIGGERS
 from edgecls.runtime.sources import CaptureSettings
@@ -124,6 +125,20 @@ class LoopOptions:
     opcua_user: str | None = opt(None, "USER:PASSWORD for --opcua (needed beyond 127.0.0.1)")
     opcua_cert: Path | None = opt(None, "--opcua certificate (PEM) for encrypted sessions")  # noqa: RUF009
     opcua_key: Path | None = opt(None, "private key (PEM) of --opcua-cert")  # noqa: RUF009
+    model_state: Path | None = opt(  # noqa: RUF009
+        None,
+        "the board's model state file (active, previous, candidate; default: the state "
+        "folder with --inbox): a restart runs its active bundle if whole, else the previous",
+    )
+    inbox: Path | None = opt(  # noqa: RUF009
+        None,
+        "take candidate bundles dropped here (DIR/NAME/ with manifest.json, unchanged 1 s): "
+        "checked, run in shadow, promoted or refused",
+    )
+    shadow_frames: int = opt(200, "frames a candidate runs in shadow before it is decided")
+    shadow_share: float = opt(0.1, "the most of the time the candidate may compute in shadow")
+    promote_agreement: float = opt(0.95, "promote at this top-1 agreement with the active model")
+    promote_latency: float = opt(1.5, "... and a p90 latency at most this times the active's")
 
     def to_config(self) -> LoopConfig:
         return _to_config(self)
@@ -224,6 +239,7 @@ class LoopConfig:
     parts: PartsConfig | None = None  # part inspection; None: free-running
     modbus: ServerAddress | None = None
     opcua: OpcuaConfig | None = None
+    models: SwapConfig | None = None  # model swaps (--model-state, --inbox); None: off
 
     def __post_init__(self):
         checks = [
@@ -441,6 +457,18 @@ def _to_config(o: LoopOptions) -> LoopConfig:
         parts=parts,
         modbus=parse_address("--modbus", o.modbus) if o.modbus else None,
         opcua=parse_opcua(o) if o.opcua else None,
+        models=_models(o),
+    )
+
+
+def _models(o: LoopOptions) -> SwapConfig | None:
+    return swap_config(
+        o.model_state,
+        o.inbox,
+        shadow_frames=o.shadow_frames,
+        shadow_share=o.shadow_share,
+        promote_agreement=o.promote_agreement,
+        promote_latency=o.promote_latency,
     )
 
 

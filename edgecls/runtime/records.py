@@ -276,6 +276,8 @@ class Summary:
     outputs_dropped: Counter = field(default_factory=Counter)
     drift: dict = field(default_factory=dict)  # the drift monitor's last state
     parts: PartCounts | None = None  # with --part-trigger
+    shadow: dict = field(default_factory=dict)  # the last candidate's shadow (model swaps)
+    swaps: int = 0  # models swapped in while running (promoted, rolled back)
     started: float = field(default_factory=time.monotonic)
     # the run's start (for `edgecls run`: its process's), and the seconds from it to the first
     # record: how long a restarted service leaves the line uninspected
@@ -319,6 +321,8 @@ class Summary:
             "outputs_dropped": dropped,
             **({"drift": self.drift} if self.drift else {}),
             **({"parts": self.parts.to_dict()} if self.parts else {}),
+            **({"swaps": self.swaps} if self.swaps else {}),
+            **({"shadow": self.shadow} if self.shadow else {}),
         }
 
     def text(self) -> str:
@@ -353,4 +357,13 @@ class Summary:
             parts.append(self.parts.text())
         if self.drift:
             parts.append(f"drift {self.drift.get('score', 0):.2f} ({self.drift.get('state')})")
+        if self.swaps:
+            parts.append(f"models swapped {self.swaps}")
+        if self.shadow:
+            s = self.shadow
+            parts.append(
+                f"shadow {s['bundle']}: {s['frames']} frames, agreement {s['agreement']}, p90 "
+                f"{s['latency_ms']['candidate']['p90']} ms vs {s['latency_ms']['active']['p90']}"
+                f" ms ({s['state']})"
+            )
         return "; ".join(parts)

@@ -25,6 +25,7 @@ from edgecls.runtime.records import Event, Identity, Record, Summary
 if TYPE_CHECKING:
     from edgecls.runtime.collection.store import CollectStore
     from edgecls.runtime.loop_options import LoopConfig
+    from edgecls.runtime.models.manager import ModelManager
     from edgecls.runtime.parts import Station
 
 
@@ -42,6 +43,7 @@ class SinkContext:
     live: bool = True  # live source: a full queue drops; file source: the loop waits instead
     station: Station | None = None  # with --part-trigger: where a server's trigger goes
     collect: CollectStore | None = None  # with --collect: the folder the labelling page serves
+    models: ModelManager | None = None  # with model swaps: where POST /deploy and MQTT go
 
 
 class Sink:

@@ -35,7 +35,7 @@ import cv2
 from edgecls.errors import EdgeclsError
 from edgecls.runtime.parts.triggers import plc_fields
 from edgecls.runtime.records import Decision, PartRecord, Record
-from edgecls.runtime.sinks import SINKS, Sink, SinkContext, http_label, http_pages
+from edgecls.runtime.sinks import SINKS, Sink, SinkContext, http_deploy, http_label, http_pages
 from edgecls.runtime.sinks.http_auth import (
     credentials,
     cross_site,
@@ -376,6 +376,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._send(403, "application/json", {"error": refused})
         if path in http_label.POSTS:
             return http_label.POSTS[path](self, body)
+        if path == "/deploy":
+            return http_deploy.deploy(self, body)
         station = self.context.station
         if path != "/trigger" or station is None or not station.config.accepts("http"):
             what = "POST /trigger needs --part-trigger http" if path == "/trigger" else f"no {path}"
@@ -459,6 +461,8 @@ class _Handler(BaseHTTPRequestHandler):
         body["last_decision"] = decision.to_dict() if decision else None
         if self.context.station is not None:
             body["last_part"] = part.to_dict() if part else None
+        if self.context.models is not None:  # a candidate's shadow, while one runs and after
+            body["shadow"] = self.context.summary.shadow or None
         self._send(200, "application/json", body)
 
     def _metrics(self) -> None:

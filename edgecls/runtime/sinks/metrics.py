@@ -65,6 +65,8 @@ def prometheus_text(
     )
     if summary.parts is not None:
         out += _parts(summary.parts)
+    if summary.shadow or summary.swaps:
+        out += _shadow(summary)
     out += _gauges(summary, identity, fps)
     return "\n".join(out) + "\n"
 
@@ -95,6 +97,39 @@ def _parts(counts: PartCounts) -> list[str]:
         out += _histogram(
             "edgecls_part_latency_milliseconds", "Part trigger to verdict.", counts.latency
         )
+    return out
+
+
+def _shadow(summary: Summary) -> list[str]:
+    """The last candidate's shadow run (model swaps): how far, how alike, how fast, what it saw."""
+    out = _family(
+        "edgecls_model_swaps_total", "counter", "Models swapped in while running.",
+        [("", {}, summary.swaps)],
+    )  # fmt: skip
+    s = summary.shadow
+    if not s:
+        return out
+    info = {"bundle": s["bundle"], "state": s["state"]}
+    out += _family("edgecls_shadow_info", "gauge", "The candidate in (or last in) shadow.",
+                   [("", info, 1)])  # fmt: skip
+    out += _family("edgecls_shadow_frames", "gauge", "Frames the candidate classified in shadow.",
+                   [("", {}, s["frames"])])  # fmt: skip
+    out += _family(
+        "edgecls_shadow_agreement", "gauge", "Top-1 agreement of the candidate with the active "
+        "model over its shadow frames.", [("", {}, s["agreement"])],
+    )  # fmt: skip
+    latency = [
+        ("", {"model": model, "quantile": f"0.{q[1:]}"}, value)
+        for model, qs in s["latency_ms"].items()
+        for q, value in qs.items()
+    ]
+    out += _family(
+        "edgecls_shadow_latency_milliseconds", "gauge", "Latency over the shadow frames, of the "
+        "candidate and of the active model.", latency,
+    )  # fmt: skip
+    labels = [("", {"label": k}, v) for k, v in sorted(s["labels"].items())]
+    out += _family("edgecls_shadow_label_frames", "gauge", "The candidate's labels in shadow.",
+                   labels)  # fmt: skip
     return out
 
 

@@ -128,10 +128,15 @@ class MqttSink(Sink):
 
     def _subscriptions(self) -> list[str]:
         station = self.context.station
-        return ["trigger"] if station is not None and station.config.accepts("mqtt") else []
+        parts = station is not None and station.config.accepts("mqtt")
+        return [*(["trigger"] if parts else []), *(["deploy"] if self.context.models else [])]
 
     def _command(self, message: dict) -> None:
-        if message.get("leaf") == "trigger":
+        if message.get("leaf") == "deploy":  # a model command: the manager logs what it does
+            code, answer = self.context.models.command(message.get("payload", ""), "mqtt deploy")
+            if code >= 400:
+                self.context.log(f"model: mqtt deploy refused: {answer['error']}")
+        elif message.get("leaf") == "trigger":
             plc_id, encoder = plc_fields(message.get("payload", ""))
             self.context.station.trigger("mqtt", plc_id, encoder)
 
