@@ -5,12 +5,9 @@ table, figures that decode from the page itself."""
 import json
 import shutil
 
-import pytest
 from typer.testing import CliRunner
 
 from edgecls.cli import app
-
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 
 def _photos(insects_data, tmp_path):
@@ -27,23 +24,6 @@ def _photos(insects_data, tmp_path):
         for f in files:
             shutil.copy(f, tmp_path / "photos" / folder / f.name)
     return tmp_path / "photos"
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not (CHROMIUM and DRIVER):
-        pytest.skip("chromium and chromium-driver are not installed (tools/system-packages.sh)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
-    driver.set_window_size(1400, 1000)
-    yield driver
-    driver.quit()
 
 
 def test_the_report_reads_in_a_browser(browser, insects_run, insects_data, tmp_path):

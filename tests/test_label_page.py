@@ -10,7 +10,6 @@ import hashlib
 import http.client
 import json
 import os
-import shutil
 import threading
 import time
 from types import SimpleNamespace
@@ -26,7 +25,6 @@ from edgecls.runtime.sinks import SinkContext
 from edgecls.runtime.sinks.http_auth import COOKIE
 from edgecls.runtime.sinks.http_view import HttpSink
 
-CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 TOKEN = "t0k-secret"
 BEARER = {"Authorization": f"Bearer {TOKEN}"}
 EVIL = "<img src=x onerror=window.pwned=1>"  # a class name that is markup: shown as text
@@ -427,23 +425,6 @@ def test_collect_files_lists_and_serves_them_with_range_resume(store):
 
 
 # --- in a browser ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def browser():
-    if not (CHROMIUM and DRIVER):
-        pytest.skip("chromium and chromium-driver are not installed (tools/system-packages.sh)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=DRIVER), options=options)
-    driver.set_window_size(1000, 900)
-    yield driver
-    driver.quit()
 
 
 def shown(browser, id_: str) -> str:
