@@ -101,7 +101,15 @@ LAYERS = (
     ("bundle", ("edgecls.bundle",)),
     (
         "data",
-        ("edgecls.folders", "edgecls.runs", "edgecls.samples", "edgecls.collected", "edgecls.pull"),
+        (
+            "edgecls.folders",
+            "edgecls.runs",
+            "edgecls.samples",
+            "edgecls.collected",
+            "edgecls.pull",
+            "edgecls.fleet",
+            "edgecls.serve",
+        ),
     ),
     ("board", ("edgecls.runtime",)),
     (

@@ -150,3 +150,86 @@ def verify(
 
     verify_bundle(bundle, trust)
     console.print(f"{bundle}: signed by {trust}, every file as signed", highlight=False)
+
+
+@command()
+def serve(
+    folder: Path = typer.Argument(..., help="folder of bundle folders (BUNDLE_DIR/NAME/)"),
+    host: str = typer.Option("127.0.0.1", help="address to listen on (0.0.0.0: every one)"),
+    port: int = typer.Option(8000, min=0, max=65535, help="port (0: any free one)"),
+    token: str | None = typer.Option(None, help="require 'Authorization: Bearer TOKEN'"),
+):
+    """Serve bundles to a fleet: /bundles/NAME/index.json and /bundles/NAME/FILE (Range)."""
+    from edgecls.runtime.loop_options import is_loopback
+    from edgecls.serve import serve as serve_bundles
+
+    if not token and not is_loopback(host):
+        err.print(
+            f"warning: --host {host} serves the bundles to anyone who reaches it: give --token "
+            "TOKEN (the boards then fetch http://TOKEN@host:port/bundles/NAME)"
+        )
+
+    def ready(server) -> None:
+        h, p = server.server_address[:2]
+        console.print(f"serving {folder} on http://{h}:{p}/bundles/ (Ctrl-C stops)",
+                      highlight=False)  # fmt: skip
+
+    serve_bundles(folder, host, port, token, ready)
+
+
+def _broker(url: str, ca: Path | None):
+    from edgecls.runtime.loop_options import LoopOptions, parse_mqtt
+
+    return parse_mqtt(url, LoopOptions(mqtt_ca=ca))
+
+
+@command()
+def deploy(
+    bundle: Path | None = typer.Argument(None, help="the bundle folder that is served (signed)"),
+    mqtt: str = typer.Option(..., help="the boards' broker: mqtt[s]://[user:pass@]host/prefix"),
+    group: str = typer.Option(..., help="the boards' --group"),
+    url: str | None = typer.Option(None, help="where boards fetch it: http://HOST:8000/bundles/NAME"),
+    canary: str | None = typer.Option(None, help="goes first; the rest follow once it promoted"),
+    policy: str | None = typer.Option(None, help="agreement=0.95,latency=1.5,frames=200"),
+    status: bool = typer.Option(False, "--status", help="show the group's boards instead"),
+    mqtt_ca: Path | None = typer.Option(None, help="CA certificate for mqtts://"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+):  # fmt: skip
+    """Roll a bundle out to a group of boards (a retained MQTT message), or show the fleet."""
+    from edgecls import fleet
+
+    broker = _broker(mqtt, mqtt_ca)
+    if status:
+        return _status(broker, group, as_json)
+    if bundle is None or url is None:
+        raise typer.BadParameter("give BUNDLE and --url (or --status)")
+    rollout = fleet.new_rollout(bundle, group, url, canary, fleet.Policy.parse(policy))
+    warning = fleet.served_check(rollout)
+    if warning:
+        err.print(f"warning: {warning}", markup=False, highlight=False)
+    topic = fleet.publish_rollout(broker, rollout)
+    if as_json:
+        return print(json.dumps({**rollout.to_dict(), "url": None, "topic": topic}))
+    console.print(f"rollout {rollout.rollout}: {rollout.short} to group {group} on {topic}"
+                  + (f", canary {canary}" if canary else ""), highlight=False)  # fmt: skip
+
+
+def _status(broker, group: str, as_json: bool) -> None:
+    from edgecls.fleet import read_fleet, status_rows
+
+    rollout, boards = read_fleet(broker, group)
+    if as_json:
+        return print(
+            json.dumps({"rollout": rollout and {**rollout, "url": None}, "boards": boards})
+        )
+    if rollout:
+        b = rollout.get("bundle") or {}
+        sha, canary = str(b.get("manifest_sha256"))[:12], rollout.get("canary") or "-"
+        console.print(f"rollout {rollout.get('rollout')}: {b.get('name')}-{sha}, canary {canary}",
+                      highlight=False)  # fmt: skip
+    table = Table(title=f"group {group}: {len(boards)} boards")
+    for col in ("board", "active", "candidate", "agreement", "state", "rollout", "last seen"):
+        table.add_column(col, justify="right" if col == "agreement" else "left")
+    for row in status_rows(boards):
+        table.add_row(*row)
+    console.print(table)

@@ -139,6 +139,12 @@ class LoopOptions:
     shadow_share: float = opt(0.1, "the most of the time the candidate may compute in shadow")
     promote_agreement: float = opt(0.95, "promote at this top-1 agreement with the active model")
     promote_latency: float = opt(1.5, "... and a p90 latency at most this times the active's")
+    group: str | None = opt(
+        None,
+        "with --mqtt: take this group's rollouts (`edgecls deploy`); this board's topics move "
+        "to PREFIX/boards/BOARD-ID/",
+    )
+    board_id: str | None = opt(None, "this board's name in its --group (default: the hostname)")
 
     def to_config(self) -> LoopConfig:
         return _to_config(self)
@@ -158,6 +164,8 @@ class MqttConfig:
     publish: str = "frames"  # or "decisions"
     queue: int = 1000
     client_id: str | None = None
+    group: str | None = None  # a fleet's group: rollouts of PREFIX/rollouts/GROUP are taken
+    board: str | None = None  # with a group: this board's id (PREFIX/boards/BOARD/...)
 
 
 @dataclass(frozen=True)
@@ -362,7 +370,20 @@ def parse_mqtt(url: str, o: LoopOptions) -> MqttConfig:
         key=o.mqtt_key,
         publish=o.mqtt_publish,
         queue=o.mqtt_queue,
+        **_fleet(o),
     )
+
+
+def _fleet(o: LoopOptions) -> dict:
+    """--group and --board-id, each one MQTT topic level."""
+    from edgecls.fleet import check_name
+
+    if o.group is None:
+        return {}
+    import socket
+
+    board = o.board_id or socket.gethostname().split(".")[0]
+    return {"group": check_name("--group", o.group), "board": check_name("--board-id", board)}
 
 
 def parse_http(text: str, o: LoopOptions) -> HttpConfig:
@@ -462,9 +483,14 @@ def _to_config(o: LoopOptions) -> LoopConfig:
 
 
 def _models(o: LoopOptions) -> SwapConfig | None:
+    if o.group is not None and not o.mqtt:
+        raise EdgeclsError("--group takes rollouts from the broker: give --mqtt URL too")
+    if o.board_id is not None and o.group is None:
+        raise EdgeclsError("--board-id names this board in a --group: give --group too")
     return swap_config(
         o.model_state,
         o.inbox,
+        o.group is not None,
         shadow_frames=o.shadow_frames,
         shadow_share=o.shadow_share,
         promote_agreement=o.promote_agreement,

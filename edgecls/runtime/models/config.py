@@ -56,9 +56,10 @@ class SwapConfig:
         return self.folder / "shadow"
 
 
-def swap_config(state: Path | None, inbox: Path | None, **policy) -> SwapConfig | None:
-    """Model swaps are on with --model-state or --inbox (the state file then defaults to the
-    state folder); off, the run is as it always was."""
-    if state is None and inbox is None:
+def swap_config(state: Path | None, inbox: Path | None, on: bool = False,
+                **policy) -> SwapConfig | None:  # fmt: skip
+    """Model swaps are on with --model-state, --inbox or `on` (a fleet's --group; the state file
+    then defaults to the state folder); off, the run is as it always was."""
+    if state is None and inbox is None and not on:
         return None
     return SwapConfig(Path(state) if state else state_folder() / STATE_FILE, inbox, **policy)

@@ -1,10 +1,11 @@
 """The model of a running line changes here, on one thread of its own (`models`): candidates come
-in (--inbox, POST /deploy, MQTT PREFIX/deploy), are taken in and checked (intake.py), run in
-shadow on the frames the loop hands over newest-wins, and are promoted or refused; operators
-promote, reject or roll back. The loop's only parts are two cheap calls a frame: `offer` (while a
-candidate is in shadow) and, at the top of an iteration, the swap of its classifier when one is
-pending, so a swap falls between two frames. Every step is written to the state file before it
-takes effect, so a restart at any moment runs a whole, approved bundle."""
+in (--inbox, POST /deploy, MQTT PREFIX/deploy, a fleet's rollout: fleet.py), are taken in and
+checked (intake.py), run in shadow on the frames the loop hands over newest-wins, and are
+promoted or refused; operators promote, reject or roll back. The loop's only parts are two cheap
+calls a frame: `offer` (while a candidate is in shadow) and, at the top of an iteration, the swap
+of its classifier when one is pending, so a swap falls between two frames. Every step is written
+to the state file before it takes effect, so a restart at any moment runs a whole, approved
+bundle."""
 
 from __future__ import annotations
 
@@ -47,6 +48,10 @@ class ModelManager:
         self.next_shadow = self.next_poll = 0.0
         self.closing = False
         self.on_swap = lambda loaded: None  # the run's: the view's and the station's identity
+        self.policy = config  # the candidate's: a rollout may set its own
+        self.key: str | None = None  # the candidate's rollout (`rollout:ID`), decided with it
+        self.fleet = None  # with --group: the board's part in a fleet (fleet.py)
+        self.on_state = lambda event: None  # the fleet's: told after each step is written
         self.thread = threading.Thread(target=self._work, name="models", daemon=True)
 
     # --- the loop's side: quick, never waits on the model work ---------------------------------
@@ -97,6 +102,13 @@ class ModelManager:
             self.cond.notify()
         return 202, {"accepted": job[0], "state": self.state.to_dict()}
 
+    def poke(self, kind: str) -> None:
+        """A step without argument for the models thread (the fleet's news), queued once."""
+        with self.cond:
+            if not any(job[0] == kind for job in self.commands):
+                self.commands.append((kind, None, ""))
+            self.cond.notify()
+
     def start(self) -> None:
         self.thread.start()
 
@@ -131,7 +143,10 @@ class ModelManager:
                 if self.inbox is not None and now >= self.next_poll:
                     self.next_poll = now + POLL_SECONDS
                     return ("inbox", None, "")
+                if self.fleet is not None and now >= self.fleet.due:
+                    return ("fleet", None, "")
                 due = [self.next_poll] if self.inbox is not None else []
+                due += [self.fleet.due] if self.fleet is not None else []
                 if self.candidate is not None and self.slot is not None:
                     due.append(self.next_shadow)
                 self.cond.wait(min([0.5, *(max(0.0, t - now) for t in due)]))
@@ -141,35 +156,42 @@ class ModelManager:
         for folder in self.inbox.settled():
             self._intake(folder, "inbox")
 
-    def _intake(self, source: Path, origin: str) -> None:
+    def _intake(self, source: Path, origin: str, policy: SwapConfig | None = None,
+                key: str | None = None) -> bool:  # fmt: skip
+        """Whether the candidate was taken into the shadow; a rollout's (`key`) comes with its
+        own policy and is decided even when refused here (a new rollout tries it again)."""
+        also = (key,) if key else ()
         try:
             ref = identify(source)
             if origin == "inbox" and ref.manifest_sha256 in self.state.decided:
-                return  # decided before (a restart sees the inbox again)
+                return False  # decided before (a restart sees the inbox again)
             self._wait_for_swap()
             loaded = take(source, ref, self.config.bundles, self.active, self.loader, self.log)
         except EdgeclsError as exc:  # not `decided`: the same manifest may come again, whole
-            return self._refuse(None, f"candidate {source} ({origin}) refused: {exc}")
+            self._refuse(None, f"candidate {source} ({origin}) refused: {exc}", also=also)
+            return False
         if self.candidate is not None:
             self._end("replaced", f"replaced by {loaded.ref.short}")
-        self.stats = ShadowStats(loaded.ref.short, self.config.shadow_frames)
+        self.policy, self.key = policy or self.config, key
+        self.stats = ShadowStats(loaded.ref.short, self.policy.shadow_frames)
         self.kept = Disagreements(self.config.disagreements / loaded.ref.short,
                                   self.config.keep_disagreements)  # fmt: skip
         self.kept.start()
         why = (
             f"candidate {loaded.ref.short} ({origin}): checked, {loaded.identity.artifact} "
-            f"chosen ({loaded.choice.reason}); in shadow for {self.config.shadow_frames} frames"
+            f"chosen ({loaded.choice.reason}); in shadow for {self.policy.shadow_frames} frames"
         )
-        self._write(self.state.next(why, candidate=loaded.ref))
+        self._write(self.state.next(why, candidate=loaded.ref), "shadow")
         self.log(f"model: {why}")
         self.summary.shadow = self.stats.to_dict()
         with self.cond:
             self.slot, self.candidate = None, loaded
+        return True
 
-    def _refuse(self, ref, why: str, **refs) -> None:
+    def _refuse(self, ref, why: str, event: str = "refused", **refs) -> None:
         why = one_line(f"{why}; the active model {self.active.ref.short} keeps running")
         self.log(f"model: {why}")
-        self._write(self.state.next(why, decided=ref, **refs))
+        self._write(self.state.next(why, decided=ref, **refs), event)
 
     def _shadow(self, slot, _origin) -> None:
         record, x, image = slot
@@ -193,7 +215,7 @@ class ModelManager:
             self._decide()
 
     def _decide(self) -> None:
-        s, cfg = self.stats, self.config
+        s, cfg = self.stats, self.policy
         c, a = s.p90()
         if s.agreement < cfg.promote_agreement:
             why = f"agreement {s.agreement:.3f} < {cfg.promote_agreement:g} over {s.frames} frames"
@@ -212,15 +234,19 @@ class ModelManager:
         self.summary.shadow = self.stats.to_dict()
         with self.cond:
             self.candidate = self.slot = None
-        self._refuse(loaded.ref, f"candidate {loaded.ref.short} {state}: {why}", candidate=None)
+        also, self.key = ((self.key,) if self.key else ()), None
+        self._refuse(loaded.ref, f"candidate {loaded.ref.short} {state}: {why}", state,
+                     candidate=None, also=also)  # fmt: skip
 
     def _promote(self, why: str) -> None:
         loaded = self.candidate
         self.stats.state = "promoted"
         self.summary.shadow = self.stats.to_dict()
         why = f"promoted {loaded.ref.short}: {why}"
-        self._write(self.state.next(why, decided=loaded.ref, active=loaded.ref,
-                                    previous=self.active.ref, candidate=None))  # fmt: skip
+        also, self.key = ((self.key,) if self.key else ()), None
+        promoted = self.state.next(why, decided=loaded.ref, also=also, active=loaded.ref,
+                                   previous=self.active.ref, candidate=None)  # fmt: skip
+        self._write(promoted, "promoted")
         fault_point("swap")
         self.log(f"model: {why}; the loop swaps at its next frame")
         with self.cond:
@@ -248,8 +274,9 @@ class ModelManager:
         if self.candidate is not None:
             self._end("rejected", f"rolled back by {origin}")
         why = f"rolled back to {previous.short} by {origin}"
-        self._write(self.state.next(why, decided=self.active.ref, active=previous,
-                                    previous=self.active.ref, candidate=None))  # fmt: skip
+        back = self.state.next(why, decided=self.active.ref, active=previous,
+                               previous=self.active.ref, candidate=None)  # fmt: skip
+        self._write(back, "rolled back")
         self.log(f"model: {why}; the loop swaps at its next frame")
         with self.cond:
             self.pending = loaded
@@ -263,17 +290,19 @@ class ModelManager:
         if self.pending is not None:
             raise EdgeclsError("the loop has not taken the last swap yet (no frames?); try again")
 
-    def _write(self, state: ModelState) -> None:
+    def _write(self, state: ModelState, event: str = "") -> None:
         try:
             write_state(self.config.state, state)
         except EdgeclsError as exc:  # the step goes on: the state file says it at the next one
             self.log(f"warning: model: {exc}")
         self.state = state
+        self.on_state(event)
 
 
 STEPS = {
     "inbox": ModelManager._poll,
     "shadow": ModelManager._shadow,
     "path": lambda self, path, origin: self._intake(path, origin),
+    "fleet": lambda self, _arg, _origin: self.fleet.step(),
     **{a: lambda self, _arg, origin, a=a: self._operator(a, origin) for a in ACTIONS},
 }

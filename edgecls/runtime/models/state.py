@@ -4,7 +4,8 @@ last state whole. At start the active bundle runs if it is still whole and appro
 previous one, else the BUNDLE given; each fallback is one log line and a new state.
 
     {"active": {"path": ..., "name": ..., "manifest_sha256": ...}, "previous": ...,
-     "candidate": ..., "why": "...", "time": 1700000000.0, "decided": ["<manifest sha256>", ...]}
+     "candidate": ..., "why": "...", "time": 1700000000.0,
+     "decided": ["<manifest sha256>", "rollout:<id>", ...]}
 
 A bundle is named by its folder and the sha256 of its manifest.json, which lists the sha256 of
 every artifact: the manifest's hash and the artifacts' hashes together say the files are the ones
@@ -63,11 +64,14 @@ class ModelState:
             "decided": list(self.decided),
         }
 
-    def next(self, why: str, decided: BundleRef | None = None, **refs) -> ModelState:
-        """The state after a step, stamped now; `decided` is remembered (bounded)."""
+    def next(self, why: str, decided: BundleRef | None = None, also: tuple[str, ...] = (),
+             **refs) -> ModelState:  # fmt: skip
+        """The state after a step, stamped now; `decided` (its manifest's sha256) and `also`
+        (a fleet's `rollout:ID`) are remembered (bounded)."""
         seen = self.decided
-        if decided is not None and decided.manifest_sha256 not in seen:
-            seen = (*seen, decided.manifest_sha256)[-DECIDED_KEPT:]
+        for key in (*([decided.manifest_sha256] if decided else []), *also):
+            if key not in seen:
+                seen = (*seen, key)[-DECIDED_KEPT:]
         return replace(self, **refs, why=why, time=time.time(), decided=seen)
 
 

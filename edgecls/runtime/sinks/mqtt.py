@@ -7,6 +7,11 @@ last will and on a clean stop). QoS 1. The client runs in a process of its own (
 at nice +10, so it gives way to the loop): paho connects, reconnects with back-off and keeps up to
 --mqtt-queue messages while the broker is away, and what does not fit is counted; here each batch
 of records is one write to its pipe, and its reports come back as logs and counters.
+
+With --group (a fleet, edgecls/fleet.py) the board's topics are `PREFIX/boards/BOARD/...`, its
+model state goes out retained on `PREFIX/boards/BOARD/model` after every change, and the group's
+rollout (`PREFIX/rollouts/GROUP`) and the other boards' states come in, retained ones too, for the
+board's fleet (runtime/models/fleet.py).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import time
 from pathlib import Path
 
 from edgecls.errors import EdgeclsError
+from edgecls.fleet import board_prefix, rollout_topic
 from edgecls.runtime.parts.triggers import plc_fields
 from edgecls.runtime.records import Decision, PartRecord, Record
 from edgecls.runtime.sinks import SINKS, Sink, SinkContext
@@ -56,9 +62,15 @@ class MqttSink(Sink):
         self.unflushed = 0  # messages written since the last flush: lost if the client died
         self.restart_delay, self.next_start = RESTART_SECONDS[0], 0.0
         self.closing = False
+        self.fleet = None  # with --group
 
     def open(self, context: SinkContext) -> None:
         self.context = context
+        if self.config.group and context.models is not None:
+            from edgecls.runtime.models.fleet import Fleet
+
+            c = self.config
+            self.fleet = Fleet(context.models, c.group, c.board, self._publish_model, context.log)
         if not self._start():
             c = self.config
             raise EdgeclsError(
@@ -70,10 +82,11 @@ class MqttSink(Sink):
         """A client process, given its settings; True once it says it is ready."""
         c = self.config
         settings = {
-            "host": c.host, "port": c.port, "prefix": c.prefix, "tls": c.tls,
+            "host": c.host, "port": c.port, "prefix": self._prefix(), "tls": c.tls,
             "username": c.username, "password": c.password, "client_id": c.client_id,
             "ca": _path(c.ca), "cert": _path(c.cert), "key": _path(c.key), "queue": c.queue,
             "identity": self.context.identity.to_dict(), "subscribe": self._subscriptions(),
+            "listen": self._listen(),
         }  # fmt: skip
         self.ready.clear()
         self.error = None
@@ -94,6 +107,8 @@ class MqttSink(Sink):
             proc.stdin.write(json.dumps(settings).encode() + b"\n")
             proc.stdin.flush()
         if self.ready.wait(START_SECONDS) and not self.error:
+            if self.fleet is not None:  # a new client: the board's state, retained, again
+                self.fleet.changed("")
             return True
         self._stop_client()
         return False
@@ -108,6 +123,8 @@ class MqttSink(Sink):
                 self.context.log(report["log"])
             if "message" in report:
                 self._command(report["message"])
+            if "fleet" in report and self.fleet is not None:
+                self.fleet.receive(report["fleet"]["topic"], report["fleet"]["payload"])
             if report.get("connected") is True:
                 self.connected.set()
             elif report.get("connected") is False:
@@ -130,6 +147,26 @@ class MqttSink(Sink):
         station = self.context.station
         parts = station is not None and station.config.accepts("mqtt")
         return [*(["trigger"] if parts else []), *(["deploy"] if self.context.models else [])]
+
+    def _prefix(self) -> str:
+        c = self.config
+        return board_prefix(c.prefix, c.board) if self.fleet is not None else c.prefix
+
+    def _listen(self) -> list[str]:
+        """Whole topics (filters) whose messages, retained too, go to the fleet."""
+        if self.fleet is None:
+            return []
+        c = self.config
+        return [rollout_topic(c.prefix, c.group), f"{c.prefix}/boards/+/model"]
+
+    def _publish_model(self, payload: dict) -> None:
+        """The board's model state, from the models thread (a whole line per write: the pipe's
+        buffered writer takes one thread at a time). A client found dead is the sink's to revive,
+        and it publishes the state again."""
+        line = f"model 1 {json.dumps(payload)}\n".encode()
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            self.proc.stdin.write(line)
+            self.proc.stdin.flush()
 
     def _command(self, message: dict) -> None:
         if message.get("leaf") == "deploy":  # a model command: the manager logs what it does

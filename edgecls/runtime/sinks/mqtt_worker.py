@@ -56,6 +56,7 @@ CORK = getattr(socket, "TCP_CORK", None)  # Linux: hold a batch's packets for on
 # CONNACK refusals (paho's names, MQTT 3.1.1 and 5) that the --mqtt URL's user:password can mend
 AUTH_REFUSALS = frozenset({"Not authorized", "Bad user name or password"})
 AUTH_HINT = "; check the user and password in --mqtt"
+MAX_FLEET_BYTES = 16384  # a rollout or a board's model state: a few hundred bytes
 
 
 class Bridge:
@@ -77,8 +78,11 @@ class Bridge:
         self.sent_at = -ACK_SECONDS  # monotonic time of the last batch
 
     def tell(self, **message) -> None:
-        self.out.write(json.dumps(message) + "\n")
-        self.out.flush()
+        """A report to the run; none once the run is gone (killed: its pipe is broken), as this
+        process then only ends."""
+        with contextlib.suppress(OSError, ValueError):
+            self.out.write(json.dumps(message) + "\n")
+            self.out.flush()
 
     def topic(self, leaf: str) -> str:
         return f"{self.s['prefix']}/{leaf}"
@@ -123,6 +127,8 @@ class Bridge:
         self.refused_said.clear()  # a refusal after this connection is news again
         for leaf in self.s.get("subscribe", ()):  # again on every connection: a clean session
             client.subscribe(self.topic(leaf), qos=QOS)
+        for topic in self.s.get("listen", ()):  # a fleet's: whole topics, retained ones wanted
+            client.subscribe(topic, qos=QOS)
         birth = {"state": "online", "time": round(time.time(), 3), **self.s["identity"]}
         self._track(client.publish(self.topic("status"), "online", qos=QOS, retain=True))
         self._track(client.publish(self.topic("info"), json.dumps(birth), qos=QOS, retain=True))
@@ -137,7 +143,15 @@ class Bridge:
     def _on_message(self, client, userdata, message) -> None:
         """A command for the run (`PREFIX/trigger`): passed on as it came, the sink reads it. A
         retained message is an old command the broker replays on every (re)connection: not a
-        part in front of the camera now."""
+        part in front of the camera now. A fleet's topics (`listen`) pass retained ones too: a
+        rollout is meant for a board that was away when it was published."""
+        import paho.mqtt.client as mqtt
+
+        if any(mqtt.topic_matches_sub(f, message.topic) for f in self.s.get("listen", ())):
+            if len(message.payload) <= MAX_FLEET_BYTES:
+                payload = message.payload.decode("utf-8", "replace")
+                self.tell(fleet={"topic": message.topic, "payload": payload})
+            return
         if message.retain:
             return
         leaf = message.topic.removeprefix(self.s["prefix"] + "/")
