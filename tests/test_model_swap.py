@@ -37,8 +37,10 @@ def _export(run_dir: Path, out: Path, *extra: str) -> Path:
 
 @pytest.fixture(scope="module")
 def active(insects_run, tmp_path_factory) -> Path:
-    """The insect model as a float32 TFLite bundle: the model the line runs first."""
-    return _export(insects_run, tmp_path_factory.mktemp("active") / "insects")
+    """The insect model as a float32 TFLite bundle: the model the line runs first. Named apart
+    from the int8 bundle (whose chosen artifact may be this very float32 file, by the CPU), so
+    records show which bundle decided them."""
+    return _export(insects_run, tmp_path_factory.mktemp("active") / "insects-v1")
 
 
 @pytest.fixture(scope="module")
@@ -167,10 +169,9 @@ def test_an_inbox_candidate_is_shadowed_and_swapped_in_between_two_frames(
 
     summary, _logs, rows, times = _run_with(opts, images, act)
     _contiguous(rows)
-    names = [(r["bundle"], r["artifact"]) for r in rows]
-    first = names.index(next(n for n in names if n != names[0]))
-    assert set(names[:first]) == {names[0]} and set(names[first:]) == {names[first]}
-    assert names[0][1] == "model_float32.tflite" and names[first][1] != names[0][1]
+    names = [r["bundle"] for r in rows]
+    first = names.index("insects")  # the int8 bundle's first record
+    assert set(names[:first]) == {"insects-v1"} and set(names[first:]) == {"insects"}
     gaps = [b - a for a, b in itertools.pairwise(times)]
     swap_gap = max(gaps[max(0, first - 3) : first + 3])
     median = sorted(gaps)[len(gaps) // 2]
@@ -251,10 +252,52 @@ def test_deploy_refuses_a_weak_or_foreign_candidate_promotes_and_rolls_back(
     s = _state(state)
     assert s["why"].startswith("rolled back") and s["active"]["path"] == str(active.resolve())
     assert s["previous"] == promoted["active"] and Path(s["previous"]["path"]).is_dir()
-    artifacts = [r["artifact"] for r in rows]
-    changes = [a for a, b in itertools.pairwise(artifacts) if a != b]
-    assert len(changes) == 2 and artifacts[-1] == "model_float32.tflite"
+    names = [r["bundle"] for r in rows]
+    changes = [a for a, b in itertools.pairwise(names) if a != b]
+    assert changes == ["insects-v1", "insects"] and names[-1] == "insects-v1"
     assert summary.swaps == 2
+
+
+def test_a_promoted_model_over_its_latency_budget_on_the_line_is_rolled_back(
+    active, int8_bundle, images, tmp_path, monkeypatch
+):
+    """Promoted by an operator, the model then runs 30 ms a frame on the line (a throttled CPU,
+    a delegate gone): over its budget (1.5 x the model before it) for its first frames, it is
+    rolled back at once, between two frames, and the state says why."""
+    from edgecls.runtime import loop
+    from edgecls.runtime.models import manager as models
+
+    managers, original = [], loop._models
+    monkeypatch.setattr(loop, "_models", lambda *a: managers.append(original(*a)) or managers[-1])
+    state, port = tmp_path / "state.json", free_port()
+    opts = LoopOptions(
+        bundle=active, headless=True, json=True, model_state=state, http=str(port),
+        shadow_frames=30,
+    )  # fmt: skip
+
+    def act(source, logs, out):
+        assert _wait(lambda: len(out.rows) >= 20)
+        assert _post(port, {"path": str(int8_bundle)})[0] == 202
+        assert _wait(lambda: managers[0].candidate is not None and managers[0].stats.frames >= 5)
+        predictor = managers[0].candidate.choice.predictor
+        fast = predictor.predict
+        predictor.predict = lambda x: time.sleep(0.03) or fast(x)  # slow from now on
+        assert _post(port, {"action": "promote"})[0] == 202
+        assert _wait(lambda: sum("model: running" in m for m in logs) == 2), logs
+        n = len(out.rows)
+        assert _wait(lambda: len(out.rows) >= n + 20)
+
+    summary, logs, rows, _ = _run_with(opts, images, act)
+    _contiguous(rows)
+    s = _state(state)
+    assert s["why"].startswith("rolled back") and "latency budget" in s["why"], s["why"]
+    assert s["active"]["path"] == str(active.resolve())
+    swaps = [int(m.rpartition("from frame ")[2]) for m in logs if m.startswith("model: running")]
+    promoted, back = swaps  # the window of 30 frames, then the time to load the previous model
+    assert 30 <= back - promoted < 30 + 60, swaps
+    assert all(r["latency_ms"] >= 25 for r in rows[promoted:back]), swaps
+    assert rows[-1]["latency_ms"] < 25 and summary.swaps == 2
+    assert isinstance(managers[0], models.ModelManager)
 
 
 def test_a_tampered_or_unsigned_candidate_is_refused_while_the_line_runs(
@@ -286,12 +329,14 @@ def test_a_tampered_or_unsigned_candidate_is_refused_while_the_line_runs(
         assert _wait(lambda: "changed since it was signed" in _state(state).get("why", "")), logs
         _drop(tmp_path / "good", inbox, "good")
         assert _wait(lambda: _state(state).get("candidate") is not None), logs
+        n = len(out.rows)
+        assert _wait(lambda: len(out.rows) >= n + 20)  # the shadow sees some of them
 
     summary, logs, rows, _ = _run_with(opts, images, act)
     _contiguous(rows)
     refusals = [m for m in logs if "refused" in m]
     assert len(refusals) == 2 and all("\n" not in m for m in refusals), refusals
-    assert {r["artifact"] for r in rows} == {"model_float32.tflite"}
+    assert {(r["bundle"], r["artifact"]) for r in rows} == {("insects-v1", "model_float32.tflite")}
     assert summary.shadow["state"] == "shadow" and summary.shadow["frames"] >= 1
 
 

@@ -411,7 +411,7 @@ def _loop(config, source: Source, classify, sinks: Sinks, summary, stop, log, mo
             continue
         _count(summary, record)
         sinks.publish(record)
-        if models is not None and models.candidate is not None:  # newest-wins: never waits
+        if models is not None and models.listening:  # newest-wins: never waits
             models.offer(record, classify.last_input, frame.image)
         decision = rule.update(record)
         if decision is not None:
@@ -453,7 +453,7 @@ def _inspect_parts(config, source, classify, sinks, summary, stop, log, station,
             _count(summary, record)
             sinks.publish(record)
             station.add_frame(part, record, captured)
-            if models is not None and models.candidate is not None:
+            if models is not None and models.listening:
                 models.offer(record, classify.last_input, frame.image)
         if summary.last_frame - last_status >= HEARTBEAT_SECONDS:
             last_status = summary.last_frame

@@ -136,7 +136,7 @@ class LoopOptions:
         "checked, run in shadow, promoted or refused",
     )
     shadow_frames: int = opt(200, "frames a candidate runs in shadow before it is decided")
-    shadow_share: float = opt(0.1, "the most of the time the candidate may compute in shadow")
+    shadow_share: float = opt(0.05, "the most of the time the candidate may compute in shadow")
     promote_agreement: float = opt(0.95, "promote at this top-1 agreement with the active model")
     promote_latency: float = opt(1.5, "... and a p90 latency at most this times the active's")
     group: str | None = opt(

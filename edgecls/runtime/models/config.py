@@ -28,7 +28,7 @@ class SwapConfig:
     shadow_frames: int = 200
     promote_agreement: float = 0.95  # top-1 agreement with the active model, at least
     promote_latency: float = 1.5  # candidate p90 over the active's p90, at most
-    shadow_share: float = 0.1  # of the wall time, the most the candidate computes in shadow
+    shadow_share: float = 0.05  # of the wall time, the most the candidate computes in shadow
     keep_disagreements: int = 50  # frames kept (JPEG + JSON) where the two disagree
     settle_seconds: float = 1.0  # an inbox folder is taken once unchanged this long
 

@@ -23,12 +23,26 @@ from edgecls.runtime.models.inbox import Inbox
 from edgecls.runtime.models.intake import Loaded, Loader, fault_point, take
 from edgecls.runtime.models.shadow import Disagreements, ShadowStats, top
 from edgecls.runtime.models.state import ModelState, check_whole, identify, write_state
-from edgecls.runtime.records import Record, Summary
+from edgecls.runtime.records import LatencyStats, Record, Summary
 
 POLL_SECONDS = 0.5  # the inbox is looked at this often
 ACTIONS = ("promote", "rollback", "reject")
 SWAP_WAIT_SECONDS = 5.0  # a command waits this long for the loop to take a pending swap
 FAULT_SHADOW_FRAMES = 5  # the "shadow" fault point: this many frames into a shadow
+
+
+class Probation:
+    """The latencies of a promoted model's first frames on the line (the loop's thread adds,
+    under the manager's lock), against the budget its promotion allowed."""
+
+    def __init__(self, bundle: str, budget_ms: float, frames: int):
+        self.bundle, self.budget_ms, self.frames = bundle, budget_ms, frames
+        self.latency = LatencyStats()
+
+    def add(self, latency_ms: float) -> bool:
+        """Whether the window is full."""
+        self.latency.add(latency_ms)
+        return self.latency.count >= self.frames
 
 
 class ModelManager:
@@ -42,6 +56,9 @@ class ModelManager:
         self.candidate: Loaded | None = None  # in shadow; the loop offers frames while set
         self.pending: Loaded | None = None  # promoted or rolled back to: the loop swaps it in
         self.retired: Loaded | None = None  # swapped out: released on this thread, not the loop's
+        self.probation: Probation | None = None  # a promoted model's first frames on the line
+        self.budget: Probation | None = None  # the probation the pending promotion starts
+        self.listening = False  # the loop offers frames: a candidate in shadow, or a probation
         self.stats: ShadowStats | None = None
         self.kept: Disagreements | None = None
         self.inbox = Inbox(config.inbox, config.settle_seconds) if config.inbox else None
@@ -58,8 +75,17 @@ class ModelManager:
 
     def offer(self, record: Record, model_input, image) -> None:
         with self.cond:
-            self.slot = (record, model_input, image)
+            if self.probation is not None and self.probation.add(record.latency_ms):
+                self.commands.append(("probation", self.probation, ""))
+                self.probation = None
+                self._listen()
+            if self.candidate is not None:
+                self.slot = (record, model_input, image)
             self.cond.notify()
+
+    def _listen(self) -> None:
+        """Whether the loop offers its frames (set under the lock)."""
+        self.listening = self.candidate is not None or self.probation is not None
 
     def swap_into(self, classify):
         """The loop's classifier with the pending model in it (called between two frames)."""
@@ -68,6 +94,8 @@ class ModelManager:
             if loaded is None:
                 return classify
             self.retired, self.active = self.active, loaded
+            self.probation, self.budget = self.budget, None
+            self._listen()
             self.cond.notify()
         self.summary.swaps += 1
         self.on_swap(loaded)
@@ -186,6 +214,7 @@ class ModelManager:
         self.summary.shadow = self.stats.to_dict()
         with self.cond:
             self.slot, self.candidate = None, loaded
+            self._listen()
         return True
 
     def _refuse(self, ref, why: str, event: str = "refused", **refs) -> None:
@@ -234,6 +263,7 @@ class ModelManager:
         self.summary.shadow = self.stats.to_dict()
         with self.cond:
             self.candidate = self.slot = None
+            self._listen()
         also, self.key = ((self.key,) if self.key else ()), None
         self._refuse(loaded.ref, f"candidate {loaded.ref.short} {state}: {why}", state,
                      candidate=None, also=also)  # fmt: skip
@@ -249,8 +279,13 @@ class ModelManager:
         self._write(promoted, "promoted")
         fault_point("swap")
         self.log(f"model: {why}; the loop swaps at its next frame")
+        _, active_p90 = self.stats.p90()  # none shadowed (an operator at once): no budget
+        budget = self.policy.promote_latency * active_p90
+        probation = Probation(loaded.ref.short, budget, self.policy.shadow_frames)
         with self.cond:
             self.candidate, self.slot, self.pending = None, None, loaded
+            self.budget = probation if budget > 0 else None
+            self._listen()
 
     def _operator(self, action: str, origin: str) -> None:
         if action == "rollback":
@@ -279,7 +314,24 @@ class ModelManager:
         self._write(back, "rolled back")
         self.log(f"model: {why}; the loop swaps at its next frame")
         with self.cond:
-            self.pending = loaded
+            self.pending, self.budget, self.probation = loaded, None, None
+            self._listen()
+
+    def _probation(self, probation: Probation, _origin) -> None:
+        """A promoted model's first frames on the line: over its latency budget (the policy's
+        factor times what the model before it took), it is rolled back at once."""
+        if probation.bundle != self.active.ref.short:
+            return  # rolled back or replaced meanwhile
+        p90 = probation.latency.percentile(90)
+        if p90 <= probation.budget_ms:
+            return self.log(
+                f"model: {probation.bundle} kept: p90 {p90:.2f} ms on the line over "
+                f"{probation.frames} frames, within {probation.budget_ms:.2f} ms"
+            )
+        self._rollback(
+            f"its latency budget: p90 {p90:.2f} ms on the line over {probation.frames} frames "
+            f"> {probation.budget_ms:.2f} ms"
+        )
 
     def _wait_for_swap(self) -> None:
         """A step that reads the active model waits for the loop to take a pending swap."""
@@ -301,6 +353,7 @@ class ModelManager:
 
 STEPS = {
     "inbox": ModelManager._poll,
+    "probation": ModelManager._probation,
     "shadow": ModelManager._shadow,
     "path": lambda self, path, origin: self._intake(path, origin),
     "fleet": lambda self, _arg, _origin: self.fleet.step(),
