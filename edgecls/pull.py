@@ -12,7 +12,6 @@ that this command did not write.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
 import re
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
+from edgecls.bundle.folder import size_and_sha256
 from edgecls.collected import HIDDEN, NAME_PATTERN
 from edgecls.durable import check_writable_folder, fsync_dir
 from edgecls.errors import EdgeclsError
@@ -166,7 +166,7 @@ def _fetch(board: Board, relative: str, target: Path, size: int, sha: str, resul
                 f.write(chunk)
                 f.flush()
             os.fsync(f.fileno())
-    got_size, got_sha = _digest(partial)
+    got_size, got_sha = size_and_sha256(partial)
     if (got_size, got_sha) != (size, sha):
         partial.unlink()
         raise EdgeclsError(
@@ -183,18 +183,9 @@ def _fetch(board: Board, relative: str, target: Path, size: int, sha: str, resul
 
 def _same(path: Path, size: int, sha: str) -> bool:
     try:
-        return path.stat().st_size == size and _digest(path)[1] == sha
+        return path.stat().st_size == size and size_and_sha256(path)[1] == sha
     except OSError:
         return False
-
-
-def _digest(path: Path) -> tuple[int, str]:
-    h, n = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-            n += len(chunk)
-    return n, h.hexdigest()
 
 
 def _ours_by_name(out: Path) -> dict[str, Path]:

@@ -20,7 +20,6 @@ server: at most MAX_CONNECTIONS connections (MAX_PER_CLIENT from one address; mo
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import hmac
 import json
 import re
@@ -30,6 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote
 
+from edgecls.bundle.folder import sha256
 from edgecls.errors import EdgeclsError
 
 MAX_CONNECTIONS = 32
@@ -67,19 +67,11 @@ class Index:
             with self.lock:
                 known = self.cache.get(key)
             if known is None:
-                known = (path.name, st.st_size, _sha256(path))
+                known = (path.name, st.st_size, sha256(path))
                 with self.lock:
                     self.cache[key] = known
             entries.append({"file": known[0], "bytes": known[1], "sha256": known[2]})
         return {"name": folder.name, "files": entries}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class BundleServer(ThreadingHTTPServer):

@@ -17,6 +17,11 @@ from edgecls.schema import FileRefused, open_regular
 MAX_ARTIFACT_BYTES = 1 << 40  # hashing is streamed: only a FIFO or a device must be kept out
 
 
+def size_and_sha256(path: Path) -> tuple[int, str]:
+    """(bytes, sha256) of a file, as a transfer checks it against what was listed."""
+    return Path(path).stat().st_size, sha256(path)
+
+
 def sha256(path: Path) -> str:
     """The file's sha256, read in 1 MB blocks up to the size it had when opened; a FIFO or a
     device (which would block or never end) is one line naming it."""

@@ -21,7 +21,6 @@ a lock: a label from anyone still applies, and the rename decides who was first.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import tempfile
@@ -30,12 +29,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgecls.bundle.folder import sha256
 from edgecls.collected import FULL, HIDDEN, META, NAME_PATTERN, QUEUE, UNCLEAR
 from edgecls.durable import fsync_dir
+from edgecls.errors import EdgeclsError
 
 UNCLEAR_LABEL = "unclear"
 LEASE_SECONDS = 60.0  # a frame shown to one labeller is left out of the others' queues this long
-HASH_CHUNK = 1 << 20
 
 
 class LabelRefused(Exception):
@@ -291,8 +291,8 @@ class CollectStore:
         cached = self.hashes.get(key)
         if cached is None or cached[:2] != (st.st_size, st.st_mtime_ns):
             try:
-                sha = _sha256(path)
-            except OSError:
+                sha = sha256(path)
+            except (OSError, EdgeclsError):
                 return None
             cached = self.hashes[key] = (st.st_size, st.st_mtime_ns, sha)
         return cached[0], cached[2]
@@ -342,15 +342,6 @@ def _write(folder: Path, name: str, data: bytes) -> int:
         Path(tmp).unlink(missing_ok=True)
         raise
     return len(data)
-
-
-def _sha256(path: Path) -> str:
-    """A file's sha256, read a chunk at a time."""
-    sha = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(HASH_CHUNK):
-            sha.update(chunk)
-    return sha.hexdigest()
 
 
 def _size(path: Path) -> int:

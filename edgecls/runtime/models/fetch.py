@@ -12,7 +12,6 @@ next try goes on from them."""
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -22,6 +21,7 @@ import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgecls.bundle.folder import size_and_sha256
 from edgecls.errors import EdgeclsError
 from edgecls.fleet import Rollout, open_url
 from edgecls.redact import redact
@@ -119,7 +119,7 @@ def _file(url: str, dest: Path, entry: Listed, stop: threading.Event) -> None:
     """One file into `dest`, unless it is there already as listed; one fresh try after a
     mismatch (a cut resumed from a changed file)."""
     target = dest / entry.file
-    if entry.sha256 and target.is_file() and _matches(_digest(target), entry):
+    if entry.sha256 and target.is_file() and _matches(size_and_sha256(target), entry):
         return
     for _attempt in (1, 2):
         got = _download(url, target, entry, stop)
@@ -152,7 +152,7 @@ def _download(url: str, target: Path, entry: Listed, stop) -> tuple[int, str] | 
             _copy(response, partial, start, entry, stop)
     except urllib.error.HTTPError as exc:
         if exc.code == 416 and start:  # all of it was there already
-            return _digest(partial)
+            return size_and_sha256(partial)
         if exc.code == 404 and entry.file not in REQUIRED and entry.sha256 is None:
             return None
         if exc.code < 500:
@@ -160,7 +160,7 @@ def _download(url: str, target: Path, entry: Listed, stop) -> tuple[int, str] | 
         raise _unreachable(url, exc) from None
     except OSError as exc:
         raise _unreachable(url, exc) from None
-    return _digest(partial)
+    return size_and_sha256(partial)
 
 
 def _copy(response, partial: Path, start: int, entry: Listed, stop) -> None:
@@ -178,15 +178,6 @@ def _copy(response, partial: Path, start: int, entry: Listed, stop) -> None:
                 raise Retry("stopped")
         f.flush()
         os.fsync(f.fileno())
-
-
-def _digest(path: Path) -> tuple[int, str]:
-    h, n = hashlib.sha256(), 0
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-            n += len(chunk)
-    return n, h.hexdigest()
 
 
 def _unreachable(url: str, exc: Exception) -> Retry:
