@@ -347,6 +347,7 @@ def test_mqtt_deploy_takes_a_candidate_and_an_operators_promote(
 
     broker = Mosquitto(tmp_path / "broker").start()
     sub = Subscriber(broker, "line/1/status")
+    shadows = Subscriber(broker, "line/1/shadow", client_id="dashboard")
     state = tmp_path / "state.json"
     opts = LoopOptions(
         bundle=active, headless=True, json=True, model_state=state, shadow_frames=10_000,
@@ -357,16 +358,21 @@ def test_mqtt_deploy_takes_a_candidate_and_an_operators_promote(
         assert _wait(lambda: any("mqtt: connected" in m for m in logs), 20), logs
         sub.client.publish("line/1/deploy", json.dumps({"path": str(int8_bundle)}), 1)
         assert _wait(lambda: _state(state).get("candidate") is not None), logs
+        assert shadows.wait_for(lambda s: any(m["state"] == "shadow" for m in s.on("/shadow")))
         sub.client.publish("line/1/deploy", "not json", 1)
         sub.client.publish("line/1/deploy", json.dumps({"action": "promote"}), 1)
         assert _wait(lambda: any("model: running" in m for m in logs)), logs
 
     try:
         summary, logs, rows, _ = _run_with(opts, images, act)
+        assert shadows.wait_for(lambda s: s.on("/shadow")[-1]["state"] == "promoted")
     finally:
         sub.close()
+        shadows.close()
         broker.stop()
     _contiguous(rows)
+    during = next(m for m in shadows.on("/shadow") if m["state"] == "shadow")
+    assert {"agreement", "frames", "labels"} <= set(during), during  # the dashboard's figures
     assert any("mqtt deploy refused" in m for m in logs)
     assert _state(state)["why"].startswith("promoted") and "by mqtt deploy" in _state(state)["why"]
     assert summary.swaps == 1
@@ -419,3 +425,20 @@ def test_sigkill_at_each_step_restarts_into_a_whole_approved_bundle(
     if fault == "shadow":
         assert killed["candidate"] is not None and "dropped" in s["why"]
     assert not list((state.parent / "bundles").glob(".*partial*"))  # a killed copy: swept
+
+
+def test_the_live_view_shows_a_candidate_in_shadow_and_only_then():
+    import numpy as np
+
+    from edgecls.runtime.records import Identity, Record
+    from edgecls.runtime.sinks.overlay import draw
+
+    frame = np.zeros((240, 320, 3), np.uint8)
+    ident = Identity("insects", "model.tflite", "0" * 64, ("a", "b"))
+    record = Record(0, 0.0, "a", "a", 0.9, (0.9, 0.1), 1.0, "cam", ident, image=frame)
+    shadow = {"bundle": "insects-0123", "state": "shadow", "agreement": 0.97, "frames": 120}
+    plain = draw(record, frozenset(), 10.0, None)
+    shown = draw(record, frozenset(), 10.0, None, shadow=shadow)
+    assert (shown != plain).any()  # a line more
+    after = draw(record, frozenset(), 10.0, None, shadow={**shadow, "state": "promoted"})
+    assert (after == plain).all()

@@ -170,7 +170,9 @@ class HttpSink(Sink):
         if cached[0] == seq or record is None or record.image is None:
             return cached
         summary = self.context.summary  # the loop's rate, as on /metrics: the view samples it
-        image = draw(record, self.context.triggers, summary.fps(), summary.drift, part)
+        image = draw(
+            record, self.context.triggers, summary.fps(), summary.drift, part, summary.shadow
+        )
         ok, buf = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 80])
         if ok:
             with s.cond:

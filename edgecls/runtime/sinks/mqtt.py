@@ -1,12 +1,14 @@
 """MQTT: records and decisions to a broker, so a PLC, Node-RED or a dashboard can act on them.
 
 Topics under the URL's prefix: `PREFIX/records` (one JSON record per classified frame, unless
---mqtt-publish decisions), `PREFIX/decisions`, `PREFIX/drift` (retained, on change, every 10 s
-and at the end) and `PREFIX/status` (retained: "online" on connect, "offline" as the broker-held
-last will and on a clean stop). QoS 1. The client runs in a process of its own (mqtt_worker.py,
-at nice +10, so it gives way to the loop): paho connects, reconnects with back-off and keeps up to
---mqtt-queue messages while the broker is away, and what does not fit is counted; here each batch
-of records is one write to its pipe, and its reports come back as logs and counters.
+--mqtt-publish decisions), `PREFIX/decisions`, `PREFIX/drift` and, while a candidate model runs
+beside the active one, `PREFIX/shadow` (its agreement, latency, label mix; both retained, on a
+change of state, every 10 s and at the end) and `PREFIX/status` (retained: "online" on connect,
+"offline" as the broker-held last will and on a clean stop). QoS 1. The client runs in a process of
+its own (mqtt_worker.py, at nice +10, so it gives way to the loop): paho connects, reconnects with
+back-off and keeps up to --mqtt-queue messages while the broker is away, and what does not fit is
+counted; here each batch of records is one write to its pipe, and its reports come back as logs and
+counters.
 
 With --group (a fleet, edgecls/fleet.py) the board's topics are `PREFIX/boards/BOARD/...`, its
 model state goes out retained on `PREFIX/boards/BOARD/model` after every change, and the group's
@@ -42,6 +44,8 @@ STOP_SECONDS = 3.0
 PIPE_BYTES = 1 << 20
 # a client that died is started again after this long: the first wait, doubling up to the last
 RESTART_SECONDS = (1.0, 60.0)
+# the summary's states published retained under their own topic: drift, a candidate's shadow
+STATES = ("drift", "shadow")
 
 
 class MqttSink(Sink):
@@ -58,7 +62,7 @@ class MqttSink(Sink):
         self.ready = threading.Event()
         self.error: str | None = None
         self.reader: threading.Thread | None = None
-        self.last_drift: tuple[str | None, float] = (None, 0.0)
+        self.last_state = {name: (None, 0.0) for name in STATES}  # (state, when) sent
         self.unflushed = 0  # messages written since the last flush: lost if the client died
         self.restart_delay, self.next_start = RESTART_SECONDS[0], 0.0
         self.closing = False
@@ -196,7 +200,7 @@ class MqttSink(Sink):
 
     def flush(self) -> None:
         """After each batch: the drift state if due, then one write to the worker for all."""
-        self._maybe_drift()
+        self._maybe_states()
         try:
             self.proc.stdin.flush()
         except (OSError, ValueError):
@@ -225,16 +229,16 @@ class MqttSink(Sink):
             self.restart_delay = min(self.restart_delay * 2, RESTART_SECONDS[1])
         self.next_start = time.monotonic() + self.restart_delay
 
-    def _maybe_drift(self, final: bool = False) -> None:
-        """On a change of state, every 10 s, and at the end (Sinks.close has closed the drift
-        sink, which runs first, before this one)."""
-        drift = self.context.summary.drift
-        state, last = self.last_drift
-        due = final or drift.get("state") != state or time.monotonic() - last >= 10
-        if not drift or not due:
-            return
-        self.last_drift = (drift.get("state"), time.monotonic())
-        self.send("drift", drift, retain=True)
+    def _maybe_states(self, final: bool = False) -> None:
+        """The run's states (STATES): each on a change of state, every 10 s, and at the end
+        (Sinks.close has closed the drift sink, which runs first, before this one)."""
+        for name in STATES:
+            value = getattr(self.context.summary, name)
+            state, last = self.last_state[name]
+            due = final or value.get("state") != state or time.monotonic() - last >= 10
+            if value and due:
+                self.last_state[name] = (value.get("state"), time.monotonic())
+                self.send(name, value, retain=True)
 
     def close(self) -> None:
         self.closing = True  # a client found dead now is not started again
@@ -242,7 +246,7 @@ class MqttSink(Sink):
             return
         if self.ready.is_set() and not self.error and not self.proc.stdin.closed:
             with contextlib.suppress(OSError):  # gone already: what it said before is counted
-                self._maybe_drift(final=True)  # the retained state is the run's last
+                self._maybe_states(final=True)  # the retained states are the run's last
         self._stop_client()
 
     def _stop_client(self) -> None:

@@ -1,6 +1,6 @@
 """The annotation drawn on frames for people (live view, recording, window): the label in red when
 it is a trigger label and green otherwise, the FPS, the ROI, the drift state and, when parts are
-inspected, the last part's verdict."""
+inspected, the last part's verdict; while a candidate model runs in shadow, its agreement."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ def draw(
     fps: float,
     drift: dict | None,
     part: PartRecord | None = None,
+    shadow: dict | None = None,
 ) -> np.ndarray:
     """A copy of the record's frame with the overlay; the frame itself is left untouched."""
     out = record.image.copy()
@@ -29,6 +30,9 @@ def draw(
     if drift and drift.get("state") not in (None, "warming up"):
         warn = drift.get("state") == "drift"
         lines.append((f"drift {drift['score']:.2f}", ORANGE if warn else YELLOW, 0.7))
+    if shadow and shadow.get("state") == "shadow":
+        text = f"shadow {shadow['bundle']}: agree {shadow['agreement']:.2f} ({shadow['frames']})"
+        lines.append((text, YELLOW, 0.6))
     if part is not None:
         verdict = "FAIL-SAFE" if part.fail_safe else part.label
         text = f"part {part.part}: {'REJECT' if part.reject else 'pass'} {verdict or ''}"

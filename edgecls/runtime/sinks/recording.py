@@ -216,8 +216,10 @@ class RecordingSink(Sink):
             self._next_part()
         if self.writer is None:  # stopped
             return
-        fps = self.context.summary.fps()
-        self.writer.write(draw(record, self.context.triggers, fps, self.context.summary.drift))
+        summary = self.context.summary
+        image = draw(record, self.context.triggers, summary.fps(), summary.drift,
+                     shadow=summary.shadow)  # fmt: skip
+        self.writer.write(image)
         self.written += 1
         self.in_part += 1
 

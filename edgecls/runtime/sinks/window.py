@@ -28,7 +28,9 @@ class WindowSink(Sink):
             return
         c = self.context
         try:
-            cv2.imshow("edgecls", draw(event, c.triggers, c.summary.fps(), c.summary.drift))
+            summary = c.summary
+            image = draw(event, c.triggers, summary.fps(), summary.drift, shadow=summary.shadow)
+            cv2.imshow("edgecls", image)
             self.shown = True
             if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                 c.stop.set()
