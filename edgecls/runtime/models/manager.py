@@ -29,6 +29,11 @@ POLL_SECONDS = 0.5  # the inbox is looked at this often
 ACTIONS = ("promote", "rollback", "reject")
 SWAP_WAIT_SECONDS = 5.0  # a command waits this long for the loop to take a pending swap
 FAULT_SHADOW_FRAMES = 5  # the "shadow" fault point: this many frames into a shadow
+# a promoted model's latency budget on the line: the policy's factor times the slower of the two
+# models as the shadow measured them, plus this much for the scheduler's jitter, which for a
+# sub-millisecond model is larger than the model (a p90 of 0.6 ms and then 1.1 ms on a busy
+# 2-core machine, with nothing wrong)
+JITTER_MS = 1.0
 
 
 class Probation:
@@ -279,12 +284,12 @@ class ModelManager:
         self._write(promoted, "promoted")
         fault_point("swap")
         self.log(f"model: {why}; the loop swaps at its next frame")
-        _, active_p90 = self.stats.p90()  # none shadowed (an operator at once): no budget
-        budget = self.policy.promote_latency * active_p90
+        candidate_p90, active_p90 = self.stats.p90()  # none shadowed (an operator at once): none
+        budget = self.policy.promote_latency * max(candidate_p90, active_p90) + JITTER_MS
         probation = Probation(loaded.ref.short, budget, self.policy.shadow_frames)
         with self.cond:
             self.candidate, self.slot, self.pending = None, None, loaded
-            self.budget = probation if budget > 0 else None
+            self.budget = probation if active_p90 > 0 else None
             self._listen()
 
     def _operator(self, action: str, origin: str) -> None:
@@ -318,8 +323,8 @@ class ModelManager:
             self._listen()
 
     def _probation(self, probation: Probation, _origin) -> None:
-        """A promoted model's first frames on the line: over its latency budget (the policy's
-        factor times what the model before it took), it is rolled back at once."""
+        """A promoted model's first frames on the line: over its latency budget (JITTER_MS), it
+        is rolled back at once."""
         if probation.bundle != self.active.ref.short:
             return  # rolled back or replaced meanwhile
         p90 = probation.latency.percentile(90)
