@@ -327,6 +327,9 @@ def main() -> int:
         ratios = [r["ratio"] for r in rounds[kind]]
         report[f"ratio_median_{kind}_alone"] = med(ratios)
         report[f"ratio_median_{kind}_alone_90pct_interval"] = median_interval(ratios)
+        report[f"cpu_per_frame_ratio_median_{kind}_alone"] = med(
+            [r["cpu_ratio"] for r in rounds[kind]]
+        )
     report |= {"mqtt_records_received": received, "mqtt_records_expected": expected}
     width = max(map(len, report))
     for k, v in report.items():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,10 @@ from edgecls import logs
 from edgecls.samples import SampleSpec, write_sample
 
 logs.configure(logs.NORMAL)  # as the CLI does: no TensorFlow/absl chatter in the test log
+# `auto`'s measured choices go to a cache of this session's own, never the user's ~/.cache/edgecls:
+# a choice cached by one run of the suite (with a runtime a test had broken) would otherwise
+# decide the next run's, and commands the tests start inherit it
+os.environ["EDGECLS_CACHE"] = tempfile.mkdtemp(prefix="edgecls-test-cache-")
 
 IMG = 64  # small images keep CI well inside its limit
 

@@ -556,6 +556,7 @@ def test_a_broken_onnx_runtime_is_skipped_and_litert_runs(tiny_bundle, insects_d
     video = tmp_path / "clip.mp4"
     write_video(video, sorted((insects_data / "test").rglob("*.jpg"))[:4])
     env = _env(tmp_path, PYTHONPATH=os.pathsep.join([_broken(tmp_path, "onnxruntime"), str(ROOT)]))
+    env["EDGECLS_CACHE"] = str(tmp_path / "cache")  # measured now, with ONNX Runtime broken
     proc = _edgecls(
         "run", str(tiny_bundle), "--source", str(video), "--headless", "--max-frames", "3",
         cwd=tmp_path, env=env,
