@@ -423,3 +423,34 @@ def load_eval_split(root: Path, classes: list[str]) -> tuple[Split, list[tuple[P
         )
     usable, skipped = _scan(dirs, walker)
     return _split_from(usable, classes), skipped
+
+
+def load_good_images(
+    good: Path, defects: Path | None, config: SplitConfig = SplitConfig(), progress=None
+) -> FolderDataset:
+    """An anomaly dataset: every image under `good` (any layout, read recursively) split into
+    train (the model learns them), val (the threshold is set on them) and test; the images under
+    `defects`, if given, join the test split only, labelled `anomaly`: never trained on."""
+    from edgecls.bundle.anomaly import LABELS
+
+    good, walker = Path(good), Walker()
+    roots = [good] if defects is None else [good, Path(defects)]
+    _check_roots(roots)
+    for root, option in zip(roots, ("--data", "--defects"), strict=False):
+        if not root.is_dir():
+            raise EdgeclsError(f"{option} {root}: not a folder of images")
+    dirs = dict(zip(LABELS, roots, strict=False))
+    usable, skipped = _scan(dirs, walker, progress)
+    fractions = {"val": config.val_fraction, "test": config.test_fraction}
+    splits = _stratified({LABELS[0]: usable[LABELS[0]]}, list(LABELS), fractions, config.seed)
+    if len(splits["val"]) == 0:
+        raise EdgeclsError(
+            f"--data {good}: {len(usable[LABELS[0]])} good images leave none to set the "
+            "threshold on; add good images or raise --val-fraction"
+        )
+    bad = _split_from({LABELS[1]: usable.get(LABELS[1], [])}, list(LABELS))
+    test = splits["test"]
+    splits["test"] = Split(
+        test.paths + bad.paths, test.labels + bad.labels, [0] * (len(test) + len(bad))
+    )
+    return FolderDataset(good, "good-images", list(LABELS), splits, skipped)

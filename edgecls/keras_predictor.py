@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecls.bundle.backends import HEADS, PROBABILITIES, values_of
 from edgecls.errors import EdgeclsError
 
 
@@ -28,14 +29,25 @@ class KerasPredictor:
         self.warnings: list[str] = []
         self.metadata = None  # a .keras file carries no edgecls metadata: labels.txt says
         self.description = "Keras (float32, TensorFlow)"
+        self.values = PROBABILITIES  # until an output says otherwise (see `outputs`)
 
     @classmethod
     def from_model(cls, model) -> KerasPredictor:
         return cls(None, model=model)
 
+    def outputs(self, batch: np.ndarray, chunk: int = 64) -> np.ndarray:
+        """The raw output; a model whose output is a dict names what it holds by its one key
+        (`values`, backends.HEADS: an anomaly model's `anomaly`); a softmax classifier's are
+        probabilities."""
+        chunks = []
+        for i in range(0, len(batch), chunk):
+            out = self.model(batch[i : i + chunk].astype(np.float32), training=False)
+            if isinstance(out, dict):
+                self.values = values_of(out)
+                out = next(iter(out.values()))
+            chunks.append(np.asarray(out))
+        return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
     def predict(self, batch: np.ndarray, chunk: int = 64) -> np.ndarray:
-        outputs = [
-            np.asarray(self.model(batch[i : i + chunk].astype(np.float32), training=False))
-            for i in range(0, len(batch), chunk)
-        ]
-        return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
+        raw = self.outputs(batch, chunk)  # first: it finds what the values are
+        return HEADS[self.values](raw)

@@ -9,7 +9,7 @@ from pathlib import Path
 from edgecls.bundle.labels import load_labels
 from edgecls.bundle.preprocess import CURRENT, InputSpec, preprocessing_from_legacy
 from edgecls.errors import EdgeclsError
-from edgecls.folders import Split, SplitConfig, load_folders
+from edgecls.folders import Split, SplitConfig, load_folders, load_good_images
 from edgecls.schema import from_dict, load_json
 
 MODEL_FILE, LABELS_FILE, CONFIG_FILE = "model.keras", "labels.txt", "config.json"
@@ -26,6 +26,11 @@ class RunRecord:
     split: SplitConfig = field(default_factory=SplitConfig)
     input: dict | None = None  # InputSpec.to_dict(); runs before identifiers have `resize`
     allow_new_classes: bool = False  # several folders: their union of classes was trained
+    task: str = "classify"  # or "anomaly": `data` holds good images only (edgecls/anomaly)
+    defects: str | None = None  # anomaly: known bad images, in the test split only
+    max_false_reject: float | None = None  # anomaly: what its threshold was set for
+    threshold: float | None = None  # anomaly: set by training, folded into the model
+    map_size: tuple[int, int] | None = None  # anomaly: the map's rows and columns
 
     @property
     def folders(self) -> list[str]:
@@ -43,6 +48,10 @@ class RunSource:
     labels: list[str]
     name: str
     config: RunRecord | None
+
+    @property
+    def task(self) -> str:
+        return self.config.task if self.config else "classify"
 
     @property
     def preprocessing(self) -> str:
@@ -103,6 +112,8 @@ def run_split(source: RunSource, name: str) -> tuple[Split, str]:
     folder it merged, split as training split them."""
     cfg = source.config
     folders = cfg.folders if cfg else []
+    if cfg and cfg.task == "anomaly":
+        folders += [cfg.defects] if cfg.defects else []
     if not folders or not all(Path(f).is_dir() for f in folders):
         missing = next((f for f in folders if not Path(f).is_dir()), None)
         raise EdgeclsError(
@@ -110,7 +121,10 @@ def run_split(source: RunSource, name: str) -> tuple[Split, str]:
             f"{'known' if missing is None else f'here ({missing})'}; pass --eval-data DIR "
             "(and --calibration DIR for int8)"
         )
-    ds = load_folders([Path(f) for f in folders], cfg.split, cfg.allow_new_classes)
+    if cfg.task == "anomaly":
+        ds = load_good_images(Path(cfg.data), cfg.defects and Path(cfg.defects), cfg.split)
+    else:
+        ds = load_folders([Path(f) for f in folders], cfg.split, cfg.allow_new_classes)
     data = ", ".join(folders)
     if ds.classes != source.labels:
         raise EdgeclsError(f"{data}: classes {ds.classes} differ from the model's labels")

@@ -116,6 +116,7 @@ LAYERS = (
         "workstation",
         (
             "edgecls.train",
+            "edgecls.anomaly",
             "edgecls.export",
             "edgecls.explain",
             "edgecls.evaluate",

@@ -3,8 +3,9 @@
 `predict(batch_uint8) -> probabilities`: the batch is RGB uint8 (N, H, W, 3) at the model's size,
 exactly what `preprocess.resize` makes. Each predictor turns it into its artifact's dtype (float32,
 or integers with the artifact's scale and zero point), dequantizes what comes out and, for
-artifacts whose output is named `logits` (all that `edgecls export` writes), applies the softmax,
-so metrics, parity, benchmark and the camera loop never special-case a format.
+artifacts whose output is named `logits` (all that `edgecls export` writes), applies the softmax
+(an `anomaly` output: bundle/anomaly.py), so metrics, parity, benchmark and the camera loop
+never special-case a format.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ from typing import Protocol
 
 import numpy as np
 
+from edgecls.bundle.anomaly import ANOMALY
+from edgecls.bundle.anomaly import probabilities as anomaly_probabilities
 from edgecls.bundle.cpu import this_cpu
 from edgecls.bundle.delegates import choose_delegate, validate_delegate
 from edgecls.bundle.formats import format_of
@@ -35,6 +38,8 @@ class Predictor(Protocol):
     metadata: dict | None  # what the artifact says about itself (labels, input spec)
 
     def predict(self, batch: np.ndarray) -> np.ndarray: ...
+
+    def outputs(self, batch: np.ndarray) -> np.ndarray: ...  # raw, before `HEADS`
 
 
 @dataclass(frozen=True)
@@ -128,22 +133,45 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)
 
 
-def _probabilities(outputs: list[np.ndarray], logits: bool) -> np.ndarray:
-    """One float32 batch from per-chunk outputs, through the softmax where they are logits."""
+PROBABILITIES = "probabilities"
+# What a model's output holds, by its name, and how it becomes class probabilities: logits get the
+# softmax, an anomaly output its sigmoid at the folded threshold, anything else is taken as is.
+HEADS = {LOGITS: softmax, ANOMALY: anomaly_probabilities, PROBABILITIES: lambda out: out}
+
+
+def values_of(names) -> str:
+    """The HEADS entry for an artifact's output names."""
+    return next((n for n in (LOGITS, ANOMALY) if n in names), PROBABILITIES)
+
+
+def _batch(outputs: list[np.ndarray]) -> np.ndarray:
+    """One float32 batch from per-chunk outputs."""
     if not outputs:
         return np.zeros((0, 0), np.float32)
-    out = np.concatenate(outputs).astype(np.float32)
-    return softmax(out) if logits else out
+    return np.concatenate(outputs).astype(np.float32)
 
 
-def _io(dtype, scale: float, zero_point: int, logits: bool | None = None) -> dict:
+class _Heads:
+    """`predict` is `outputs` through the head its output's name calls for; `outputs` (the raw,
+    dequantized values) is what an anomaly map is read from."""
+
+    values: str = PROBABILITIES
+
+    def outputs(self, batch: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+    def predict(self, batch: np.ndarray) -> np.ndarray:
+        return HEADS[self.values](self.outputs(batch))
+
+
+def _io(dtype, scale: float, zero_point: int, values: str | None = None) -> dict:
     """How to feed/read a tensor: dtype, scale/zero point for integer tensors, and for outputs
-    whether they are logits (softmax applied by the runtime) or probabilities."""
+    what their values are (`HEADS`)."""
     d = {"dtype": np.dtype(dtype).name}
     if np.dtype(dtype).kind in "iu" and scale:
         d.update(scale=float(scale), zero_point=int(zero_point))
-    if logits is not None:
-        d["values"] = LOGITS if logits else "probabilities"
+    if values is not None:
+        d["values"] = values
     return d
 
 
@@ -213,7 +241,7 @@ def onnx_runtime():
 
 
 @register_backend("litert")
-class LiteRTPredictor:
+class LiteRTPredictor(_Heads):
     def __init__(self, path: Path, options: RuntimeOptions = RuntimeOptions()):
         interpreter_cls, load_delegate, resolver, source = litert_runtime()
         choice = choose_delegate(options.delegate, load_delegate, path, strict=options.strict)
@@ -240,10 +268,10 @@ class LiteRTPredictor:
         names = [
             n for sig in self.interpreter.get_signature_list().values() for n in sig["outputs"]
         ]
-        self.logits = LOGITS in names
+        self.values = values_of(names)
         self.io = {
             "input": _io(inp["dtype"], *inp["quantization"]),
-            "output": _io(out["dtype"], *out["quantization"], self.logits),
+            "output": _io(out["dtype"], *out["quantization"], self.values),
         }
         self.warnings = [choice.warning] if choice.warning else []
         try:
@@ -254,7 +282,7 @@ class LiteRTPredictor:
             f"LiteRT ({source}), delegate {choice.description}, {options.num_threads} threads"
         )
 
-    def predict(self, batch: np.ndarray) -> np.ndarray:
+    def outputs(self, batch: np.ndarray) -> np.ndarray:
         scale, zero = self.input_quant
         oscale, ozero = self._out["quantization"]
         outputs = []
@@ -266,7 +294,7 @@ class LiteRTPredictor:
             outputs.append(
                 dequantize(self.interpreter.get_tensor(self._out["index"]), oscale, ozero)
             )
-        return _probabilities(outputs, self.logits)
+        return _batch(outputs)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -318,7 +346,7 @@ def onnx_providers(options: RuntimeOptions) -> list:
 
 
 @register_backend("onnxruntime")
-class OnnxRuntimePredictor:
+class OnnxRuntimePredictor(_Heads):
     def __init__(self, path: Path, options: RuntimeOptions = RuntimeOptions()):
         ort = onnx_runtime()
         so = ort.SessionOptions()
@@ -337,11 +365,11 @@ class OnnxRuntimePredictor:
         self.input_dtype = np.dtype(_ORT_TYPES.get(inp.type, np.float32))
         self.input_size = (int(inp.shape[1]), int(inp.shape[2]))
         self.output_name = self.session.get_outputs()[0].name
-        self.logits = self.output_name == LOGITS
+        self.values = values_of([self.output_name])
         out_type = _ORT_TYPES.get(self.session.get_outputs()[0].type, np.float32)
         self.io = {
             "input": _io(self.input_dtype, 0.0, 0),
-            "output": _io(out_type, 0.0, 0, self.logits),
+            "output": _io(out_type, 0.0, 0, self.values),
         }
         active = self.session.get_providers()
         custom = self.session.get_modelmeta().custom_metadata_map
@@ -356,11 +384,11 @@ class OnnxRuntimePredictor:
         if not options.fused_int8:
             self.description += ", int8 unfused"
 
-    def predict(self, batch: np.ndarray, chunk: int = 64) -> np.ndarray:
+    def outputs(self, batch: np.ndarray, chunk: int = 64) -> np.ndarray:
         outputs = [
             self.session.run(
                 [self.output_name], {self.input_name: batch[i : i + chunk].astype(self.input_dtype)}
             )[0]
             for i in range(0, len(batch), chunk)
         ]
-        return _probabilities(outputs, self.logits)
+        return _batch(outputs)

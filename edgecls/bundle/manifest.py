@@ -10,6 +10,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
+from edgecls.bundle.anomaly import LABELS as ANOMALY_LABELS
+from edgecls.bundle.anomaly import AnomalySpec
 from edgecls.bundle.formats import PRECISIONS, FormatName
 from edgecls.bundle.preprocess import InputSpec
 from edgecls.durable import write_text_atomic
@@ -38,6 +40,7 @@ class ParityThresholds:
     max_drop: float = 1.0  # accuracy points
     min_agreement: float = 0.97  # top-1 agreement with the float model
     float_tolerance: float = 1e-4
+    max_auroc_drop: float = 0.01  # anomaly bundles with known defects: AUROC against the float
 
     def __post_init__(self):
         if not 0 <= self.max_drop <= 100:
@@ -56,7 +59,7 @@ class TensorIO:
     dtype: str
     scale: float | None = None
     zero_point: int | None = None
-    values: Literal["logits", "probabilities"] | None = None
+    values: Literal["logits", "probabilities", "anomaly"] | None = None
 
 
 @dataclass(frozen=True)
@@ -71,6 +74,12 @@ class ParityFigures:
     mean_abs_prob_diff: float
     max_abs_prob_diff: float
     failures: tuple[str, ...] = ()
+    # anomaly bundles: the scores' order against the float model's, and AUROC where the
+    # images hold known defects (None where they do not)
+    rank_correlation: float | None = None
+    auroc: float | None = None
+    reference_auroc: float | None = None
+    auroc_drop: float | None = None
 
     @property
     def passed(self) -> bool:
@@ -183,8 +192,14 @@ class Manifest:
     artifacts: tuple[Artifact, ...]
     calibration: Calibration | None = None
     drift_reference: dict | None = None  # input/confidence statistics of the parity set
+    task: Literal["classify", "anomaly"] = "classify"
+    anomaly: AnomalySpec | None = None  # task anomaly: the threshold and what the scores mean
 
     def __post_init__(self):
+        if (self.task == "anomaly") != (self.anomaly is not None):
+            raise ValueError("anomaly: an anomaly bundle, and only one, carries its threshold")
+        if self.task == "anomaly" and self.labels != ANOMALY_LABELS:
+            raise ValueError(f"labels: an anomaly bundle's are {list(ANOMALY_LABELS)}")
         if len(self.labels) < 2 or len(set(self.labels)) != len(self.labels):
             raise ValueError("labels must be at least two distinct names")
         if not self.artifacts:

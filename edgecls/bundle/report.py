@@ -22,7 +22,8 @@ class ParityRow:
     bytes: int
     figures: ParityFigures
 
-    def cells(self, markdown: bool) -> list[str]:
+    def cells(self, markdown: bool, scores: bool = False) -> list[str]:
+        """The row's cells; `scores`: an anomaly bundle's AUROC and rank correlation too."""
         f = self.figures
         if f.passed:
             gate = "pass" if markdown else "[green]pass[/]"
@@ -37,8 +38,13 @@ class ParityRow:
             f"{f.agreement:.4f}",
             f"{f.mean_abs_prob_diff:.2e}",
             f"{f.max_abs_prob_diff:.2e}",
+            *((_figure(f.auroc), _figure(f.rank_correlation)) if scores else ()),
             gate,
         ]
+
+
+def _figure(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"
 
 
 PARITY_COLUMNS = (
@@ -58,9 +64,21 @@ def parity_rows(artifacts) -> list[ParityRow]:
     return [ParityRow(a.file, a.precision, a.bytes, a.parity) for a in artifacts]
 
 
+def parity_columns(rows) -> tuple[str, ...]:
+    """PARITY_COLUMNS, with AUROC and rank correlation where the rows have scores (anomaly)."""
+    if not has_scores(rows):
+        return PARITY_COLUMNS
+    return (*PARITY_COLUMNS[:-1], "AUROC", "rank ρ", PARITY_COLUMNS[-1])
+
+
+def has_scores(rows) -> bool:
+    return any(r.figures.rank_correlation is not None for r in rows)
+
+
 def parity_markdown(manifest: Manifest) -> str:
     """parity.md: the table a person reads before copying a bundle to a board."""
     p, t = manifest.parity, manifest.parity.thresholds
+    rows = parity_rows(manifest.artifacts)
     lines = [
         f"# Parity: {manifest.name}",
         "",
@@ -68,14 +86,12 @@ def parity_markdown(manifest: Manifest) -> str:
         f"labelled images from `{p.data}`, checked on {', '.join(p.checked_on)}.",
         f"Gates: quantized artifacts lose at most {t.max_drop} accuracy points and agree on the "
         f"top-1 label for at least {t.min_agreement:.0%} of images; float32 artifacts match the "
-        f"float model within {t.float_tolerance:.0e} in probability.",
+        f"float model within {t.float_tolerance:.0e} in probability."
+        + (_anomaly_gates(manifest) if manifest.anomaly else ""),
         "",
-        "| " + " | ".join(PARITY_COLUMNS) + " |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---|",
-        *(
-            "| " + " | ".join(r.cells(markdown=True)) + " |"
-            for r in parity_rows(manifest.artifacts)
-        ),
+        "| " + " | ".join(parity_columns(rows)) + " |",
+        "|---|---|" + "---:|" * (len(parity_columns(rows)) - 3) + "---|",
+        *("| " + " | ".join(r.cells(True, has_scores(rows))) + " |" for r in rows),
         *_checks_markdown(manifest),
         *_layers_markdown(manifest.artifacts),
         *_repair_markdown(manifest.artifacts),
@@ -90,6 +106,15 @@ def parity_markdown(manifest: Manifest) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def _anomaly_gates(manifest: Manifest) -> str:
+    a, t = manifest.anomaly, manifest.parity.thresholds
+    return (
+        f" An anomaly bundle: the label is the verdict at the threshold {a.threshold:.4f} "
+        f"(score: the {a.score}), so agreement is the verdicts'; where the images hold known "
+        f"defects, AUROC may drop at most {t.max_auroc_drop}."
+    )
 
 
 def _checks_markdown(manifest: Manifest) -> list[str]:

@@ -16,14 +16,14 @@ from edgecls.export.config import ExportOptions
 
 
 def _parity_table(rows, title: str) -> None:
-    from edgecls.bundle.report import PARITY_COLUMNS
+    from edgecls.bundle.report import has_scores, parity_columns
 
     table = Table(title=title)
-    for col in PARITY_COLUMNS:
+    for col in parity_columns(rows):
         left = col in ("artifact", "precision", "gate")
         table.add_column(col, justify="left" if left else "right")
     for row in rows:
-        table.add_row(*row.cells(markdown=False))
+        table.add_row(*row.cells(False, has_scores(rows)))
     console.print(table)
 
 

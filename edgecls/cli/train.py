@@ -10,6 +10,7 @@ import typer
 from rich.table import Table
 
 from edgecls.cli.common import command, console, err, table_parameters, with_signature
+from edgecls.errors import EdgeclsError
 from edgecls.train.config import TrainOptions
 
 DEFAULT_SAMPLE = Path("runs/data/casting-sample")
@@ -25,7 +26,10 @@ def stopped(signum: int, what: str):
 
 
 def _train(**options):
-    """Train a classifier and write model.keras, labels, metrics and reports to a run folder."""
+    """Train a classifier (or, --task anomaly, a scorer of good parts) and write model.keras,
+    labels, metrics and reports to a run folder."""
+    if options["task"] == "anomaly":
+        return _train_anomaly(TrainOptions(**options))
     from edgecls.durable import Interrupted
     from edgecls.train import train as run_training
 
@@ -49,6 +53,30 @@ def _train(**options):
             f"{result.out or 'the run folder'} holds the model after {result.epochs_run} "
             f"epoch(s) (best: epoch {result.best_epoch}) and its reports",
         )
+
+
+def _train_anomaly(options: TrainOptions) -> None:
+    from edgecls.anomaly import train_anomaly
+    from edgecls.durable import Interrupted
+
+    options.check()
+    if not options.data:
+        raise EdgeclsError("--data: --task anomaly needs a folder of good images")
+    config = options.to_anomaly_config()
+    try:
+        result = train_anomaly(config, console)
+    except Interrupted as exc:
+        stopped(exc.signum, f"no run was written; {config.out} is as it was")
+    m, t = result.metrics, result.metrics["test"]
+    line = f"threshold {m['threshold']:.4f} (false rejects: {100 * m['val']['false_reject']:.1f}% "
+    line += f"of {m['val']['good']} held-out good images; {100 * t['false_reject']:.1f}% of "
+    line += f"{t['good']} test good images)"
+    if t["defects"]:
+        line += (
+            f"; defects found: {100 * t['recall']:.1f}% of {t['defects']}, AUROC {t['auroc']:.3f}"
+        )
+    console.print(line, highlight=False, soft_wrap=True)
+    console.print(f"model: {result.out / 'model.keras'}; figures: scores.png, roc.png")
 
 
 def train_config(options: TrainOptions):

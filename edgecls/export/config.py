@@ -4,11 +4,12 @@ fill (ExportConfig, ParityThresholds, RepairOptions)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from edgecls.bundle.formats import FORMATS
 from edgecls.bundle.manifest import ParityThresholds
+from edgecls.bundle.parity import ANOMALY_THRESHOLDS
 from edgecls.errors import EdgeclsError
 from edgecls.export.context import ONNX_INT8
 from edgecls.export.mixed import RepairOptions
@@ -29,7 +30,17 @@ class ExportConfig:
     calibration_size: int = 200
     eval_data: Path | None = None
     labels: Path | None = None
-    thresholds: ParityThresholds = field(default_factory=ParityThresholds)
+    thresholds: ParityThresholds | None = None  # None: the task's (see `gates`)
+    max_drop: float = default_of(ParityThresholds, "max_drop")  # where `thresholds` is None
+
+    def gates(self, task: str) -> ParityThresholds:
+        """The parity gates: as given, or the task's defaults (anomaly: verdict agreement
+        ANOMALY_THRESHOLDS.min_agreement) with --max-drop."""
+        if self.thresholds is not None:
+            return self.thresholds
+        base = ANOMALY_THRESHOLDS if task == "anomaly" else ParityThresholds()
+        return replace(base, max_drop=self.max_drop)
+
     seed: int = 0
     repair: RepairOptions = field(default_factory=RepairOptions)  # a failed int8 (--no-repair)
     sign_key: Path | None = None  # sign the bundle with this private key (bundle.sig)
@@ -103,9 +114,11 @@ class ExportOptions:
         min=0.0,
         max=100.0,
     )
-    min_agreement: float = option(
-        default_of(ParityThresholds, "min_agreement"),
-        "gate: least top-1 agreement with the float model",
+    min_agreement: float | None = option(
+        None,
+        "gate: least top-1 agreement with the float model; default "
+        f"{default_of(ParityThresholds, 'min_agreement')} (anomaly bundles: verdicts, "
+        f"{ANOMALY_THRESHOLDS.min_agreement})",
         min=0.0,
         max=1.0,
     )
@@ -142,7 +155,10 @@ class ExportOptions:
             eval_data=self.eval_data,
             labels=self.labels,
             seed=self.seed,
-            thresholds=ParityThresholds(max_drop=self.max_drop, min_agreement=self.min_agreement),
+            thresholds=ParityThresholds(max_drop=self.max_drop, min_agreement=self.min_agreement)
+            if self.min_agreement is not None
+            else None,
+            max_drop=self.max_drop,
             repair=RepairOptions(enabled=self.repair),
             sign_key=self.sign_key,
             champion=self.champion,

@@ -19,7 +19,8 @@ import numpy as np
 from rich.console import Console
 
 from edgecls import __version__
-from edgecls.bundle.backends import load_predictor
+from edgecls.bundle.anomaly import AnomalySpec, margins
+from edgecls.bundle.backends import HEADS, load_predictor
 from edgecls.bundle.drift import reference_stats
 from edgecls.bundle.folder import sha256
 from edgecls.bundle.formats import MIXED, artifact_file
@@ -29,6 +30,7 @@ from edgecls.bundle.manifest import (
     Artifact,
     Calibration,
     Manifest,
+    ParityFigures,
     ParityRecord,
     SourceModel,
     TensorIO,
@@ -77,6 +79,14 @@ class EvalSet:
     y_true: np.ndarray
     where: str
     reference: np.ndarray
+    scores: np.ndarray | None = None  # an anomaly model's: score - threshold, per image
+
+    def figures(self, predictor, precision: str, thresholds) -> ParityFigures:
+        """One artifact's parity figures on these images (an anomaly one's with its scores)."""
+        raw = predictor.outputs(self.images)
+        probs = HEADS[predictor.values](raw)
+        scores = None if self.scores is None else (self.scores, margins(raw))
+        return compare(self.reference, probs, self.y_true, precision, thresholds, scores)
 
 
 def _calibration(config: ExportConfig, source: RunSource, spec: InputSpec):
@@ -94,6 +104,11 @@ def _calibration(config: ExportConfig, source: RunSource, spec: InputSpec):
             by_class.setdefault(y, []).append(p)
         paths = round_robin(by_class, config.calibration_size, config.seed)
     images, skipped = load_calibration(paths, spec)
+    if source.task == "anomaly":  # int8 ranges must hold a defect's scores, not just good ones
+        from edgecls.anomaly.synthetic import with_defects
+
+        images = with_defects(images, config.seed)
+        where += ", every other image with a synthetic defect"
     if skipped:
         warnings.append(f"calibration: skipped {len(skipped)} unreadable files (e.g. {skipped[0]})")
     if len(images) < MIN_RECOMMENDED:
@@ -115,7 +130,9 @@ def _eval_set(config: ExportConfig, source: RunSource, spec: InputSpec, referenc
     if len(split) == 0:
         raise EdgeclsError(f"{where}: no labelled images to check parity on")
     images = spec.load_batch(split.paths)
-    return EvalSet(images, np.asarray(split.labels), where, reference.predict(images))
+    raw = reference.outputs(images)
+    scores = margins(raw) if source.task == "anomaly" else None
+    return EvalSet(images, np.asarray(split.labels), where, HEADS[reference.values](raw), scores)
 
 
 def _artifact(a, ctx, folder: Path, evalset: EvalSet, config: ExportConfig, meta: dict, console):
@@ -129,8 +146,7 @@ def _artifact(a, ctx, folder: Path, evalset: EvalSet, config: ExportConfig, meta
         embed_metadata(path, meta)
         seconds = time.perf_counter() - t0
         predictor = load_predictor(path)
-        probs = predictor.predict(evalset.images)
-    figures = compare(evalset.reference, probs, evalset.y_true, a.precision, config.thresholds)
+        figures = evalset.figures(predictor, a.precision, config.thresholds)
     return Artifact(
         file=a.file,
         format=a.format,
@@ -180,8 +196,7 @@ def _repaired(plain, report, ctx, folder: Path, evalset, config, meta, console):
     from edgecls.export.mixed import repair
 
     def evaluate(path):
-        probs = load_predictor(path).predict(evalset.images)
-        return compare(evalset.reference, probs, evalset.y_true, "int8", config.thresholds)
+        return evalset.figures(load_predictor(path), "int8", config.thresholds)
 
     file = MIXED_FILES[plain.format]
     with console.status(f"{plain.file} failed its gate: searching for a repair"):
@@ -204,7 +219,21 @@ def _repaired(plain, report, ctx, folder: Path, evalset, config, meta, console):
     return replace(artifact, repair=record, convert_seconds=round(result.seconds, 2))
 
 
+def _anomaly_spec(source: RunSource) -> AnomalySpec | None:
+    """An anomaly run's threshold and map, as training set them (config.json)."""
+    cfg = source.config
+    if source.task != "anomaly":
+        return None
+    if cfg.threshold is None or cfg.map_size is None:
+        raise EdgeclsError(
+            f"{source.model_path.parent / 'config.json'}: an anomaly run without its threshold "
+            "(interrupted training?); train it again"
+        )
+    return AnomalySpec(cfg.threshold, tuple(cfg.map_size), cfg.max_false_reject or 0.0)
+
+
 def _manifest(out, source, spec, calibration, evalset, config, artifacts) -> Manifest:
+    anomaly = _anomaly_spec(source)
     return Manifest(
         schema_version=SCHEMA_VERSION,
         edgecls_version=__version__,
@@ -225,6 +254,8 @@ def _manifest(out, source, spec, calibration, evalset, config, artifacts) -> Man
         calibration=calibration,
         # what the device's drift monitor compares the camera's frames with
         drift_reference=reference_stats(evalset.images, evalset.reference, source.labels),
+        task="anomaly" if anomaly else "classify",
+        anomaly=anomaly,
     )
 
 
@@ -255,6 +286,8 @@ def _export(config: ExportConfig, console: Console) -> ExportResult:
     from edgecls.keras_predictor import KerasPredictor, load_keras_model
 
     source = resolve_source(config.source, config.labels)
+    _anomaly_spec(source)  # a run that cannot make a whole bundle is refused before any work
+    config = replace(config, thresholds=config.gates(source.task))
     if config.sign_key is not None:
         check_key(config.sign_key, "--sign-key")
     out = Path(config.out or Path("export") / source.name)

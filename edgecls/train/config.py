@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from edgecls import __version__
+from edgecls.anomaly.config import AnomalyConfig
 from edgecls.bundle.preprocess import InputSpec
 from edgecls.errors import EdgeclsError
 from edgecls.folders import FolderDataset, SplitConfig
@@ -81,6 +82,7 @@ def unique_run_dir(base: Path) -> Path:
 
 
 RECIPE = "default: the model's recipe"
+TASKS = ("classify", "anomaly")
 
 
 @dataclass(frozen=True)
@@ -99,8 +101,24 @@ class TrainOptions:
         "has is otherwise refused)",
         flag="--allow-new-classes",
     )
+    task: str = option(
+        "classify",
+        "classify (a folder per class) or anomaly (--data holds good images only; "
+        "see --defects, --max-false-reject)",
+    )
+    defects: Path | None = option(  # noqa: RUF009
+        None, "anomaly: known bad images, to report on and check the threshold; never trained on"
+    )
+    max_false_reject: float = option(
+        default_of(AnomalyConfig, "max_false_reject"),
+        "anomaly: the share of good parts the threshold may reject (set on held-out good images)",
+    )
     model: str = option(default_of(ModelConfig, "name"), f"one of: {MODELS.choices()}")
-    img_size: int = option(default_of(ModelConfig, "img_size")[0], "square input side in pixels")
+    img_size: int | None = option(
+        None,
+        f"square input side in pixels; default {default_of(ModelConfig, 'img_size')[0]} "
+        f"(anomaly: {default_of(AnomalyConfig, 'img_size')[0]})",
+    )
     epochs: int | None = option(None, f"most epochs ({RECIPE})")
     batch_size: int = option(
         default_of(TrainConfig, "batch_size"), "global batch, split across replicas and workers"
@@ -151,19 +169,48 @@ class TrainOptions:
 
     def check(self) -> None:
         """An unknown name or a bad size, in one line naming the option, before any work."""
+        if self.task not in TASKS:
+            raise EdgeclsError(f"--task {self.task!r}: choose one of {', '.join(TASKS)}")
         MODELS.get(self.model)
         STRATEGIES.get(self.strategy)
-        if self.img_size < 16:
+        if self.img_size is not None and self.img_size < 16:
             raise EdgeclsError(f"--img-size {self.img_size}: must be at least 16 pixels")
+        if self.defects is not None and self.task != "anomaly":
+            raise EdgeclsError("--defects: only with --task anomaly (a classifier trains on them)")
+
+    def _folders(self) -> list[Path]:
+        folders = [self.data] if isinstance(self.data, (str, Path)) else list(self.data or [])
+        if not folders:
+            raise EdgeclsError("--data: give the folder of labelled images")
+        return [Path(f) for f in folders]
+
+    def to_anomaly_config(self) -> AnomalyConfig:
+        """The AnomalyConfig these options make (--task anomaly)."""
+        self.check()
+        folders = self._folders()
+        if len(folders) != 1:
+            raise EdgeclsError("--data: --task anomaly takes one folder of good images")
+        side = self.img_size or default_of(AnomalyConfig, "img_size")[0]
+        return AnomalyConfig(
+            data=folders[0],
+            out=self.out or unique_run_dir(Path("runs") / f"{folders[0].resolve().name}-anomaly"),
+            defects=self.defects,
+            img_size=(side, side),
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr or default_of(AnomalyConfig, "lr"),
+            seed=self.seed,
+            augment=self.augment,
+            max_false_reject=self.max_false_reject,
+            split=SplitConfig(self.val_fraction, self.test_fraction, self.seed),
+        )
 
     def to_config(self) -> TrainConfig:
         """The TrainConfig these options make."""
         self.check()
-        folders = [self.data] if isinstance(self.data, (str, Path)) else list(self.data or [])
-        if not folders:
-            raise EdgeclsError("--data: give the folder of labelled images")
-        folders = [Path(f) for f in folders]
-        size = (self.img_size, self.img_size)
+        folders = self._folders()
+        side = self.img_size or default_of(ModelConfig, "img_size")[0]
+        size = (side, side)
         name = "+".join(f.resolve().name for f in folders)
         out = self.out or unique_run_dir(Path("runs") / f"{name}-{self.model}")
         return TrainConfig(

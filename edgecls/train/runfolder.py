@@ -31,6 +31,8 @@ RUN_ENTRIES = frozenset(
         "predictions.csv",
         "skipped.txt",
         "backbone.weights.h5",
+        "scores.png",  # an anomaly run's score histogram and ROC curve
+        "roc.png",
     }
 )
 _USER_FIXABLE = {errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT, errno.EPERM}
