@@ -33,10 +33,17 @@ class AnomalySpec:
 
 
 def probabilities(raw: np.ndarray) -> np.ndarray:
-    """(ok, anomaly) per image: the sigmoid of score - t, so 0.5 is the threshold and argmax is
-    the verdict; float64 as the softmax, the same bits on ARM and x86."""
-    p = 1.0 / (1.0 + np.exp(-raw[:, 0].astype(np.float64)))
+    """(ok, anomaly) per image: the sigmoid of score - t, so argmax is the verdict; float64 as
+    the softmax, the same bits on ARM and x86. A score at the threshold is an anomaly: an int8
+    output rounds scores within half a step of it to exactly t, and the tie must not fall to
+    `ok` (argmax takes the first)."""
+    m = raw[:, 0].astype(np.float64)
+    p = (1.0 / (1.0 + np.exp(-m))).astype(np.float32)
+    p = np.where(m >= 0, np.maximum(p, AT_THRESHOLD), p)
     return np.stack([1.0 - p, p], axis=1).astype(np.float32)
+
+
+AT_THRESHOLD = np.nextafter(np.float32(0.5), np.float32(1))  # the least p that wins argmax
 
 
 def margins(raw: np.ndarray) -> np.ndarray:

@@ -49,6 +49,8 @@ class ParityThresholds:
             raise ValueError(f"min_agreement {self.min_agreement}: must be in [0, 1]")
         if not 0 <= self.float_tolerance < 1:
             raise ValueError(f"float_tolerance {self.float_tolerance}: must be in [0, 1)")
+        if not 0 <= self.max_auroc_drop <= 1:
+            raise ValueError(f"max_auroc_drop {self.max_auroc_drop}: must be in [0, 1]")
 
 
 @dataclass(frozen=True)

@@ -30,16 +30,18 @@ class ExportConfig:
     calibration_size: int = 200
     eval_data: Path | None = None
     labels: Path | None = None
-    thresholds: ParityThresholds | None = None  # None: the task's (see `gates`)
-    max_drop: float = default_of(ParityThresholds, "max_drop")  # where `thresholds` is None
+    thresholds: ParityThresholds | None = None  # None: `gates` of the task and the two below
+    max_drop: float | None = None  # None: the task's default
+    min_agreement: float | None = None
 
     def gates(self, task: str) -> ParityThresholds:
-        """The parity gates: as given, or the task's defaults (anomaly: verdict agreement
-        ANOMALY_THRESHOLDS.min_agreement) with --max-drop."""
+        """The parity gates: as given, or the task's defaults (anomaly: ANOMALY_THRESHOLDS, the
+        verdicts' agreement) with --max-drop and --min-agreement where given."""
         if self.thresholds is not None:
             return self.thresholds
         base = ANOMALY_THRESHOLDS if task == "anomaly" else ParityThresholds()
-        return replace(base, max_drop=self.max_drop)
+        given = {"max_drop": self.max_drop, "min_agreement": self.min_agreement}
+        return replace(base, **{k: v for k, v in given.items() if v is not None})
 
     seed: int = 0
     repair: RepairOptions = field(default_factory=RepairOptions)  # a failed int8 (--no-repair)
@@ -108,9 +110,11 @@ class ExportOptions:
         None, "labelled images for parity; default the run's test split"
     )
     labels: Path | None = option(None, "labels.txt for a bare .keras file")  # noqa: RUF009
-    max_drop: float = option(
-        default_of(ParityThresholds, "max_drop"),
-        "gate: most accuracy points a quantized artifact may lose",
+    max_drop: float | None = option(
+        None,
+        "gate: most accuracy points a quantized artifact may lose; default "
+        f"{default_of(ParityThresholds, 'max_drop')} (anomaly bundles: "
+        f"{ANOMALY_THRESHOLDS.max_drop})",
         min=0.0,
         max=100.0,
     )
@@ -155,10 +159,8 @@ class ExportOptions:
             eval_data=self.eval_data,
             labels=self.labels,
             seed=self.seed,
-            thresholds=ParityThresholds(max_drop=self.max_drop, min_agreement=self.min_agreement)
-            if self.min_agreement is not None
-            else None,
             max_drop=self.max_drop,
+            min_agreement=self.min_agreement,
             repair=RepairOptions(enabled=self.repair),
             sign_key=self.sign_key,
             champion=self.champion,
