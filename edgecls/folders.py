@@ -425,12 +425,28 @@ def load_eval_split(root: Path, classes: list[str]) -> tuple[Split, list[tuple[P
     return _split_from(usable, classes), skipped
 
 
+GOOD_FOLDERS = ("ok", "good")  # in a folder of defects: good images (MVTec AD's test/good)
+
+
+def _good_or_bad(root: Path, paths: list[Path]) -> tuple[list[Path], list[Path]]:
+    """Images under `root`: those in a top folder named as GOOD_FOLDERS are good, the rest bad."""
+    good = [
+        p
+        for p in paths
+        if len(p.relative_to(root).parts) > 1
+        and p.relative_to(root).parts[0].lower() in GOOD_FOLDERS
+    ]
+    chosen = set(good)
+    return good, [p for p in paths if p not in chosen]
+
+
 def load_good_images(
     good: Path, defects: Path | None, config: SplitConfig = SplitConfig(), progress=None
 ) -> FolderDataset:
     """An anomaly dataset: every image under `good` (any layout, read recursively) split into
     train (the model learns them), val (the threshold is set on them) and test; the images under
-    `defects`, if given, join the test split only, labelled `anomaly`: never trained on."""
+    `defects`, if given, join the test split only, labelled `anomaly` (but for those in its
+    `good/` or `ok/` folder, as MVTec AD lays out its test images): never trained on."""
     from edgecls.bundle.anomaly import LABELS
 
     good, walker = Path(good), Walker()
@@ -439,8 +455,7 @@ def load_good_images(
     for root, option in zip(roots, ("--data", "--defects"), strict=False):
         if not root.is_dir():
             raise EdgeclsError(f"{option} {root}: not a folder of images")
-    dirs = dict(zip(LABELS, roots, strict=False))
-    usable, skipped = _scan(dirs, walker, progress)
+    usable, skipped = _scan(dict(zip(LABELS, roots, strict=False)), walker, progress)
     fractions = {"val": config.val_fraction, "test": config.test_fraction}
     splits = _stratified({LABELS[0]: usable[LABELS[0]]}, list(LABELS), fractions, config.seed)
     if len(splits["val"]) == 0:
@@ -448,9 +463,25 @@ def load_good_images(
             f"--data {good}: {len(usable[LABELS[0]])} good images leave none to set the "
             "threshold on; add good images or raise --val-fraction"
         )
-    bad = _split_from({LABELS[1]: usable.get(LABELS[1], [])}, list(LABELS))
-    test = splits["test"]
-    splits["test"] = Split(
-        test.paths + bad.paths, test.labels + bad.labels, [0] * (len(test) + len(bad))
-    )
+    if defects is not None:
+        more_good, bad = _good_or_bad(Path(defects), usable[LABELS[1]])
+        test = splits["test"]
+        paths = test.paths + more_good + bad
+        labels = test.labels + [0] * len(more_good) + [1] * len(bad)
+        splits["test"] = Split(paths, labels, [0] * len(paths))
     return FolderDataset(good, "good-images", list(LABELS), splits, skipped)
+
+
+def load_anomaly_eval_split(root: Path) -> tuple[Split, list[tuple[Path, str]]]:
+    """Images to check an anomaly bundle on: those under `root/ok/` or `root/good/` are good,
+    every other image under `root` is a defect."""
+    from edgecls.bundle.anomaly import LABELS
+
+    root = Path(root)
+    if not root.is_dir():
+        raise EdgeclsError(f"--data {root}: not a folder")
+    usable, skipped = _scan({LABELS[1]: root}, Walker())
+    good, bad = _good_or_bad(root, usable[LABELS[1]])
+    return Split(
+        good + bad, [0] * len(good) + [1] * len(bad), [0] * (len(good) + len(bad))
+    ), skipped

@@ -85,7 +85,11 @@ command(name="export")(with_signature(_export, table_parameters(ExportOptions)))
 @command()
 def parity(
     bundle: Path = typer.Argument(..., help="bundle folder (export/NAME)"),
-    data: Path = typer.Option(..., help="labelled images: DIR/<class>/* or a split layout"),
+    data: Path = typer.Option(
+        ...,
+        help="labelled images: DIR/<class>/* or a split layout; an anomaly bundle's: DIR/ok/* "
+        "(or good/) and every other image under DIR a defect",
+    ),
     max_drop: float | None = typer.Option(
         None, min=0.0, max=100.0, help="default: the bundle's threshold"
     ),

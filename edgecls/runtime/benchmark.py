@@ -26,9 +26,9 @@ def benchmark_bundle(
     if runs < 1 or warmup < 0:
         raise EdgeclsError(f"--runs {runs}: must be at least 1")
     if data is not None:
-        from edgecls.folders import load_eval_split
+        from edgecls.runtime.parity_check import eval_split
 
-        split, _ = load_eval_split(Path(data), bundle.labels)
+        split, _ = eval_split(bundle, Path(data))
         images, labels = bundle.input_spec.load_batch(split.paths), np.asarray(split.labels)
     rows = []
     for a in bundle.artifacts:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecls.bundle import anomaly
 from edgecls.bundle.backends import Predictor
 from edgecls.bundle.folder import Bundle, load_bundle
 from edgecls.bundle.signing import verify_bundle
@@ -112,7 +113,13 @@ class _Classifier:
             x = self.prepare(frame.image)
         self.last_input = x
         t0 = time.perf_counter()
-        probs = self.predictor.predict(x[None])[0]
+        spec = self.identity.anomaly
+        if spec is None:
+            probs, score, heat = self.predictor.predict(x[None])[0], None, None
+        else:  # one inference: the verdict, the score and the map from the same output
+            raw = self.predictor.outputs(x[None])
+            probs, heat = anomaly.probabilities(raw)[0], anomaly.maps(raw, spec.map_size)[0]
+            score = float(raw[0, 0]) + spec.threshold
         latency = (time.perf_counter() - t0) * 1000
         top = int(np.argmax(probs))
         confidence = float(probs[top])
@@ -130,6 +137,8 @@ class _Classifier:
             name=frame.name,
             image=frame.image if self.keep_image else None,
             model_input=x if self.keep_input else None,
+            score=score,
+            anomaly_map=heat,
         )
 
 
@@ -262,10 +271,7 @@ def _start_model(config: LoopConfig, log) -> _Start:
     for w in [*choice.predictor.warnings, bundle.unchecked_here()]:
         if w:
             log(f"warning: {w}")
-    identity = Identity(
-        bundle.manifest.name, choice.artifact.file, choice.artifact.sha256,
-        tuple(bundle.labels), config.roi,
-    )  # fmt: skip
+    identity = Identity.of(bundle, choice.artifact, config.roi)
     return _Start(bundle, prepare, choice, identity, state)
 
 

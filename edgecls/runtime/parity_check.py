@@ -10,6 +10,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecls.bundle.anomaly import margins
+from edgecls.bundle.backends import HEADS
 from edgecls.bundle.folder import Bundle, load_bundle
 from edgecls.bundle.manifest import (
     MANIFEST,
@@ -101,14 +103,24 @@ class CheckReport:
 
 
 def _predict_in_chunks(bundle: Bundle, predictors: dict, paths, chunk: int = 64) -> dict:
-    """Every predictor's outputs on the images, decoded a chunk at a time: a board checking
+    """Every predictor's raw outputs on the images, decoded a chunk at a time: a board checking
     thousands of photos never holds them all in memory."""
     parts: dict[str, list[np.ndarray]] = {file: [] for file in predictors}
     for i in range(0, len(paths), chunk):
         images = bundle.input_spec.load_batch(paths[i : i + chunk])
         for file, predictor in predictors.items():
-            parts[file].append(predictor.predict(images))
+            parts[file].append(predictor.outputs(images))
     return {file: np.concatenate(p) for file, p in parts.items()}
+
+
+def eval_split(bundle: Bundle, data: Path):
+    """The labelled images to check a bundle on: class folders named as its labels; for an
+    anomaly bundle, `ok/` or `good/` and every other image a defect."""
+    from edgecls.folders import load_anomaly_eval_split, load_eval_split
+
+    if bundle.manifest.anomaly is not None:
+        return load_anomaly_eval_split(data)
+    return load_eval_split(data, bundle.labels)
 
 
 def check_bundle(
@@ -124,7 +136,6 @@ def check_bundle(
     The reference is the bundle's float32 artifact (TFLite first), which export proved equal to
     the Keras model; every artifact, that one included, is compared with it.
     """
-    from edgecls.folders import load_eval_split
     from edgecls.runtime.doctor import board
 
     bundle = load_bundle(Path(bundle_dir))
@@ -135,13 +146,15 @@ def check_bundle(
         min_agreement=base.min_agreement if min_agreement is None else min_agreement,
     )
     reference_artifact = bundle.float_reference()
-    split, _ = load_eval_split(Path(data), bundle.labels)
+    split, _ = eval_split(bundle, Path(data))
     if len(split) == 0:
         raise EdgeclsError(f"{data}: no labelled images")
     y_true = np.asarray(split.labels)
     predictors = {a.file: bundle.load(a, options, allow_failed=True) for a in bundle.artifacts}
-    outputs = _predict_in_chunks(bundle, predictors, split.paths)
+    raw = _predict_in_chunks(bundle, predictors, split.paths)
+    outputs = {file: HEADS[p.values](raw[file]) for file, p in predictors.items()}
     reference = outputs[reference_artifact.file]
+    scores = {file: margins(r) for file, r in raw.items()} if bundle.manifest.anomaly else None
     return CheckReport(
         bundle=bundle,
         data=str(data),
@@ -150,7 +163,14 @@ def check_bundle(
         reference=reference_artifact.file,
         thresholds=thresholds,
         figures={
-            a.file: compare(reference, outputs[a.file], y_true, a.precision, thresholds)
+            a.file: compare(
+                reference,
+                outputs[a.file],
+                y_true,
+                a.precision,
+                thresholds,
+                scores and (scores[reference_artifact.file], scores[a.file]),
+            )
             for a in bundle.artifacts
         },
         runtimes={file: p.description for file, p in predictors.items()},

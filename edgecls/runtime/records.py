@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edgecls.bundle.anomaly import AnomalySpec
+
 # Prometheus buckets for the latency histogram, in milliseconds.
 LATENCY_BUCKETS_MS = (0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000)
 
@@ -26,6 +28,13 @@ class Identity:
     sha256: str
     labels: tuple[str, ...]
     roi: tuple[int, int, int, int] | None = None
+    anomaly: AnomalySpec | None = None  # an anomaly bundle's threshold and map
+
+    @classmethod
+    def of(cls, bundle, artifact, roi) -> Identity:
+        """The identity of `artifact` of a loaded bundle (bundle/folder.py) run with `roi`."""
+        m = bundle.manifest
+        return cls(m.name, artifact.file, artifact.sha256, tuple(bundle.labels), roi, m.anomaly)
 
     def to_dict(self) -> dict:
         return {
@@ -58,6 +67,10 @@ class Record:
     model_input: np.ndarray | None = field(default=None, repr=False, compare=False)
     kind: str = "frame"
     part: int | None = None  # the part this frame was captured for (--part-trigger)
+    # an anomaly bundle's: the image score, and the map (h, w) in score - threshold units,
+    # drawn by the overlay, never serialised (identity.anomaly holds the threshold)
+    score: float | None = None
+    anomaly_map: np.ndarray | None = field(default=None, repr=False, compare=False)
 
     def keeping(self, fields: frozenset[str]) -> Record:
         """This record without the arrays (`image`, `model_input`) not named in `fields`, so a
@@ -85,8 +98,15 @@ class Record:
             "source": self.source,
             **({"name": self.name} if self.name else {}),
             **({"part": self.part} if self.part is not None else {}),
+            **self._anomaly(),
             **self.identity.to_dict(),
         }
+
+    def _anomaly(self) -> dict:
+        spec = self.identity.anomaly
+        if spec is None or self.score is None:
+            return {}
+        return {"score": round(self.score, 4), "threshold": round(spec.threshold, 4)}
 
 
 @dataclass(frozen=True)

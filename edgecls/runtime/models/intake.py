@@ -61,7 +61,7 @@ class Loader:
             probe=None if artifact else self.probe(),
         )  # fmt: skip
         a = choice.artifact
-        identity = Identity(bundle.manifest.name, a.file, a.sha256, tuple(bundle.labels), self.roi)
+        identity = Identity.of(bundle, a, self.roi)
         warm_up(choice.predictor, bundle)
         return Loaded(ref, bundle, choice, identity)
 

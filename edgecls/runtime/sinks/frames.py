@@ -6,6 +6,7 @@ overwrites the frames of the last run. Each frame is written to a temp file and 
 disk leaves no half JPEG; and saving pauses, counted, while the disk has less than 64 MB left, so
 saved frames never take the last room the board needs. The quota deletes the oldest frames
 first, and only files with this exact name pattern: nothing edgecls did not write is deleted.
+An anomaly bundle's frames are saved with the anomaly map beside them (`saved_image`).
 """
 
 from __future__ import annotations
@@ -19,10 +20,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import cv2
+import numpy as np
 
 from edgecls.durable import check_writable_folder
 from edgecls.runtime.records import Record
 from edgecls.runtime.sinks import DISK_RESERVE_BYTES, SINKS, Sink, SinkContext
+from edgecls.runtime.sinks.overlay import heat_overlay
 
 # after a pause, saving resumes once the disk has this much more than the reserve
 RESUME_BYTES = 16 << 20
@@ -39,6 +42,16 @@ def frame_name(record: Record) -> str:
     stamp = datetime.fromtimestamp(record.time, tz=timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     label = safe_label(record.label or "uncertain")
     return f"edgecls-{stamp}-f{record.frame:08d}-{label}-{min(record.confidence, 1.0):.2f}.jpg"
+
+
+def saved_image(record: Record) -> np.ndarray:
+    """The frame as the camera gave it; an anomaly bundle's with the same frame and its anomaly
+    map beside it (the left half stays untouched, to label or retrain on)."""
+    if record.anomaly_map is None:
+        return record.image
+    marked = record.image.copy()
+    heat_overlay(marked, record.anomaly_map, record.identity.roi)
+    return np.hstack([record.image, marked])
 
 
 class FramesSink(Sink):
@@ -77,7 +90,7 @@ class FramesSink(Sink):
         if self._short_of_room(self.last_size):  # before the JPEG: a pause costs no encoding
             self.context.summary.add_dropped(self.name)
             return
-        ok, buf = cv2.imencode(".jpg", event.image, [cv2.IMWRITE_JPEG_QUALITY, 92])
+        ok, buf = cv2.imencode(".jpg", saved_image(event), [cv2.IMWRITE_JPEG_QUALITY, 92])
         if not ok:
             raise RuntimeError("OpenCV could not encode the frame as JPEG")
         self.last_size = len(buf)

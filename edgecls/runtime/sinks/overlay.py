@@ -1,6 +1,7 @@
 """The annotation drawn on frames for people (live view, recording, window): the label in red when
 it is a trigger label and green otherwise, the FPS, the ROI, the drift state and, when parts are
-inspected, the last part's verdict; while a candidate model runs in shadow, its agreement."""
+inspected, the last part's verdict; while a candidate model runs in shadow, its agreement. An
+anomaly bundle's frames also get the anomaly map as a heat overlay on what the model saw."""
 
 from __future__ import annotations
 
@@ -22,11 +23,13 @@ def draw(
 ) -> np.ndarray:
     """A copy of the record's frame with the overlay; the frame itself is left untouched."""
     out = record.image.copy()
+    if record.anomaly_map is not None:
+        heat_overlay(out, record.anomaly_map, record.identity.roi)
     scale = max(0.5, out.shape[1] / 900)
     thick = max(1, int(2 * scale))
     label = record.label or "uncertain"
     colour = RED if record.label in triggers else GREEN
-    lines = [(f"{label} {record.confidence:.2f}", colour, scale), (f"{fps:.1f} FPS", YELLOW, 0.7)]
+    lines = [(_headline(record, label), colour, scale), (f"{fps:.1f} FPS", YELLOW, 0.7)]
     if drift and drift.get("state") not in (None, "warming up"):
         warn = drift.get("state") == "drift"
         lines.append((f"drift {drift['score']:.2f}", ORANGE if warn else YELLOW, 0.7))
@@ -47,3 +50,24 @@ def draw(
         x, y, w, h = roi
         cv2.rectangle(out, (x, y), (x + w - 1, y + h - 1), colour, thick)
     return out
+
+
+def _headline(record: Record, label: str) -> str:
+    spec = record.identity.anomaly
+    if spec is None or record.score is None:
+        return f"{label} {record.confidence:.2f}"
+    return f"{label} score {record.score:.2f} (threshold {spec.threshold:.2f})"
+
+
+HEAT_RANGE = 6.0  # score - threshold units from blue to red: the same colours in every frame
+
+
+def heat_overlay(image: np.ndarray, heat: np.ndarray, roi=None, alpha: float = 0.4) -> None:
+    """Blend an anomaly map (score - threshold units) over the region the model saw, in place:
+    red at and above the threshold + HEAT_RANGE / 2, blue far below it."""
+    x, y, w, h = roi or (0, 0, image.shape[1], image.shape[0])
+    region = image[y : y + h, x : x + w]
+    level = np.clip((heat + HEAT_RANGE / 2) / HEAT_RANGE, 0, 1)
+    big = cv2.resize((255 * level).astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR)
+    colours = cv2.applyColorMap(big, cv2.COLORMAP_JET)
+    cv2.addWeighted(colours, alpha, region, 1 - alpha, 0, dst=region)
