@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,15 @@ from edgecls.errors import EdgeclsError
 def load_keras_model(path: Path):
     import keras
 
+    from edgecls.anomaly.statistics import distance_layer
+
+    distance_layer()  # an anomaly run's model holds this layer of ours: Keras finds it by name
+
     try:
-        return keras.saving.load_model(path, compile=False)
+        with warnings.catch_warnings():  # the statistics path's feature taps, a model sharing
+            # the backbone's layers, hold no weights of their own: none are left out (tested)
+            warnings.filterwarnings("ignore", message="Skipping nested container")
+            return keras.saving.load_model(path, compile=False)
     except Exception as exc:  # zip, h5 and deserialisation errors of every kind
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise EdgeclsError(f"{path}: not a Keras model file ({first[:160]})") from None

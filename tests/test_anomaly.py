@@ -242,3 +242,42 @@ def test_bad_anomaly_options_are_one_line_and_write_nothing(tmp_path, args, mess
     assert message in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
     assert not out.exists()
+
+
+def test_the_statistics_path_reads_a_backbone_file_and_exports(casting_data, tmp_path):
+    """--weights FILE (here a MobileNetV2 the test makes: ImageNet weights cannot be fetched
+    here): feature statistics, no training; its bundle is an anomaly bundle like the other's."""
+    import keras
+
+    keras.utils.set_random_seed(0)
+    backbone = keras.applications.MobileNetV2(
+        input_shape=(64, 64, 3), include_top=False, weights=None
+    )
+    weights = tmp_path / "backbone.weights.h5"
+    backbone.save_weights(weights)
+    run, good = tmp_path / "run", str(casting_data / "train" / "ok")
+    args = ["train", "--task", "anomaly", "--data", good, "--img-size", "64"]
+    args += ["--defects", str(casting_data / "test" / "def"), "--out", str(run)]
+    result = CliRunner().invoke(app, [*args, "--weights", str(weights)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["epochs"] == 0 and metrics["test"]["auroc"] > 0.6  # random features: 0.79
+    bundle = tmp_path / "bundle"
+    result = CliRunner().invoke(app, ["export", str(run), "--out", str(bundle)])
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert manifest["task"] == "anomaly" and manifest["anomaly"]["map_size"] == [16, 16]
+    from edgecls.bundle.backends import load_predictor
+    from edgecls.bundle.preprocess import InputSpec
+
+    rows = [r.split(",") for r in (run / "predictions.csv").read_text().splitlines()[1:9]]
+    x = InputSpec(64, 64).load_batch([Path(r[0]) for r in rows])
+    scores = load_predictor(bundle / "model_float32.tflite").outputs(x)[:, 0]
+    trained = np.array([float(r[2]) for r in rows]) - metrics["threshold"]
+    np.testing.assert_allclose(scores, trained, atol=2e-4)  # the backbone's weights went along
+    wrong = CliRunner().invoke(
+        app, [*args[:-1], str(tmp_path / "run2"), "--weights", str(weights), "--alpha", "0.5"]
+    )  # another width: not weights for this backbone
+    assert wrong.exit_code != 0 and "--weights" in wrong.output, wrong.output
+    assert len(wrong.output.strip().splitlines()) <= 2, wrong.output  # the counts, the error
+    assert not (tmp_path / "run2").exists()

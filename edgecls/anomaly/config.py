@@ -14,7 +14,7 @@ from edgecls.errors import EdgeclsError
 from edgecls.folders import FolderDataset, SplitConfig
 
 TASK = "anomaly"
-DEFAULT_SIZE = 128  # input side: small defects survive it, and 2 cores train it in minutes
+DEFAULT_SIZE = 96  # measured on the casting sample: AUROC 0.999 at 96 px, 0.904 at 128 (same steps)
 RECIPE_STEPS = 160  # optimizer steps the recipe needs, whatever the number of good images
 MAX_EPOCHS = 40
 
@@ -28,6 +28,10 @@ class AnomalyConfig:
     out: Path
     defects: Path | None = None  # known bad images: reported on, never trained on
     img_size: tuple[int, int] = (DEFAULT_SIZE, DEFAULT_SIZE)
+    # none: the network learns good images against synthetic defects (model.py); imagenet or a
+    # backbone file: statistics of a frozen MobileNetV2's features (statistics.py)
+    weights: str = "none"
+    alpha: float = 1.0  # the statistics path's MobileNetV2 width
     width: int = 32
     epochs: int | None = None
     batch_size: int = 32
@@ -42,6 +46,10 @@ class AnomalyConfig:
             raise EdgeclsError(f"--img-size {self.img_size[0]}: must be a multiple of 8 (anomaly)")
         if not 0 <= self.max_false_reject < 0.5:
             raise EdgeclsError(f"--max-false-reject {self.max_false_reject}: must be in [0, 0.5)")
+
+    @property
+    def pretrained(self) -> bool:
+        return self.weights.lower() != "none"
 
     def epochs_for(self, n_images: int) -> int:
         if self.epochs is not None:

@@ -80,6 +80,39 @@ def _metric(history: dict, name: str) -> float:
     return float(history[key][-1])
 
 
+def _learn(config: AnomalyConfig, good: np.ndarray, stops, console) -> tuple[object, list]:
+    """(the {score, anomaly_map} model, its training history) by the path --weights picks."""
+    if config.pretrained:
+        return statistics_model(config, good, console), []
+    from edgecls.anomaly.model import build
+
+    model = build(config.img_size, config.width)
+    _compile(model, config.lr)
+    return model, fit(config, model, good, stops, console)
+
+
+def statistics_model(config: AnomalyConfig, good: np.ndarray, console: Console):
+    """The statistics path: a frozen backbone's features of the good images, their per-location
+    means and pooled covariance; nothing trains."""
+    from edgecls.anomaly.statistics import feature_model, fit_statistics, scorer
+    from edgecls.train.models import ModelConfig
+
+    backbone = ModelConfig("mobilenet-v2", config.img_size, config.alpha, config.weights)
+    features = feature_model(backbone)
+    with console.status(f"feature statistics of {len(good)} good images"):
+        chunks = (
+            np.asarray(features(good[i : i + 32].astype(np.float32), training=False))
+            for i in range(0, len(good), 32)
+        )
+        kernel, center = fit_statistics(chunks, config.seed)
+    console.print(
+        f"statistics of {len(good)} good images over {center.shape[0]}x{center.shape[1]} "
+        f"locations, {kernel.shape[1]} feature dimensions ({config.weights} backbone)",
+        highlight=False,
+    )
+    return scorer(features, kernel, center)
+
+
 def scores_of(model, spec: InputSpec, paths) -> np.ndarray:
     """The trained score (the map's maximum) of images read as the board reads them."""
     from edgecls.anomaly.model import SCORE
@@ -96,7 +129,7 @@ def train_anomaly(config: AnomalyConfig, console: Console | None = None) -> Anom
     was (a run is only worth writing with its threshold set)."""
     import keras
 
-    from edgecls.anomaly.model import build, deployable, map_size
+    from edgecls.anomaly.model import deployable, map_size
     from edgecls.anomaly.report import report
 
     console = console or Console()
@@ -108,10 +141,8 @@ def train_anomaly(config: AnomalyConfig, console: Console | None = None) -> Anom
         with RunFolder(config.out) as run, stops.deferred():
             with console.status("decoding the good training images"):
                 good = spec.load_batch(dataset.splits["train"].paths)
-            model = build(config.img_size, config.width)
-            _compile(model, config.lr)
             try:
-                history = fit(config, model, good, stops, console)
+                model, history = _learn(config, good, stops, console)
             except (Interrupted, KeyboardInterrupt):
                 raise Interrupted(stops.signal or signal.SIGINT) from None
             val = scores_of(model, spec, dataset.splits["val"].paths)

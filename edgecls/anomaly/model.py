@@ -65,18 +65,23 @@ def cell_targets(masks: np.ndarray, map_size: tuple[int, int]) -> np.ndarray:
 
 def deployable(model, threshold: float):
     """One output `anomaly` = [score - threshold, map - threshold ...] (bundle/anomaly.py): the
-    threshold folded into the last convolution's bias, the map flattened beside the score."""
+    threshold folded into the map's last layer (a convolution's bias, or the statistics path's
+    offset), the map flattened beside the score."""
     import keras
     from keras import layers
 
     last = model.get_layer(MAP)
-    kernel, bias = last.get_weights()
-    head = layers.Conv2D.from_config(last.get_config())
+    config, weights = last.get_config(), last.get_weights()
+    if "offset" in config:  # statistics.WhitenedDistance
+        config["offset"] += float(threshold)
+    else:
+        weights[1] = weights[1] - np.float32(threshold)
+    head = type(last).from_config(config)
     logit_map = head(last.input)
-    head.set_weights([kernel, bias - np.float32(threshold)])
+    head.set_weights(weights)
     score = layers.GlobalMaxPooling2D()(logit_map)
     out = layers.Concatenate()([score, layers.Flatten()(logit_map)])
-    return keras.Model(model.inputs[0], {ANOMALY: out}, name="anomaly_scorer")
+    return keras.Model(model.inputs[0], {ANOMALY: out}, name=model.name)
 
 
 def map_size(model) -> tuple[int, int]:

@@ -130,10 +130,12 @@ class TrainOptions:
     out: Path | None = option(None, "run folder; default runs/<data>-<model>")  # noqa: RUF009
     augment: bool = option(default_of(TrainConfig, "augment"), "flip, rotation, zoom, contrast")
     alpha: float = option(default_of(ModelConfig, "alpha"), "MobileNet width multiplier")
-    weights: str = option(
-        default_of(ModelConfig, "weights"),
-        "backbone weights: imagenet (frozen, then --fine-tune), none (all layers learn "
-        "from scratch) or a file (e.g. backbone.weights.h5 from --save-backbone)",
+    weights: str | None = option(
+        None,
+        f"backbone weights: imagenet (frozen, then --fine-tune), none (all layers learn "
+        "from scratch) or a file (e.g. backbone.weights.h5 from --save-backbone); default "
+        f"{default_of(ModelConfig, 'weights')} (anomaly: none, the synthetic-defect path; "
+        "imagenet or a file: feature statistics of a frozen MobileNetV2)",
     )
     fine_tune: int = option(
         default_of(ModelConfig, "fine_tune"), "pretrained: unfreeze the top N backbone layers"
@@ -201,6 +203,8 @@ class TrainOptions:
             lr=self.lr or default_of(AnomalyConfig, "lr"),
             seed=self.seed,
             augment=self.augment,
+            weights=self.weights or default_of(AnomalyConfig, "weights"),
+            alpha=self.alpha,
             max_false_reject=self.max_false_reject,
             split=SplitConfig(self.val_fraction, self.test_fraction, self.seed),
         )
@@ -216,7 +220,13 @@ class TrainOptions:
         return TrainConfig(
             data=folders[0] if len(folders) == 1 else tuple(folders),
             out=out,
-            model=ModelConfig(self.model, size, self.alpha, self.weights, self.fine_tune),
+            model=ModelConfig(
+                self.model,
+                size,
+                self.alpha,
+                self.weights or default_of(ModelConfig, "weights"),
+                self.fine_tune,
+            ),
             split=SplitConfig(self.val_fraction, self.test_fraction, self.seed),
             **{name: getattr(self, name) for name in _PLAIN},
         )

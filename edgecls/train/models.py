@@ -191,6 +191,14 @@ def mobilenet_v3_small(config: ModelConfig, num_classes: int):
     return _backbone_classifier(config, num_classes, make, lambda x: x)
 
 
+def make_backbone(config: ModelConfig):
+    """The MobileNetV2 backbone alone (no top) with `config.weights` (imagenet, none, a file):
+    what the anomaly statistics path takes its features from."""
+    import keras
+
+    return _make_backbone(config, keras.applications.MobileNetV2)
+
+
 def backbone_of(model):
     """The backbone sub-model of a classifier built here, or None (seed-cnn has none)."""
     try:
