@@ -1,4 +1,5 @@
-"""`edgecls explain`: SHAP reports of the float model or of a bundle's artifact."""
+"""`edgecls explain`: SHAP reports of the float model or of a bundle's artifact; an anomaly model's
+own maps with their checks."""
 
 from __future__ import annotations
 
@@ -13,6 +14,16 @@ from edgecls.explain.methods import EXPLAINERS, model_agnostic
 def _evals_help() -> str:
     defaults = ", ".join(f"{name} {m.evals}" for name, m in EXPLAINERS.items())
     return f"model evaluations (samples) per image; default per method: {defaults}"
+
+
+# SHAP's settings: left out, the pipeline's defaults (SHAP_DEFAULTS); an anomaly model refuses
+# every one given, with --method and --compare
+_HELP = {
+    "compare_images": "--compare: at most this many, most apart first (default 8)",
+    "segments": "kernel: about this many SLIC superpixels per image (default 50)",
+    "background": "gradient: background images from the training split (default 50)",
+    "top_k": "heat maps for the K most likely classes (default 2)",
+}
 
 
 @command()
@@ -37,18 +48,19 @@ def explain(
         help="bundle: the images where the artifact and the float model disagree, both "
         "explained side by side, with the layers its per-layer error table names",
     ),
-    compare_images: int = typer.Option(8, help="--compare: at most this many, most apart first"),
-    segments: int = typer.Option(50, help="kernel: about this many SLIC superpixels per image"),
-    background: int = typer.Option(50, help="gradient: background images from the training split"),
+    compare_images: int | None = typer.Option(None, help=_HELP["compare_images"]),
+    segments: int | None = typer.Option(None, help=_HELP["segments"]),
+    background: int | None = typer.Option(None, help=_HELP["background"]),
     max_evals: int | None = typer.Option(None, help=_evals_help()),
-    top_k: int = typer.Option(2, help="heat maps for the K most likely classes"),
+    top_k: int | None = typer.Option(None, help=_HELP["top_k"]),
     out: Path | None = typer.Option(
         None, help="report folder; default reports/<run name> or reports/<bundle>-<artifact>"
     ),
     seed: int = typer.Option(0),
 ):
     """SHAP report of the float model or a bundle artifact: heat maps, probabilities, deletion
-    check, pointing game; --compare holds an artifact against the float model."""
+    check, pointing game; --compare holds an artifact against the float model. An anomaly run or
+    bundle gets its own anomaly maps instead, with the same checks (SHAP's options refused)."""
     from edgecls.explain import ExplainConfig
     from edgecls.explain import explain as run_explain
 
@@ -78,7 +90,10 @@ def explain(
 
 
 def _print_summary(s: dict) -> None:
-    c, d, pg = s["compare"], s["deletion"], s["pointing_game"]
+    c, d, pg = s.get("compare"), s["deletion"], s["pointing_game"]
+    if s.get("task") == "anomaly":
+        verdicts = ", ".join(f"{n} {label}" for label, n in s["verdicts"].items())
+        console.print(f"anomaly maps: {verdicts} (threshold {s['threshold']:.3f})", highlight=False)
     if c is not None:
         shown = (
             f"disagree on {c['disagree']}, {c['shown']} shown"

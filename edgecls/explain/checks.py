@@ -11,13 +11,19 @@ BLUR_SIGMA = 8  # what a hidden pixel shows: the deletion check's and the kernel
 
 
 def mask_for(image_path: Path) -> Path | None:
-    """The sample's ground-truth mask: DATA/masks/<split>/<class>/<stem>.png."""
+    """The ground-truth mask: the samples' DATA/masks/<split>/<class>/<stem>.png, or MVTec AD's
+    CATEGORY/ground_truth/<defect>/<stem>_mask.png beside CATEGORY/test/<defect>/."""
     parts = image_path.resolve().parts
     if len(parts) < 4:
         return None
     root, split, label = Path(*parts[:-3]), parts[-3], parts[-2]
-    mask = root / "masks" / split / label / f"{image_path.stem}.png"
-    return mask if mask.is_file() else None
+    for mask in (
+        root / "masks" / split / label / f"{image_path.stem}.png",
+        root / "ground_truth" / label / f"{image_path.stem}_mask.png",
+    ):
+        if mask.is_file():
+            return mask
+    return None
 
 
 def deletion_check(predict, image: np.ndarray, attribution: np.ndarray, cls: int, rng) -> dict:
@@ -49,6 +55,15 @@ def pointing_game(attribution: np.ndarray, mask_path: Path, size: tuple[int, int
     mask = cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE)
     mask = cv2.resize(mask, (size[1], size[0]), interpolation=cv2.INTER_NEAREST) > 0
     mask = cv2.dilate(mask.astype(np.uint8), np.ones((3, 3), np.uint8)) > 0  # one-pixel tolerance
+    y, x = peak(attribution)
+    return bool(mask[y, x])
+
+
+def peak(attribution: np.ndarray) -> tuple[int, int]:
+    """(row, column) of the most attributed point after a light smoothing: the point the
+    pointing game scores and a figure marks, so the two never disagree."""
+    import cv2
+
     smooth = cv2.GaussianBlur(attribution.astype(np.float32), (0, 0), 1.0)
     y, x = np.unravel_index(np.argmax(smooth), smooth.shape)
-    return bool(mask[y, x])
+    return int(y), int(x)

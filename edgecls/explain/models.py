@@ -10,10 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
+from edgecls.bundle.anomaly import AnomalySpec
 from edgecls.bundle.folder import Bundle, load_bundle
 from edgecls.bundle.formats import FORMATS, PRECISIONS
-from edgecls.bundle.manifest import MANIFEST, Artifact
-from edgecls.bundle.preprocess import InputSpec
+from edgecls.bundle.manifest import MANIFEST, Artifact, load_manifest
+from edgecls.bundle.preprocess import InputSpec, image_paths
 from edgecls.errors import EdgeclsError
 from edgecls.runs import RunSource, resolve_source
 
@@ -28,6 +29,7 @@ class Explained:
     keras: object | None = None
     role: str = "float"  # how a figure names it: "float" (Keras) or the artifact's file
     parity: str = ""  # a bundle artifact's parity at export, for the report
+    outputs: Callable[[np.ndarray], np.ndarray] | None = None  # raw: an anomaly model's maps
 
 
 @dataclass
@@ -42,6 +44,7 @@ class Subject:
     run: RunSource | None = None  # a run's training split gives the gradient background
     reference: Explained | None = None
     artifact: Artifact | None = None
+    anomaly: AnomalySpec | None = None  # an anomaly model's threshold and map size
 
 
 # What explaining needs beyond a device install (the `explain` extra): module -> package.
@@ -55,9 +58,9 @@ def _installed(module: str) -> bool:
         return False
 
 
-def require_explain_packages() -> None:
+def require_explain_packages(modules=tuple(EXPLAIN_PACKAGES)) -> None:
     """One line before minutes of SHAP, not a traceback after them (matplotlib draws last)."""
-    missing = [pkg for module, pkg in EXPLAIN_PACKAGES.items() if not _installed(module)]
+    missing = [EXPLAIN_PACKAGES[m] for m in modules if not _installed(m)]
     if missing:
         raise EdgeclsError(
             f"explain needs {', '.join(missing)}, not installed here: "
@@ -69,13 +72,47 @@ def is_bundle(path: Path) -> bool:
     return Path(path).is_dir() and (Path(path) / MANIFEST).is_file()
 
 
+def read_images(patterns, spec: InputSpec, console) -> tuple[list[Path], np.ndarray, list[dict]]:
+    """The images as the model sees them; an unreadable one is skipped and listed, not fatal."""
+    images, paths, skipped = [], [], []
+    for p in (q for pattern in patterns for q in image_paths(pattern)):
+        try:
+            images.append(spec.load_image(p))
+            paths.append(Path(p))
+        except EdgeclsError as exc:
+            skipped.append({"image": str(p), "reason": str(exc)})
+            console.print(f"[yellow]skipped[/] {exc}", highlight=False, soft_wrap=True)
+    if not images:
+        raise EdgeclsError("no readable image to explain among --images")
+    return paths, np.stack(images), skipped
+
+
+def is_anomaly(path: Path) -> bool:
+    """Whether a run or bundle is an anomaly model, read from its config or manifest alone: its
+    explanation is its own map, decided before any model loads."""
+    if is_bundle(path):
+        return load_manifest(Path(path)).task == "anomaly"
+    return resolve_source(path).task == "anomaly"
+
+
+def _run_anomaly(source: RunSource) -> AnomalySpec | None:
+    cfg = source.config
+    if source.task != "anomaly":
+        return None
+    if cfg.threshold is None or cfg.map_size is None:
+        raise EdgeclsError(f"{source.model_path}: an anomaly run without its threshold; retrain")
+    return AnomalySpec(cfg.threshold, tuple(cfg.map_size), cfg.max_false_reject or 0.0)
+
+
 def from_run(path: Path) -> Subject:
     from edgecls.keras_predictor import KerasPredictor
 
     source = resolve_source(path)
     keras = KerasPredictor(source.model_path)
-    model = Explained(str(source.model_path), keras.predict, keras.model, "float")
-    return Subject(model, source.labels, source.input_spec(keras.input_size), source.name, source)
+    name = str(source.model_path)
+    model = Explained(name, keras.predict, keras.model, "float", outputs=keras.outputs)
+    spec = source.input_spec(keras.input_size)
+    return Subject(model, source.labels, spec, source.name, source, anomaly=_run_anomaly(source))
 
 
 def from_bundle(path: Path, artifact: str | None, compare: bool) -> Subject:
@@ -88,7 +125,13 @@ def from_bundle(path: Path, artifact: str | None, compare: bool) -> Subject:
     reference = _artifact_model(bundle, bundle.float_reference()) if compare else None
     name = f"{bundle.manifest.name}-{Path(chosen.file).stem}" + ("-compare" * compare)
     return Subject(
-        model, bundle.labels, bundle.input_spec, name, reference=reference, artifact=chosen
+        model,
+        bundle.labels,
+        bundle.input_spec,
+        name,
+        reference=reference,
+        artifact=chosen,
+        anomaly=bundle.manifest.anomaly,
     )
 
 
@@ -116,9 +159,14 @@ def _artifact_model(bundle: Bundle, artifact: Artifact) -> Explained:
     def predict(x: np.ndarray) -> np.ndarray:  # the board feeds uint8 pixels: so do we
         return predictor.predict(np.clip(np.rint(x), 0, 255).astype(np.uint8))
 
+    def outputs(x: np.ndarray) -> np.ndarray:
+        return predictor.outputs(np.clip(np.rint(x), 0, 255).astype(np.uint8))
+
     passed = "passed" if artifact.passed else "FAILED (" + "; ".join(artifact.parity.failures) + ")"
     parity = (
         f"{passed} its parity gate at export (agreement {artifact.parity.agreement:.2%}, "
         f"max |Δprob| {artifact.parity.max_abs_prob_diff:.3g})"
     )
-    return Explained(str(bundle.root / artifact.file), predict, None, artifact.file, parity)
+    return Explained(
+        str(bundle.root / artifact.file), predict, None, artifact.file, parity, outputs
+    )

@@ -11,14 +11,13 @@ attributions mean anything: masking the most attributed 10% of pixels must lower
 probability more than masking a random 10% (deletion check), and on images with ground-truth
 defect masks the most attributed point should fall on the defect (pointing game). With
 --compare, the images where an artifact and the float model disagree get both attributions side
-by side and how far apart they are (compare.py).
+by side and how far apart they are (compare.py). An anomaly run or bundle is explained by its own
+anomaly map instead, with the same checks on its score (anomaly.py).
 """
 
 from __future__ import annotations
 
 import json
-import os
-import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,9 +26,9 @@ import numpy as np
 from rich.console import Console
 from rich.progress import Progress
 
-from edgecls.bundle.preprocess import image_paths
-from edgecls.durable import check_replaceable, check_writable_folder, staged_folder
+from edgecls.durable import staged_folder
 from edgecls.errors import EdgeclsError
+from edgecls.explain.anomaly import explain_anomaly
 from edgecls.explain.checks import deletion_check, mask_for, pointing_game
 from edgecls.explain.compare import disagreements, layers_named, map_distance
 from edgecls.explain.figures import Panel, figure
@@ -39,10 +38,12 @@ from edgecls.explain.models import (
     Subject,
     from_bundle,
     from_run,
+    is_anomaly,
     is_bundle,
+    read_images,
     require_explain_packages,
 )
-from edgecls.explain.report import report_html, summary
+from edgecls.explain.report import check_out, report_folder, report_html, summary
 from edgecls.runs import RunSource, run_split
 
 
@@ -51,15 +52,20 @@ class ExplainConfig:
     run: Path  # run folder or .keras file (labels.txt beside it), or a bundle folder
     images: tuple[Path, ...]
     out: Path | None = None  # default reports/<run name> or reports/<bundle>-<artifact>
+    # SHAP's settings, None for their defaults (SHAP_DEFAULTS): an anomaly model, explained by
+    # its own map, refuses any that is given
     method: str | None = None  # None: gradient for a run, kernel for a bundle
-    background: int = 50
+    background: int | None = None
     max_evals: int | None = None  # model evaluations (samples) per image; None: the method's
-    top_k: int = 2
+    top_k: int | None = None
     seed: int = 0
-    segments: int = 50  # kernel: about this many SLIC superpixels per image
+    segments: int | None = None  # kernel: about this many SLIC superpixels per image
     artifact: str | None = None  # a bundle's artifact file (default: its int8 one)
     compare: bool = False  # a bundle: the artifact against the float model where they disagree
-    compare_images: int = 8  # --compare: at most this many images, most apart first
+    compare_images: int | None = None  # --compare: at most this many images, most apart first
+
+
+SHAP_DEFAULTS = {"background": 50, "top_k": 2, "segments": 50, "compare_images": 8}
 
 
 @dataclass
@@ -99,6 +105,8 @@ def _method(config: ExplainConfig, bundle: bool) -> tuple[ExplainConfig, Method]
             f"--artifact and --compare take a bundle folder (with manifest.json), not "
             f"{config.run}: make one with `edgecls export`"
         )
+    unset = {k: v for k, v in SHAP_DEFAULTS.items() if getattr(config, k) is None}
+    config = replace(config, **unset)
     if min(config.top_k, config.background, config.compare_images) < 1:
         raise EdgeclsError("--top-k, --background and --compare-images must be at least 1")
     config = replace(config, method=name, max_evals=config.max_evals or method.evals)
@@ -132,17 +140,7 @@ def _gradient_background(config, method: Method, subject: Subject, inputs: Input
 
 
 def _inputs(config: ExplainConfig, subject: Subject, console: Console) -> tuple[Inputs, list]:
-    images, paths, skipped = [], [], []
-    for p in (q for pattern in config.images for q in image_paths(pattern)):
-        try:
-            images.append(subject.spec.load_image(p))
-            paths.append(Path(p))
-        except EdgeclsError as exc:
-            skipped.append({"image": str(p), "reason": str(exc)})
-            console.print(f"[yellow]skipped[/] {exc}", highlight=False, soft_wrap=True)
-    if not images:
-        raise EdgeclsError("no readable image to explain among --images")
-    x = np.stack(images)
+    paths, x, skipped = read_images(config.images, subject.spec, console)
     probs = subject.model.predict(x.astype(np.float32))
     k = min(config.top_k, probs.shape[1])
     classes = [list(np.argsort(p)[::-1][:k]) for p in probs]
@@ -268,11 +266,11 @@ def _load(config: ExplainConfig) -> tuple[ExplainConfig, Method, Subject]:
 
 def explain(config: ExplainConfig, console: Console | None = None) -> dict:
     console = console or Console()
+    if is_anomaly(config.run):  # the model's own map explains it, not SHAP
+        return explain_anomaly(config, console)
     config, method, subject = _load(config)
     require_explain_packages()  # after the model: a device-only install lacks Keras first
-    out = Path(config.out or Path("reports") / subject.name)
-    _check_out(out)  # before minutes of SHAP, not after
-    check_writable_folder(Path(os.path.abspath(out)).parent, "--out")  # where it is built
+    out = report_folder(config.out, subject.name)  # before minutes of SHAP, not after
     inputs, skipped = _inputs(config, subject, console)
     compared = None
     if config.compare:
@@ -299,15 +297,4 @@ def explain(config: ExplainConfig, console: Console | None = None) -> dict:
     return report
 
 
-# what a report folder holds: anything else in it is the user's, and the folder is not replaced
-_REPORT_FILE = re.compile(r"explain\.json|report\.html|\d{3}_.*\.png")
-
-
-def _is_report(folder: Path) -> bool:
-    return (folder / "explain.json").is_file()
-
-
-def _check_out(out: Path) -> None:
-    """The report replaces an earlier report whole, and nothing else: a folder holding other
-    files (or an earlier report mixed with them) is the user's."""
-    check_replaceable(out, "an edgecls report", _is_report, _REPORT_FILE.fullmatch)
+_check_out = check_out  # where the report folder's rule was first reached (report.py now)

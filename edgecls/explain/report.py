@@ -1,16 +1,41 @@
 """The report a person reads: its summary (faithfulness, per class, float against the artifact)
 and one self-contained HTML page with a colour legend, the true label beside the prediction and
-the misclassified and least confident images first."""
+the misclassified and least confident images first; an anomaly model's report (anomaly.py) has
+the same shape, its maps in place of SHAP's."""
 
 from __future__ import annotations
 
 import base64
 import html
+import os
+import re
 from pathlib import Path
 
 import numpy as np
 
+from edgecls.durable import check_replaceable, check_writable_folder
 from edgecls.explain.checks import DELETION_FRACTION
+
+# what a report folder holds: anything else in it is the user's, and the folder is not replaced
+_REPORT_FILE = re.compile(r"explain\.json|report\.html|\d{3}_.*\.png")
+
+
+def _is_report(folder: Path) -> bool:
+    return (folder / "explain.json").is_file()
+
+
+def check_out(out: Path) -> None:
+    """The report replaces an earlier report whole, and nothing else: a folder holding other
+    files (or an earlier report mixed with them) is the user's."""
+    check_replaceable(out, "an edgecls report", _is_report, _REPORT_FILE.fullmatch)
+
+
+def report_folder(out: Path | None, name: str) -> Path:
+    """Where the report goes (default reports/NAME), checked before the model runs, not after."""
+    out = Path(out or Path("reports") / name)
+    check_out(out)
+    check_writable_folder(Path(os.path.abspath(out)).parent, "--out")  # where it is built
+    return out
 
 
 def _mean(values) -> float | None:
@@ -92,7 +117,7 @@ background:linear-gradient(to right,#0000ff,#ffffff,#ff0000);font-size:.85em}
 .scale span{background:#fffc;padding:0 .3em}#layers code{word-break:break-all}"""
 
 
-def _faithful(s: dict) -> str:
+def _faithful(s: dict, what: str = "predicted probability", point: str = "most attributed") -> str:
     d, pg = s["deletion"], s["pointing_game"]
     if d is None:
         return ""
@@ -105,11 +130,11 @@ def _faithful(s: dict) -> str:
     verdict_class, verdict = ("ok", "faithful") if faithful else ("bad", "NOT better than random")
     return f"""<h2>Are the attributions faithful?</h2>
 <table><tr><th>deletion check (mean over images)</th><td>masking the top-attributed 10% of pixels
-lowers the predicted probability by <b>{d["mean_top_drop"]:+.3f}</b>; a random 10% by
+lowers the {what} by <b>{d["mean_top_drop"]:+.3f}</b>; a random 10% by
 <b>{d["mean_random_drop"]:+.3f}</b>; top beats random on {d["top_beats_random"]:.0%} of images
 <span class="{verdict_class}">({verdict})</span>
 </td></tr><tr><th>pointing game</th>
-<td>most attributed point inside the defect: {pointing}</td></tr>
+<td>{point} point inside the defect: {pointing}</td></tr>
 </table>"""
 
 
@@ -229,22 +254,98 @@ def _about(s: dict) -> str:
     )
 
 
-def report_html(report: dict, figures: list[bytes]) -> str:
+def _page(report: dict, title: str, sections: list[str], cards: str) -> str:
     s = report["summary"]
-    cards = "".join(_card(r, png) for r, png in zip(report["images"], figures, strict=True))
     skipped = "".join(
         f"<li>{html.escape(r['image'])}: {html.escape(r['reason'])}</li>" for r in report["skipped"]
     )
+    body = "\n".join(sections)
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>edgecls explain: {html.escape(s["model"])}</title>
 <style>{CSS}</style></head>
-<body><h1>SHAP report</h1>
-{_about(s)}
-{LEGEND}
-{_compare(s["compare"])}
-{_faithful(s)}
-{_classes(s)}
+<body><h1>{title}</h1>
+{body}
 {"<h2>Skipped</h2><ul>" + skipped + "</ul>" if skipped else ""}
 {"<h2>Images</h2>" + cards if cards else ""}
 </body></html>
 """
+
+
+def report_html(report: dict, figures: list[bytes]) -> str:
+    s = report["summary"]
+    cards = "".join(_card(r, png) for r, png in zip(report["images"], figures, strict=True))
+    sections = [_about(s), LEGEND, _compare(s["compare"]), _faithful(s), _classes(s)]
+    return _page(report, "SHAP report", sections, cards)
+
+
+def anomaly_summary(subject, rows: list[dict], seconds: float) -> dict:
+    """The SHAP summary's shape where it fits (deletion, pointing game, per class); the score's
+    threshold in place of SHAP's settings."""
+    hits = [r["pointing_hit"] for r in rows if r["pointing_hit"] is not None]
+    spec = subject.anomaly
+    return {
+        "task": "anomaly",
+        "method": "anomaly map",  # the model's own: no SHAP
+        "model": subject.model.name,
+        "parity": subject.model.parity or None,
+        "threshold": spec.threshold,
+        "map_size": list(spec.map_size),
+        "max_false_reject": spec.max_false_reject,
+        "n": len(rows),
+        "seconds_per_image": seconds,
+        "verdicts": {label: sum(r["predicted"] == label for r in rows) for label in subject.labels},
+        "deletion": _deletion(rows),  # drops of the score, not of a probability
+        "pointing_game": {"n": len(hits), "hit_rate": _mean(hits)},
+        "unlabelled": sum(r["true_label"] is None for r in rows),
+        "classes": per_class(rows, subject.labels),
+    }
+
+
+ANOMALY_LEGEND = """<div id="legend"><b>How to read the anomaly maps</b>
+<p>The model scores every region of the image; the image's score is the largest of them, and an
+image whose score reaches the threshold is an anomaly. Each map is laid over the grey input on one
+colour scale for the whole report: dark regions score like good images, bright ones are the most
+anomalous; the cyan outline on a map encloses what is above the threshold, and the cyan x marks
+the map's peak, where the score comes from. A yellow outline on the input is the ground-truth
+defect mask. Wrong verdicts come first, then the scores nearest the threshold.</p></div>"""
+
+
+def _anomaly_about(s: dict) -> str:
+    parity = f"<br>The artifact {html.escape(s['parity'])}." if s["parity"] else ""
+    verdicts = ", ".join(f"{n} {html.escape(label)}" for label, n in s["verdicts"].items())
+    h, w = s["map_size"]
+    return (
+        f"<p>Anomaly model <code>{html.escape(s['model'])}</code>, explained by its own "
+        f"{h}x{w} anomaly map (no SHAP): {s['n']} images ({verdicts}), threshold "
+        f"<b>{s['threshold']:.3f}</b> (set to reject {s['max_false_reject']:.1%} of good images), "
+        f"{s['seconds_per_image']:.3f} s per image.{parity}</p>"
+    )
+
+
+def _anomaly_card(row: dict, png: bytes, threshold: float) -> str:
+    dl, bad = row["deletion"], row["predicted"] == "anomaly"
+    hit = {None: "", True: " · pointing game: <b>hit</b>", False: " · pointing game: <b>miss</b>"}
+    wrong = row["true_label"] is not None and row["true_label"] != row["predicted"]
+    return (
+        f"<section class='image{' wrong' * wrong}' data-score='{row['score']:.6f}'>"
+        f"<h3>{html.escape(Path(row['image']).name)}: "
+        f"<span class='predicted {'bad' if bad else 'ok'}'>{html.escape(row['predicted'])}</span>"
+        f", score <span class='score'>{row['score']:.3f}</span> {'≥' if bad else '<'} "
+        f"threshold {threshold:.3f} · {_truth(row)}</h3>"
+        f"<img alt='{html.escape(row['figure'])}' src='data:image/png;base64,"
+        f"{base64.b64encode(png).decode()}'/>"
+        f"<p>deletion: blurring the most anomalous 10% lowers the score by "
+        f"{dl['top_drop']:+.3f}, a random 10% by {dl['random_drop']:+.3f}"
+        f"{hit[row['pointing_hit']]}</p></section>"
+    )
+
+
+def anomaly_html(report: dict, figures: list[bytes]) -> str:
+    s = report["summary"]
+    cards = "".join(
+        _anomaly_card(r, png, s["threshold"])
+        for r, png in zip(report["images"], figures, strict=True)
+    )
+    faithful = _faithful(s, "score", "the map's most anomalous")
+    sections = [_anomaly_about(s), ANOMALY_LEGEND, faithful, _classes(s)]
+    return _page(report, "Anomaly map report", sections, cards)
