@@ -1,5 +1,6 @@
 """SHAP reports for the float Keras model or any bundle artifact, with checks that they are
-faithful (pipeline.py); the explainers are a registry (methods.py), loaded without the pipeline."""
+faithful (pipeline.py); the explainers are a registry (methods.py), loaded without the pipeline.
+An anomaly model is explained by its own anomaly map instead (anomaly.py)."""
 
 from edgecls.lazy import lazy_attributes
 
