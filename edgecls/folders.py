@@ -451,7 +451,11 @@ def load_good_images(
 
     good, walker = Path(good), Walker()
     roots = [good] if defects is None else [good, Path(defects)]
-    _check_roots(roots)
+    if defects is not None and _nested(good, Path(defects)):
+        raise EdgeclsError(
+            f"--defects {defects}: overlaps --data {good}; give two separate folders (defects "
+            "among the good images would be learned as good)"
+        )
     for root, option in zip(roots, ("--data", "--defects"), strict=False):
         if not root.is_dir():
             raise EdgeclsError(f"{option} {root}: not a folder of images")
@@ -470,6 +474,11 @@ def load_good_images(
         labels = test.labels + [0] * len(more_good) + [1] * len(bad)
         splits["test"] = Split(paths, labels, [0] * len(paths))
     return FolderDataset(good, "good-images", list(LABELS), splits, skipped)
+
+
+def _nested(a: Path, b: Path) -> bool:
+    a, b = a.resolve(), b.resolve()
+    return a == b or a.is_relative_to(b) or b.is_relative_to(a)
 
 
 def load_anomaly_eval_split(root: Path) -> tuple[Split, list[tuple[Path, str]]]:

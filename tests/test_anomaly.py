@@ -224,6 +224,8 @@ def test_parity_and_benchmark_on_the_board_read_good_and_defect_folders(
         (["--task", "anomaly", "--data", "{few}"], "none to set the threshold on"),
         (["--task", "anomaly", "--data", "{good}", "--img-size", "60"], "multiple of 8"),
         (["--task", "detect", "--data", "{good}"], "--task 'detect': choose one of"),
+        (["--task", "anomaly"], "--task anomaly needs a folder of good images"),
+        (["--task", "anomaly", "--data", "{good}", "--defects", "{good}"], "overlaps --data"),
     ],
 )
 def test_bad_anomaly_options_are_one_line_and_write_nothing(tmp_path, args, message):

@@ -200,6 +200,27 @@ def test_a_stop_during_training_writes_the_run_so_far_and_exits_with_the_signal(
     assert _leftovers(tmp_path) == [] and _scratch(tmp_path) == []
 
 
+def test_a_stop_during_anomaly_training_leaves_the_earlier_run_as_it_was(
+    anomaly_run, casting_data, tmp_path
+):
+    """An anomaly run is only whole with its threshold, set after the last epoch: a stop before
+    writes nothing, and an earlier run at --out stays byte for byte."""
+    out = tmp_path / "run"
+    shutil.copytree(anomaly_run, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    good = str(casting_data / "train" / "ok")
+    args = ["train", "--task", "anomaly", "--data", good, "--img-size", SIZE, "--epochs", "40"]
+    tty = Tty([*args, "--out", str(out)], tmp_path, _env(tmp_path))
+    tty.wait_for("epoch 2/40")
+    tty.proc.send_signal(signal.SIGTERM)
+    code, errs = tty.finish()
+    assert code == 143, errs
+    lines = _error_lines(errs)
+    assert lines == [f"interrupted (SIGTERM): no run was written; {out} is as it was"], errs
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert _leftovers(tmp_path) == [] and _scratch(tmp_path) == []
+
+
 def test_sighup_before_the_first_epoch_ends_leaves_the_earlier_run_as_it_was(
     tiny_run, insects_data, tmp_path
 ):

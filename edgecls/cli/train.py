@@ -76,7 +76,8 @@ def _train_anomaly(options: TrainOptions) -> None:
             f"; defects found: {100 * t['recall']:.1f}% of {t['defects']}, AUROC {t['auroc']:.3f}"
         )
     console.print(line, highlight=False, soft_wrap=True)
-    console.print(f"model: {result.out / 'model.keras'}; figures: scores.png, roc.png")
+    figures = "scores.png, roc.png" if t["defects"] else "scores.png"
+    console.print(f"model: {result.out / 'model.keras'}; figures: {figures}")
 
 
 def train_config(options: TrainOptions):

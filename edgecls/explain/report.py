@@ -191,10 +191,16 @@ def _distance(c: dict) -> str:
     )
 
 
+_POINTING = {None: "", True: " · pointing game: <b>hit</b>", False: " · pointing game: <b>miss</b>"}
+
+
+def _wrong(row: dict) -> bool:
+    return row["true_label"] is not None and row["true_label"] != row["predicted"]
+
+
 def _card(row: dict, png: bytes) -> str:
     dl = row["deletion"]
-    hit = {None: "", True: " · pointing game: <b>hit</b>", False: " · pointing game: <b>miss</b>"}
-    wrong = row["true_label"] is not None and row["true_label"] != row["predicted"]
+    wrong = _wrong(row)
     return (
         f"<section class='image{' wrong' * wrong}' data-confidence='{row['confidence']:.6f}'>"
         f"<h3>{html.escape(Path(row['image']).name)}: predicted "
@@ -204,7 +210,7 @@ def _card(row: dict, png: bytes) -> str:
         f"{base64.b64encode(png).decode()}'/>"
         + (_distance(row["compare"]) if "compare" in row else "")
         + f"<p>deletion: masking the top 10% drops p by {dl['top_drop']:+.3f}, random 10% by "
-        f"{dl['random_drop']:+.3f}{hit[row['pointing_hit']]}</p></section>"
+        f"{dl['random_drop']:+.3f}{_POINTING[row['pointing_hit']]}</p></section>"
     )
 
 
@@ -324,8 +330,7 @@ def _anomaly_about(s: dict) -> str:
 
 def _anomaly_card(row: dict, png: bytes, threshold: float) -> str:
     dl, bad = row["deletion"], row["predicted"] == "anomaly"
-    hit = {None: "", True: " · pointing game: <b>hit</b>", False: " · pointing game: <b>miss</b>"}
-    wrong = row["true_label"] is not None and row["true_label"] != row["predicted"]
+    wrong = _wrong(row)
     return (
         f"<section class='image{' wrong' * wrong}' data-score='{row['score']:.6f}'>"
         f"<h3>{html.escape(Path(row['image']).name)}: "
@@ -336,7 +341,7 @@ def _anomaly_card(row: dict, png: bytes, threshold: float) -> str:
         f"{base64.b64encode(png).decode()}'/>"
         f"<p>deletion: blurring the most anomalous 10% lowers the score by "
         f"{dl['top_drop']:+.3f}, a random 10% by {dl['random_drop']:+.3f}"
-        f"{hit[row['pointing_hit']]}</p></section>"
+        f"{_POINTING[row['pointing_hit']]}</p></section>"
     )
 
 
