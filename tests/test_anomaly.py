@@ -283,3 +283,30 @@ def test_the_statistics_path_reads_a_backbone_file_and_exports(casting_data, tmp
     assert wrong.exit_code != 0 and "--weights" in wrong.output, wrong.output
     assert len(wrong.output.strip().splitlines()) <= 2, wrong.output  # the counts, the error
     assert not (tmp_path / "run2").exists()
+
+
+def test_the_view_draws_the_anomaly_map_over_what_the_model_saw():
+    from edgecls.bundle.anomaly import AnomalySpec
+    from edgecls.runtime.records import Identity, Record
+    from edgecls.runtime.sinks.overlay import draw
+
+    spec = AnomalySpec(threshold=1.5, map_size=(4, 4), max_false_reject=0.01)
+    roi = (100, 80, 80, 80)  # x, y, w, h: each map cell is 20 px of it
+    identity = Identity("b", "model_int8.tflite", "0" * 64, ("ok", "anomaly"), roi, spec)
+    heat = np.full((4, 4), -6.0, np.float32)
+    heat[0, 0] = 4.0  # one cell well above the threshold, top left of the region
+    frame = np.full((200, 240, 3), 128, np.uint8)
+    record = Record(
+        frame=1, time=0.0, label="anomaly", top="anomaly", confidence=0.98, probs=(0.02, 0.98),
+        latency_ms=1.0, source="s", identity=identity, image=frame, score=5.5, anomaly_map=heat,
+    )  # fmt: skip
+    drawn = draw(record, frozenset({"anomaly"}), 10.0, None)
+    assert np.array_equal(record.image, frame)  # the frame itself is untouched
+    hot, cold = drawn[82:88, 102:108].astype(int), drawn[152:158, 172:178].astype(int)
+    assert hot[..., 2].mean() > hot[..., 0].mean() + 40  # red where the map is high
+    assert cold[..., 0].mean() > cold[..., 2].mean() + 40  # blue far below the threshold
+    assert np.array_equal(drawn[170:, :90], frame[170:, :90])  # outside the region: as it was
+    plain = draw(Record(**{**record.__dict__, "anomaly_map": None}), frozenset(), 10.0, None)
+    assert np.array_equal(plain[82:88, 102:108], frame[82:88, 102:108])
+    assert record.to_dict()["score"] == 5.5 and record.to_dict()["threshold"] == 1.5
+    assert "anomaly_map" not in record.to_dict()
