@@ -15,7 +15,7 @@ from edgecls.folders import FolderDataset
 from edgecls.train.report import write_history
 
 
-def test_figures(good: np.ndarray, bad: np.ndarray, threshold: float) -> dict:
+def verdict_figures(good: np.ndarray, bad: np.ndarray, threshold: float) -> dict:
     """Verdicts at the threshold on good and defective test images (score >= threshold: anomaly)."""
     figures = {
         "good": len(good),
@@ -49,7 +49,7 @@ def report(
         "threshold": threshold,
         "max_false_reject": config.max_false_reject,
         "val": {"good": len(val), "false_reject": float((val >= threshold).mean())},
-        "test": test_figures(test[~is_bad], test[is_bad], threshold),
+        "test": verdict_figures(test[~is_bad], test[is_bad], threshold),
         "epochs": len(history),
         "synthetic_accuracy": history[-1]["accuracy"] if history else None,
     }

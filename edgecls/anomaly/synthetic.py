@@ -79,14 +79,13 @@ def _patch(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.
 DEFECTS = (_blob, _line, _smudge, _patch)
 
 
-def augment(image: np.ndarray, rng: np.random.Generator, turn: bool = True) -> np.ndarray:
-    """A good image seen anew: flips, quarter turns (with `turn`), a little light."""
+def augment(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """A good image seen anew: flips, quarter turns, a little light."""
     out = image.astype(np.float32)
-    if turn:
-        if rng.random() < 0.5:
-            out = out[:, ::-1]
-        if out.shape[0] == out.shape[1]:
-            out = np.rot90(out, int(rng.integers(4)))
+    if rng.random() < 0.5:
+        out = out[:, ::-1]
+    if out.shape[0] == out.shape[1]:
+        out = np.rot90(out, int(rng.integers(4)))
     return out * rng.uniform(0.85, 1.15) + rng.uniform(-15, 15)
 
 

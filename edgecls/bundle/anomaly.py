@@ -91,4 +91,4 @@ def threshold_at(good_scores: np.ndarray, max_false_reject: float) -> float:
     s = np.sort(np.asarray(good_scores, np.float64))
     allowed = int(np.floor(max_false_reject * len(s)))  # good images it may reject
     top = s[len(s) - allowed - 1]  # the highest score that must pass
-    return float(np.nextafter(top, np.inf) + 1e-6 * max(1.0, abs(top)))
+    return float(top + 1e-6 * max(1.0, abs(top)))

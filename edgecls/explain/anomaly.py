@@ -47,6 +47,7 @@ class Scored:
     margins: np.ndarray  # (N,) score - threshold: >= 0 is an anomaly
     heat: np.ndarray  # (N, H, W) the map upsampled to the input, score - threshold units
     probs: np.ndarray  # (N, 2) ok, anomaly: what the board reports
+    truth: list[str | None]  # ok or anomaly where known (`_truth`)
 
     def subset(self, idx) -> Scored:
         pick = list(idx)
@@ -56,6 +57,7 @@ class Scored:
             self.margins[pick],
             self.heat[pick],
             self.probs[pick],
+            [self.truth[i] for i in pick],
         )
 
 
@@ -90,7 +92,8 @@ def score(subject: Subject, paths: list[Path], x: np.ndarray) -> Scored:
         cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
         for m in maps(raw, subject.anomaly.map_size)
     ]
-    return Scored(paths, x, margins(raw), np.stack(heat), probabilities(raw))
+    truth = [_truth(p, subject) for p in paths]
+    return Scored(paths, x, margins(raw), np.stack(heat), probabilities(raw), truth)
 
 
 def _truth(path: Path, subject: Subject) -> str | None:
@@ -124,7 +127,7 @@ def _row(subject: Subject, scored: Scored, i: int, rng) -> tuple[dict, Path | No
     verdict = int(scored.probs[i].argmax())
     return {
         "image": str(path),
-        "true_label": _truth(path, subject),
+        "true_label": scored.truth[i],
         "predicted": subject.labels[verdict],
         "confidence": float(scored.probs[i, verdict]),
         "score": float(scored.margins[i]) + subject.anomaly.threshold,
@@ -138,8 +141,8 @@ def _row(subject: Subject, scored: Scored, i: int, rng) -> tuple[dict, Path | No
 def _reading_order(subject: Subject, scored: Scored) -> Scored:
     """Wrong verdicts first, then the scores nearest the threshold: where a reader should look."""
     verdicts = scored.probs.argmax(axis=1)
-    truth = [_truth(p, subject) for p in scored.paths]
-    wrong = [t is not None and t != subject.labels[v] for t, v in zip(truth, verdicts, strict=True)]
+    pairs = zip(scored.truth, verdicts, strict=True)
+    wrong = [t is not None and t != subject.labels[v] for t, v in pairs]
     near = np.abs(scored.margins)
     return scored.subset(sorted(range(len(wrong)), key=lambda i: (not wrong[i], near[i])))
 

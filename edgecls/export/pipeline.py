@@ -232,8 +232,7 @@ def _anomaly_spec(source: RunSource) -> AnomalySpec | None:
     return AnomalySpec(cfg.threshold, tuple(cfg.map_size), cfg.max_false_reject or 0.0)
 
 
-def _manifest(out, source, spec, calibration, evalset, config, artifacts) -> Manifest:
-    anomaly = _anomaly_spec(source)
+def _manifest(out, source, spec, calibration, evalset, config, artifacts, anomaly) -> Manifest:
     return Manifest(
         schema_version=SCHEMA_VERSION,
         edgecls_version=__version__,
@@ -286,7 +285,7 @@ def _export(config: ExportConfig, console: Console) -> ExportResult:
     from edgecls.keras_predictor import KerasPredictor, load_keras_model
 
     source = resolve_source(config.source, config.labels)
-    _anomaly_spec(source)  # a run that cannot make a whole bundle is refused before any work
+    anomaly = _anomaly_spec(source)  # before any work: a run that cannot make a whole bundle
     config = replace(config, thresholds=config.gates(source.task))
     if config.sign_key is not None:
         check_key(config.sign_key, "--sign-key")
@@ -316,7 +315,7 @@ def _export(config: ExportConfig, console: Console) -> ExportResult:
         )
         artifacts = [_artifact(a, ctx, folder, evalset, config, meta, console) for a in plan]
         artifacts = _int8_checks(artifacts, ctx, folder, evalset, config, meta, console)
-        manifest = _manifest(out, source, spec, calib, evalset, config, artifacts)
+        manifest = _manifest(out, source, spec, calib, evalset, config, artifacts, anomaly)
         write_text_atomic(folder / "labels.txt", "\n".join(source.labels) + "\n")
         save_bundle_files(folder, manifest)
         if config.sign_key is not None:  # published signed, or not at all
