@@ -135,6 +135,15 @@ def _run_with(options: LoopOptions, images, act) -> tuple:
     return summary, logs, out.rows, out.times
 
 
+def _act_and_run_on(port: int, action: str, swaps: int, logs: list, out) -> None:
+    """An operator's action by POST /deploy, the swap it makes (the `swaps`-th "model: running"
+    line), and 20 more frames after it."""
+    assert _post(port, {"action": action})[0] == 202
+    assert _wait(lambda: sum("model: running" in m for m in logs) == swaps), logs
+    n = len(out.rows)
+    assert _wait(lambda: len(out.rows) >= n + 20)
+
+
 def _contiguous(rows) -> list[int]:
     frames = [r["frame"] for r in rows if r["type"] == "frame"]
     assert frames == list(range(len(frames))), "a frame lost or classified twice"
@@ -231,15 +240,9 @@ def test_deploy_refuses_a_weak_or_foreign_candidate_promotes_and_rolls_back(
         assert _wait(lambda: "differ from the active" in _state(state).get("why", "")), logs
         assert _post(port, {"path": str(int8_bundle)})[0] == 202
         assert _wait(lambda: _state(state).get("candidate") is not None), logs
-        assert _post(port, {"action": "promote"})[0] == 202
-        assert _wait(lambda: any("model: running" in m for m in logs)), logs
+        _act_and_run_on(port, "promote", 1, logs, out)
         seen["promoted"] = _state(state)
-        n = len(out.rows)
-        assert _wait(lambda: len(out.rows) >= n + 20)
-        assert _post(port, {"action": "rollback"})[0] == 202
-        assert _wait(lambda: sum("model: running" in m for m in logs) == 2), logs
-        n = len(out.rows)
-        assert _wait(lambda: len(out.rows) >= n + 20)
+        _act_and_run_on(port, "rollback", 2, logs, out)
 
     summary, logs, rows, _ = _run_with(opts, images, act)
     _contiguous(rows)
@@ -289,10 +292,7 @@ def test_a_promoted_model_over_its_latency_budget_on_the_line_is_rolled_back(
             return fast(x)
 
         predictor.predict = on_the_line
-        assert _post(port, {"action": "promote"})[0] == 202
-        assert _wait(lambda: sum("model: running" in m for m in logs) == 2), logs
-        n = len(out.rows)
-        assert _wait(lambda: len(out.rows) >= n + 20)
+        _act_and_run_on(port, "promote", 2, logs, out)
 
     summary, logs, rows, _ = _run_with(opts, images, act)
     _contiguous(rows)
